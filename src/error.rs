@@ -1,0 +1,40 @@
+//! The error a user sees when an input file is wrong: where, and what.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A problem in a file the user wrote: a manifest, an attribute file, a
+/// template. Displays as `file:line:column: message`, the form editors and
+/// CI logs link to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl InputError {
+    pub fn new(file: &Path, message: impl Into<String>) -> Self {
+        InputError { file: file.to_path_buf(), line: None, column: None, message: message.into() }
+    }
+
+    pub fn at(file: &Path, line: usize, message: impl Into<String>) -> Self {
+        InputError { line: Some(line), ..InputError::new(file, message) }
+    }
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for InputError {}

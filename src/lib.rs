@@ -10,3 +10,6 @@ pub mod manifest;
 pub mod names;
 pub mod templates;
 pub mod yaml;
+pub mod layers;
+pub mod store;
+pub mod image_paths;

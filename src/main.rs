@@ -1,1 +1,46 @@
-fn main() {}
+//! The `herd` command line: parses arguments and hands each command to the
+//! library. Nothing here knows about images or units beyond wiring.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Build OCI images and pods from directories; generate systemd units from
+/// environment directories.
+#[derive(Parser)]
+#[command(name = "herd", version, about, long_about = None, propagate_version = true)]
+struct Herd {
+    /// More output: -v for debug, -vv for trace. LOG_LEVEL also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Build(cli::build::BuildArgs),
+    Images(cli::images::ImagesArgs),
+    Inspect(cli::images::InspectArgs),
+    // Commands are listed in the order a user meets them; each lives in
+    // src/cli/<command>.rs.
+}
+
+fn main() -> ExitCode {
+    let herd = Herd::parse();
+    cli::init_logging(herd.verbose);
+    let result = match herd.command {
+        Command::Build(args) => cli::build::run(args),
+        Command::Images(args) => cli::images::run_images(args),
+        Command::Inspect(args) => cli::images::run_inspect(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            cli::report_error(&error);
+            ExitCode::from(2)
+        }
+    }
+}

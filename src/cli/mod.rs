@@ -1,0 +1,52 @@
+//! One module per command; shared helpers for output and errors.
+
+pub mod build;
+pub mod images;
+
+use std::path::PathBuf;
+
+/// Sets up `tracing` from `-v` flags or `LOG_LEVEL` (error, warn, info,
+/// debug, trace); info by default. Logs go to stderr so stdout stays data.
+pub fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        1 => "debug".into(),
+        _ => "trace".into(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("herd={level}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herd=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+/// Prints an error and its causes, one per line, the way cargo does.
+pub fn report_error(error: &anyhow::Error) {
+    eprintln!("error: {error}");
+    for cause in error.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+}
+
+/// The `--store` option shared by every command that reads or writes
+/// images.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StoreArg {
+    /// The OCI image layout directory images are kept in
+    /// [default: $XDG_DATA_HOME/herd/store]
+    #[arg(long, env = "HERD_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+}
+
+impl StoreArg {
+    pub fn open(&self) -> anyhow::Result<herd::store::Store> {
+        let path = match &self.store {
+            Some(path) => path.clone(),
+            None => herd::store::Store::default_path()?,
+        };
+        herd::store::Store::open(&path)
+    }
+}

@@ -1,0 +1,389 @@
+//! The local image store: an OCI image layout directory (`oci-layout`,
+//! `index.json`, `blobs/sha256/`), readable by skopeo, umoci and podman.
+//!
+//! Crash safety: a blob is written to `tmp/` and renamed into `blobs/` only
+//! once its digest is known, so a blob file always matches its name;
+//! `index.json` is replaced atomically under a file lock, so concurrent
+//! builds do not lose each other's tags and `kill -9` leaves the old or the
+//! new index, never a torn one.
+
+use crate::digest::{Digest, digest_reader};
+use crate::names::ImageName;
+use anyhow::{Context, Result, anyhow, bail};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// The index annotation that names an image (its tag, in OCI layout terms).
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+pub struct Store {
+    root: PathBuf,
+}
+
+/// Holds the store's lock until dropped.
+pub struct StoreLock {
+    _file: File,
+}
+
+/// One named image of the store.
+#[derive(Debug, Clone)]
+pub struct Tag {
+    pub name: String,
+    pub descriptor: Descriptor,
+}
+
+impl Store {
+    /// `$XDG_DATA_HOME/herd/store`, or `~/.local/share/herd/store`.
+    pub fn default_path() -> Result<PathBuf> {
+        let data = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => {
+                let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("neither --store, HERD_STORE, XDG_DATA_HOME nor HOME is set"))?;
+                PathBuf::from(home).join(".local/share")
+            }
+        };
+        Ok(data.join("herd/store"))
+    }
+
+    /// Opens the layout at `root`, creating an empty one if there is none.
+    pub fn open(root: &Path) -> Result<Store> {
+        let store = Store { root: root.to_path_buf() };
+        std::fs::create_dir_all(store.root.join("blobs/sha256"))
+            .with_context(|| format!("creating the store at {}", root.display()))?;
+        std::fs::create_dir_all(store.tmp_dir())?;
+        if !store.root.join("oci-layout").exists() || !store.index_path().exists() {
+            let _lock = store.lock()?;
+            if !store.root.join("oci-layout").exists() {
+                crate::fsutil::write_atomic(&store.root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+            }
+            if !store.index_path().exists() {
+                store.write_index(&[])?;
+            }
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// Takes the store's exclusive lock, waiting for other herd processes.
+    pub fn lock(&self) -> Result<StoreLock> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.root.join(".lock"))
+            .with_context(|| format!("opening the lock of {}", self.root.display()))?;
+        file.lock().with_context(|| format!("locking {}", self.root.display()))?;
+        Ok(StoreLock { _file: file })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// A temporary file in the store, on the same file system as `blobs/`
+    /// so that committing it is a rename.
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new().prefix("blob-").tempfile_in(self.tmp_dir()).context("creating a temporary blob")
+    }
+
+    /// Moves a fully written temporary file into `blobs/` under `digest`.
+    /// The caller computed `digest` from the bytes it wrote.
+    pub fn commit_blob(&self, temp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        let target = self.blob_path(digest);
+        if target.exists() {
+            return Ok(()); // same content already there; the temp file is dropped
+        }
+        temp.as_file().sync_all()?;
+        temp.persist(&target).with_context(|| format!("storing blob {digest}"))?;
+        crate::fsutil::sync_dir(target.parent().expect("blob paths have a parent"));
+        Ok(())
+    }
+
+    /// Stores a small blob (a config or manifest) and returns its digest.
+    pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if !self.has_blob(&digest) {
+            let mut temp = self.temp_file()?;
+            std::io::Write::write_all(&mut temp, bytes)?;
+            self.commit_blob(temp, &digest)?;
+        }
+        Ok(digest)
+    }
+
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        std::fs::read(self.blob_path(digest)).with_context(|| format!("reading blob {digest} from {}", self.root.display()))
+    }
+
+    /// Stores `value` as canonical JSON (sorted keys, no spaces) and
+    /// returns its descriptor.
+    pub fn write_json(&self, media_type: MediaType, value: &impl Serialize) -> Result<Descriptor> {
+        let bytes = canonical_json(value)?;
+        let digest = self.write_blob(&bytes)?;
+        Ok(Descriptor::new(media_type, bytes.len() as u64, to_oci_digest(&digest)))
+    }
+
+    pub fn read_manifest(&self, descriptor: &Descriptor) -> Result<ImageManifest> {
+        let bytes = self.read_blob(&from_oci_digest(descriptor.digest()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing manifest {}", descriptor.digest()))
+    }
+
+    pub fn read_config(&self, manifest: &ImageManifest) -> Result<ImageConfiguration> {
+        let bytes = self.read_blob(&from_oci_digest(manifest.config().digest()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing config {}", manifest.config().digest()))
+    }
+
+    /// Every named image, in index order.
+    pub fn tags(&self) -> Result<Vec<Tag>> {
+        let index = self.read_index()?;
+        Ok(index
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                let name = d.annotations().as_ref()?.get(REF_NAME)?.clone();
+                Some(Tag { name, descriptor: d.clone() })
+            })
+            .collect())
+    }
+
+    /// The descriptor stored under `name`, if any.
+    pub fn resolve(&self, name: &ImageName) -> Result<Option<Descriptor>> {
+        let wanted = name.to_string();
+        Ok(self.tags()?.into_iter().find(|t| t.name == wanted).map(|t| t.descriptor))
+    }
+
+    /// Like `resolve`, but a missing name is an error that lists what the
+    /// store has under the same repository.
+    pub fn require(&self, name: &ImageName) -> Result<Descriptor> {
+        if let Some(descriptor) = self.resolve(name)? {
+            return Ok(descriptor);
+        }
+        let repository = name.repository();
+        let similar: Vec<String> = self.tags()?.into_iter().map(|t| t.name).filter(|n| n.starts_with(&repository)).collect();
+        if similar.is_empty() {
+            bail!("{name} is not in the store {} (build or pull it first)", self.root.display())
+        }
+        bail!("{name} is not in the store {}; it has {}", self.root.display(), similar.join(", "))
+    }
+
+    /// Points `name` at `descriptor`, replacing what the name pointed at
+    /// before and keeping every other name.
+    pub fn set_tag(&self, name: &ImageName, descriptor: &Descriptor) -> Result<()> {
+        let _lock = self.lock()?;
+        let wanted = name.to_string();
+        let mut entries: Vec<Descriptor> = self
+            .read_index()?
+            .manifests()
+            .iter()
+            .filter(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&wanted))
+            .cloned()
+            .collect();
+        let mut tagged = descriptor.clone();
+        let mut annotations = tagged.annotations().clone().unwrap_or_default();
+        annotations.insert(REF_NAME.to_string(), wanted);
+        tagged.set_annotations(Some(annotations));
+        entries.push(tagged);
+        self.write_index(&entries)
+    }
+
+    /// Removes `name`; true if it was there.
+    pub fn remove_tag(&self, name: &ImageName) -> Result<bool> {
+        let _lock = self.lock()?;
+        let wanted = name.to_string();
+        let before = self.read_index()?.manifests().clone();
+        let after: Vec<Descriptor> =
+            before.iter().filter(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&wanted)).cloned().collect();
+        if after.len() == before.len() {
+            return Ok(false);
+        }
+        self.write_index(&after)?;
+        Ok(true)
+    }
+
+    fn read_index(&self) -> Result<ImageIndex> {
+        let path = self.index_path();
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn write_index(&self, manifests: &[Descriptor]) -> Result<()> {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        crate::fsutil::write_atomic(&self.index_path(), &canonical_json(&index)?)
+    }
+
+    /// Checks that every blob matches its name and every tag's manifest,
+    /// config and layers are present. Returns the problems found.
+    pub fn fsck(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("blobs/sha256"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let expected: Result<Digest, _> = format!("sha256:{name}").parse();
+            let Ok(expected) = expected else {
+                problems.push(format!("blobs/sha256/{name}: not a digest name"));
+                continue;
+            };
+            let (actual, _) = digest_reader(File::open(entry.path())?)?;
+            if actual != expected {
+                problems.push(format!("blobs/sha256/{name}: content has digest {actual}"));
+            }
+        }
+        for tag in self.tags()? {
+            for digest in self.referenced_blobs(&tag.descriptor)? {
+                if !self.has_blob(&digest) {
+                    problems.push(format!("{}: blob {digest} is missing", tag.name));
+                }
+            }
+        }
+        Ok(problems)
+    }
+
+    /// The digests a manifest needs: itself, its config and its layers
+    /// (or, for an index, its manifests and theirs).
+    pub fn referenced_blobs(&self, descriptor: &Descriptor) -> Result<Vec<Digest>> {
+        let digest = from_oci_digest(descriptor.digest());
+        let mut blobs = vec![digest.clone()];
+        if !self.has_blob(&digest) {
+            return Ok(blobs);
+        }
+        if *descriptor.media_type() == MediaType::ImageIndex {
+            let index: ImageIndex = serde_json::from_slice(&self.read_blob(&digest)?)?;
+            for child in index.manifests() {
+                blobs.extend(self.referenced_blobs(child)?);
+            }
+            return Ok(blobs);
+        }
+        let manifest = self.read_manifest(descriptor)?;
+        blobs.push(from_oci_digest(manifest.config().digest()));
+        blobs.extend(manifest.layers().iter().map(|l| from_oci_digest(l.digest())));
+        Ok(blobs)
+    }
+
+    /// Deletes blobs no tag references and leftovers in `tmp/`; returns the
+    /// number of blobs and bytes freed.
+    pub fn gc(&self) -> Result<(usize, u64)> {
+        let _lock = self.lock()?;
+        let mut keep = std::collections::HashSet::new();
+        for tag in self.tags()? {
+            keep.extend(self.referenced_blobs(&tag.descriptor)?);
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for entry in std::fs::read_dir(self.root.join("blobs/sha256"))? {
+            let entry = entry?;
+            let name = format!("sha256:{}", entry.file_name().to_string_lossy());
+            if name.parse::<Digest>().is_ok_and(|d| keep.contains(&d)) {
+                continue;
+            }
+            bytes += entry.metadata()?.len();
+            std::fs::remove_file(entry.path())?;
+            count += 1;
+        }
+        Ok((count, bytes))
+    }
+
+    /// Removes temporary files left by interrupted builds. Takes the lock so
+    /// no running build in this store loses its work.
+    pub fn clean(&self) -> Result<usize> {
+        let _lock = self.lock()?;
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.tmp_dir())? {
+            let entry = entry?;
+            let path = entry.path();
+            let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+            // A file being written right now by a build that holds no lock
+            // (blob writing does not take it) is young; leave it.
+            if age.as_secs() < 60 {
+                continue;
+            }
+            if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+/// JSON with object keys sorted and no insignificant whitespace: the same
+/// value always gives the same bytes, and so the same digest. (oci-spec
+/// keeps annotations and labels in HashMaps, whose order varies by run.)
+pub fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
+    // serde_json's Map is a BTreeMap (herd does not enable preserve_order),
+    // so going through Value sorts every object's keys.
+    let value = serde_json::to_value(value)?;
+    Ok(serde_json::to_vec(&value)?)
+}
+
+pub fn to_oci_digest(digest: &Digest) -> oci_spec::image::Digest {
+    digest.as_str().parse().expect("herd digests are valid sha256 digests")
+}
+
+pub fn from_oci_digest(digest: &oci_spec::image::Digest) -> Digest {
+    digest.to_string().parse().unwrap_or_else(|_| Digest::of(digest.to_string().as_bytes()))
+}
+
+/// Annotations as a HashMap, as oci-spec wants them.
+pub fn annotations<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HashMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(text: &str) -> ImageName {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn tags_replace_their_own_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.write_json(MediaType::ImageManifest, &serde_json::json!({"a": 1})).unwrap();
+        let b = store.write_json(MediaType::ImageManifest, &serde_json::json!({"b": 1})).unwrap();
+        store.set_tag(&name("x.io/app:1"), &a).unwrap();
+        store.set_tag(&name("x.io/app:2"), &a).unwrap();
+        store.set_tag(&name("x.io/app:1"), &b).unwrap();
+        let tags: Vec<(String, String)> =
+            store.tags().unwrap().into_iter().map(|t| (t.name, t.descriptor.digest().to_string())).collect();
+        assert_eq!(tags, vec![("x.io/app:2".into(), a.digest().to_string()), ("x.io/app:1".into(), b.digest().to_string())]);
+        assert!(store.resolve(&name("x.io/app:3")).unwrap().is_none());
+        let err = store.require(&name("x.io/app:3")).unwrap_err().to_string();
+        assert!(err.contains("x.io/app:2"), "{err}");
+    }
+
+    #[test]
+    fn fsck_notices_a_corrupted_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = store.write_blob(b"content").unwrap();
+        assert!(store.fsck().unwrap().is_empty());
+        std::fs::write(store.blob_path(&digest), b"tampered").unwrap();
+        assert_eq!(store.fsck().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys() {
+        let map: HashMap<&str, i32> = [("b", 1), ("a", 2), ("c", 3)].into_iter().collect();
+        assert_eq!(canonical_json(&map).unwrap(), br#"{"a":2,"b":1,"c":3}"#);
+    }
+}

@@ -13,3 +13,4 @@ pub mod yaml;
 pub mod layers;
 pub mod store;
 pub mod image_paths;
+pub mod build;

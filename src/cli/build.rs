@@ -1,10 +1,38 @@
 //! `herd build`.
+
+use super::StoreArg;
+use herd::build::{BuildOptions, build_image};
+use herd::layers::Compression;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Build images and pods from directories into the store.
+/// Build images from image directories (each holding an aci-manifest.yml)
+/// into the store, tagged with the name in their manifest.
 #[derive(clap::Args)]
-pub struct BuildArgs {}
+pub struct BuildArgs {
+    /// Image directories to build.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
 
-pub fn run(_args: BuildArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not yet implemented")
+    #[command(flatten)]
+    store: StoreArg,
+
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = Compression::Gzip)]
+    compression: Compression,
+
+    /// Timestamp (seconds since 1970) for file times and `created`
+    /// [default: SOURCE_DATE_EPOCH, else the directory's last git commit, else 0]
+    #[arg(long, value_name = "SECONDS")]
+    source_date_epoch: Option<u64>,
+}
+
+pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open()?;
+    let options = BuildOptions { compression: args.compression, source_date_epoch: args.source_date_epoch, init_binary: None };
+    for path in &args.paths {
+        let built = build_image(path, &store, &options)?;
+        println!("{} {}", built.name, built.manifest.digest());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,414 @@
+//! `herd build` for one image directory: manifest -> layers -> config ->
+//! manifest -> store. Data flows one way: the directory is read, layers are
+//! written into the store's temporary area, and the tag is set last, so an
+//! interrupted or failed build leaves every earlier tag as it was.
+
+use crate::attributes::{self, MergedAttributes};
+use crate::error::InputError;
+use crate::image_paths::{self, AppSpec};
+use crate::layers::{self, Compression, Entry, LayerBlob, ScanOptions};
+use crate::manifest::{self, ImageManifest};
+use crate::names::{self, ImageName};
+use crate::store::{self, Store};
+use anyhow::{Context, Result, bail};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest as OciManifest, MediaType};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What a build may vary. The defaults give reproducible images.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub compression: Compression,
+    /// Timestamps in the image (file mtimes, `created`). `None`: the
+    /// `SOURCE_DATE_EPOCH` variable, else the last git commit time of the
+    /// directory, else 0.
+    pub source_date_epoch: Option<u64>,
+    /// The `herd-init` executable to put in every image. `None`: `HERD_INIT`,
+    /// else `herd-init` beside the running executable.
+    pub init_binary: Option<PathBuf>,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuiltImage {
+    pub name: ImageName,
+    pub manifest: Descriptor,
+}
+
+/// Labels herd sets on the config, read back when an image is a dependency.
+pub mod labels {
+    pub const STACK: &str = "io.herd.stack";
+    pub const USER: &str = "io.herd.app.user";
+    pub const GROUP: &str = "io.herd.app.group";
+    pub const SUPPLEMENTARY_GIDS: &str = "io.herd.app.supplementary-gids";
+    pub const MOUNT_POINTS: &str = "io.herd.app.mount-points";
+    pub const ISOLATORS: &str = "io.herd.app.isolators";
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Builds the image directory `dir` into `store` and tags it.
+pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<BuiltImage> {
+    let source = ImageSource::read(dir)?;
+    let epoch = options.source_date_epoch.map_or_else(|| source_date_epoch(dir), Ok)?;
+    let manifest = source.manifest(&Value::Null)?;
+    let name = image_name(&source.manifest_path, &manifest.name, dir, epoch)?;
+    crate::templates::check_dir(&dir.join("templates"))?;
+
+    let base = Base::resolve(store, &manifest.aci.dependencies)?;
+    let init = init_layer(store, options)?;
+    let own = own_layer(store, &source, &manifest, &name, &base, epoch, options.compression)?;
+
+    let mut layers = base.layers.clone();
+    if !layers.iter().any(|(blob, _)| blob.digest == init.digest) {
+        layers.push((init, "herd init".into()));
+    }
+    layers.push((own, format!("herd build {}", name.tiny_name())));
+
+    let config = image_config(&manifest, &name, &base, &layers, epoch)?;
+    let config_descriptor = store.write_json(MediaType::ImageConfig, &config)?;
+    let oci_manifest = image_manifest(&manifest, config_descriptor, &layers)?;
+    let manifest_descriptor = store.write_json(MediaType::ImageManifest, &oci_manifest)?;
+    store.set_tag(&name, &manifest_descriptor)?;
+    Ok(BuiltImage { name, manifest: manifest_descriptor })
+}
+
+/// An image directory as read from disk.
+pub struct ImageSource {
+    pub dir: PathBuf,
+    pub manifest_path: PathBuf,
+    manifest_text: String,
+    pub attributes: MergedAttributes,
+}
+
+impl ImageSource {
+    pub fn read(dir: &Path) -> Result<ImageSource> {
+        let manifest_path = dir.join(manifest::IMAGE_MANIFEST);
+        let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| {
+            InputError::new(&manifest_path, format!("cannot read the image manifest: {e} (is {} an image directory?)", dir.display()))
+        })?;
+        let files = attributes::read_dir(&dir.join("attributes"))?;
+        if let Some(file) = files.iter().find(|f| !f.includes.is_empty()) {
+            return Err(InputError::new(&file.path, "`include:` is only supported in environment attributes").into());
+        }
+        let mut merged = MergedAttributes::new();
+        merged.apply_files(&files);
+        Ok(ImageSource { dir: dir.to_path_buf(), manifest_path, manifest_text, attributes: merged })
+    }
+
+    /// The manifest rendered over the image's attributes with `extra` (the
+    /// attributes build scripts wrote) on top.
+    pub fn manifest(&self, extra: &Value) -> Result<ImageManifest, InputError> {
+        let mut values = self.attributes.value().clone();
+        attributes::merge_value(&mut values, extra);
+        manifest::parse_image(&self.manifest_path, &self.manifest_text, &values)
+    }
+}
+
+/// Parses the manifest's name, giving it a generated version if it has none.
+fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Result<ImageName> {
+    let name: ImageName = text.parse().map_err(|e: String| InputError::new(manifest_path, e))?;
+    if name.tag().is_some() {
+        return Ok(name);
+    }
+    let version = names::generated_version(epoch, git(dir, &["rev-parse", "--short", "HEAD"]).as_deref());
+    Ok(name.with_tag(&version).map_err(|e| InputError::new(manifest_path, e))?)
+}
+
+/// `SOURCE_DATE_EPOCH`, else the last commit time of `dir`, else 0.
+pub fn source_date_epoch(dir: &Path) -> Result<u64> {
+    if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+        return value.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
+    }
+    Ok(git(dir, &["log", "-1", "--format=%ct", "--", "."]).and_then(|t| t.parse().ok()).unwrap_or(0))
+}
+
+/// Runs git in `dir`; `None` when it is not a repository or git is absent.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
+    let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (output.status.success() && !text.is_empty()).then_some(text)
+}
+
+/// What an image inherits from its dependencies.
+#[derive(Default)]
+struct Base {
+    /// Layers in order, with their history line.
+    layers: Vec<(LayerBlob, String)>,
+    /// Tiny names, deepest base first.
+    stack: Vec<String>,
+    /// The config of the last dependency: the starting point of ours.
+    config: Option<oci_spec::image::Config>,
+}
+
+impl Base {
+    fn resolve(store: &Store, dependencies: &[String]) -> Result<Base> {
+        let mut base = Base::default();
+        for dependency in dependencies {
+            let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
+            let descriptor = store.require(&name).with_context(|| format!("resolving dependency {name}"))?;
+            let manifest = store.read_manifest(&descriptor)?;
+            let config = store.read_config(&manifest)?;
+            let diff_ids = config.rootfs().diff_ids();
+            if diff_ids.len() != manifest.layers().len() {
+                bail!("dependency {name}: its config lists {} layers but its manifest {}", diff_ids.len(), manifest.layers().len());
+            }
+            for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
+                let blob = LayerBlob {
+                    digest: store::from_oci_digest(layer.digest()),
+                    diff_id: diff_id.parse().map_err(anyhow::Error::msg)?,
+                    size: layer.size(),
+                    media_type: media_type_str(layer.media_type())?,
+                };
+                if !base.layers.iter().any(|(b, _)| b.digest == blob.digest) {
+                    base.layers.push((blob, format!("from {name}")));
+                }
+            }
+            let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+            for tiny in labels.get(labels::STACK).map(String::as_str).unwrap_or("").split_whitespace() {
+                if !base.stack.iter().any(|t| t == tiny) {
+                    base.stack.push(tiny.to_string());
+                }
+            }
+            base.config = config.config().clone();
+        }
+        Ok(base)
+    }
+}
+
+fn media_type_str(media_type: &MediaType) -> Result<&'static str> {
+    Ok(match media_type.to_string().as_str() {
+        layers::MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => layers::MEDIA_TYPE_GZIP,
+        layers::MEDIA_TYPE_ZSTD => layers::MEDIA_TYPE_ZSTD,
+        layers::MEDIA_TYPE_TAR => layers::MEDIA_TYPE_TAR,
+        other => bail!("layer media type {other} is not supported"),
+    })
+}
+
+/// Locates the `herd-init` executable.
+pub fn init_binary(options: &BuildOptions) -> Result<PathBuf> {
+    if let Some(path) = &options.init_binary {
+        return Ok(path.clone());
+    }
+    if let Some(path) = std::env::var_os("HERD_INIT") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("finding the herd executable")?;
+    let beside = exe.with_file_name("herd-init");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    bail!("cannot find herd-init beside {} (install it there or set HERD_INIT)", exe.display())
+}
+
+/// The init's own layer. Its bytes depend only on the init binary (fixed
+/// owner, mode and mtime, no other file), so every image built by the same
+/// herd shares it by digest.
+fn init_layer(store: &Store, options: &BuildOptions) -> Result<LayerBlob> {
+    let path = init_binary(options)?;
+    let size = std::fs::metadata(&path).with_context(|| format!("reading the init {}", path.display()))?.len();
+    let mut entries = vec![Entry {
+        kind: layers::EntryKind::File { source: path, size },
+        ..Entry::bytes(image_paths::INIT, vec![], 0o755, 0)
+    }];
+    layers::complete_and_sort(&mut entries, 0);
+    write_layer_to_store(store, &entries, options.compression)
+}
+
+/// Writes a layer into the store's temporary area and commits it.
+pub fn write_layer_to_store(store: &Store, entries: &[Entry], compression: Compression) -> Result<LayerBlob> {
+    let temp = store.temp_file()?;
+    let blob = layers::write_layer(entries, compression, temp.reopen()?)?;
+    store.commit_blob(temp, &blob.digest)?;
+    Ok(blob)
+}
+
+/// The image's own layer: `files/` at `/`, and herd's files under `/herd`.
+fn own_layer(
+    store: &Store,
+    source: &ImageSource,
+    manifest: &ImageManifest,
+    name: &ImageName,
+    base: &Base,
+    epoch: u64,
+    compression: Compression,
+) -> Result<LayerBlob> {
+    let entries = own_layer_entries(source, manifest, name, base, epoch)?;
+    write_layer_to_store(store, &entries, compression)
+}
+
+fn own_layer_entries(source: &ImageSource, manifest: &ImageManifest, name: &ImageName, base: &Base, epoch: u64) -> Result<Vec<Entry>> {
+    let tiny = name.tiny_name();
+    // Content from the user's directory is owned by root, like Docker's
+    // COPY: the builder's own uid means nothing inside the image.
+    let scan = ScanOptions { owner: Some((0, 0)), mtime_clamp: epoch, allow_special_files: false };
+    let dir = &source.dir;
+    let mut entries = Vec::new();
+    let files = dir.join("files");
+    if files.is_dir() {
+        if files.join(image_paths::HERD_DIR).symlink_metadata().is_ok() {
+            bail!("{}: /{} is reserved for herd's own files", files.join(image_paths::HERD_DIR).display(), image_paths::HERD_DIR);
+        }
+        entries.extend(layers::scan_tree(&files, "", &scan)?);
+    }
+    let mut add_dir = |from: PathBuf, to: String| -> Result<()> {
+        if from.is_dir() {
+            entries.extend(layers::scan_tree(&from, &to, &scan)?);
+        }
+        Ok(())
+    };
+    add_dir(dir.join("templates"), image_paths::TEMPLATES.to_string())?;
+    add_dir(dir.join("attributes"), image_paths::image_dir(tiny, "attributes"))?;
+    for level in image_paths::STORED_RUNLEVELS {
+        add_dir(dir.join("runlevels").join(level), image_paths::image_dir(tiny, level))?;
+    }
+    let mut stack = base.stack.clone();
+    if stack.iter().any(|t| t == tiny) {
+        bail!("{name}: a dependency has the same short name {tiny:?}; image names must differ in their last path segment");
+    }
+    stack.push(tiny.to_string());
+    let stack_text: String = stack.iter().map(|t| format!("{t}\n")).collect();
+    entries.push(Entry::bytes(image_paths::STACK, stack_text.into_bytes(), 0o644, epoch));
+    let app = app_spec(manifest, base);
+    entries.push(Entry::bytes(image_paths::APP, store::canonical_json(&app)?, 0o644, epoch));
+    layers::complete_and_sort(&mut entries, epoch);
+    Ok(entries)
+}
+
+/// The app's identity: the manifest's, else the dependency's.
+fn app_spec(manifest: &ImageManifest, base: &Base) -> AppSpec {
+    let app = &manifest.aci.app;
+    let label = |key: &str| base.config.as_ref().and_then(|c| c.labels().as_ref()).and_then(|l| l.get(key)).cloned();
+    AppSpec {
+        user: app.user.as_ref().map(ToString::to_string).or_else(|| label(labels::USER)),
+        group: app.group.as_ref().map(ToString::to_string).or_else(|| label(labels::GROUP)),
+        supplementary_gids: if app.supplementary_gids.is_empty() {
+            label(labels::SUPPLEMENTARY_GIDS).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default()
+        } else {
+            app.supplementary_gids.clone()
+        },
+    }
+}
+
+/// The image config: the last dependency's, with this manifest's app on top.
+fn image_config(
+    manifest: &ImageManifest,
+    name: &ImageName,
+    base: &Base,
+    layers: &[(LayerBlob, String)],
+    epoch: u64,
+) -> Result<ImageConfiguration> {
+    let app = &manifest.aci.app;
+    let inherited = base.config.clone().unwrap_or_default();
+
+    let mut env: Vec<String> = inherited.env().clone().unwrap_or_else(|| vec![DEFAULT_PATH.to_string()]);
+    for variable in &app.environment {
+        env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(variable.name.as_str()));
+        env.push(format!("{}={}", variable.name, variable.value));
+    }
+
+    let mut labels: BTreeMap<String, String> = inherited.labels().clone().unwrap_or_default().into_iter().collect();
+    for annotation in &manifest.aci.annotations {
+        labels.insert(annotation.name.clone(), annotation.value.clone());
+    }
+    let mut stack = base.stack.clone();
+    stack.push(name.tiny_name().to_string());
+    labels.insert(labels::STACK.into(), stack.join(" "));
+    let spec = app_spec(manifest, base);
+    let mut set_or_keep = |key: &str, value: Option<String>| {
+        if let Some(value) = value {
+            labels.insert(key.to_string(), value);
+        }
+    };
+    set_or_keep(labels::USER, spec.user.clone());
+    set_or_keep(labels::GROUP, spec.group.clone());
+    if !spec.supplementary_gids.is_empty() {
+        set_or_keep(labels::SUPPLEMENTARY_GIDS, Some(serde_json::to_string(&spec.supplementary_gids)?));
+    }
+    if !app.mount_points.is_empty() {
+        let points: Vec<Value> =
+            app.mount_points.iter().map(|m| json!({"name": m.name, "path": m.path, "readOnly": m.read_only})).collect();
+        set_or_keep(labels::MOUNT_POINTS, Some(serde_json::to_string(&points)?));
+    }
+    if !app.isolators.is_empty() {
+        let isolators: Vec<Value> = app.isolators.iter().map(|i| json!({"name": i.name, "value": i.value})).collect();
+        set_or_keep(labels::ISOLATORS, Some(serde_json::to_string(&isolators)?));
+    }
+
+    let mut ports: Vec<String> = inherited.exposed_ports().clone().unwrap_or_default();
+    ports.extend(app.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)));
+    ports.sort();
+    ports.dedup();
+    let mut volumes: Vec<String> = inherited.volumes().clone().unwrap_or_default();
+    volumes.extend(app.mount_points.iter().map(|m| m.path.clone()));
+    volumes.sort();
+    volumes.dedup();
+
+    let command = if app.exec.is_empty() { inherited.cmd().clone() } else { Some(app.exec.clone()) };
+    let working_dir = app.working_directory.clone().or_else(|| inherited.working_dir().clone());
+
+    let mut config = json!({
+        "Env": env,
+        "Entrypoint": [format!("/{}", image_paths::INIT)],
+        "Labels": labels,
+    });
+    let object = config.as_object_mut().expect("built as an object");
+    if let Some(command) = command {
+        object.insert("Cmd".into(), json!(command));
+    }
+    if let Some(dir) = working_dir {
+        object.insert("WorkingDir".into(), json!(dir));
+    }
+    if !ports.is_empty() {
+        object.insert("ExposedPorts".into(), ports.iter().map(|p| (p.clone(), json!({}))).collect::<serde_json::Map<_, _>>().into());
+    }
+    if !volumes.is_empty() {
+        object.insert("Volumes".into(), volumes.iter().map(|v| (v.clone(), json!({}))).collect::<serde_json::Map<_, _>>().into());
+    }
+    if let Some(signal) = inherited.stop_signal() {
+        object.insert("StopSignal".into(), json!(signal));
+    }
+
+    let created = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch)).to_string();
+    let history: Vec<Value> = layers.iter().map(|(_, line)| json!({"created": created, "created_by": line})).collect();
+    let diff_ids: Vec<String> = layers.iter().map(|(blob, _)| blob.diff_id.to_string()).collect();
+    let document = json!({
+        "created": created,
+        "architecture": host_architecture(),
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": history,
+    });
+    serde_json::from_value(document).context("assembling the image config")
+}
+
+/// The OCI name of the machine's architecture.
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+fn image_manifest(manifest: &ImageManifest, config: Descriptor, layers: &[(LayerBlob, String)]) -> Result<OciManifest> {
+    let layer_descriptors: Vec<Value> = layers
+        .iter()
+        .map(|(blob, _)| json!({"mediaType": blob.media_type, "digest": blob.digest.to_string(), "size": blob.size}))
+        .collect();
+    let mut document = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": layer_descriptors,
+    });
+    if !manifest.aci.annotations.is_empty() {
+        let annotations: BTreeMap<&str, &str> = manifest.aci.annotations.iter().map(|a| (a.name.as_str(), a.value.as_str())).collect();
+        document["annotations"] = json!(annotations);
+    }
+    serde_json::from_value(document).context("assembling the image manifest")
+}

@@ -110,6 +110,24 @@ fn line_using(text: &str, attribute: &str) -> Option<usize> {
         .map(|index| index + 1)
 }
 
+/// Checks every template under `dir` for Tera syntax errors, so a broken
+/// template fails the build rather than the container start.
+pub fn check_dir(dir: &Path) -> Result<(), InputError> {
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry.map_err(|e| InputError::new(dir, format!("cannot list: {e}")))?;
+        if !entry.file_type().is_file() || entry.path().extension().is_some_and(|e| e == "cfg") {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| InputError::new(entry.path(), format!("cannot read: {e}")))?;
+        let mut tera = tera::Tera::default();
+        tera.add_raw_template("check", &text).map_err(|e| classify(&e, &text).into_input_error(entry.path()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,326 @@
+//! Units (FORMATS.md section 8): one systemd unit (and timer) or one
+//! Kubernetes Pod per node of each service of an environment, rendered in
+//! memory from Tera templates over the node's merged attributes, then
+//! written all at once or compared with what is on disk.
+
+mod kubernetes;
+mod output;
+
+pub use crate::environments::Target;
+pub use output::{Check, check_units, unified_diff, write_units};
+
+use crate::environments::{Environment, Node, Service, TemplateFile};
+use crate::error::InputError;
+use crate::names::ImageName;
+use crate::store::Store;
+use anyhow::Result;
+use base64::Engine;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+/// Generated (or existing) output: path below the output directory ->
+/// content.
+pub type Files = BTreeMap<PathBuf, Vec<u8>>;
+
+/// Base64 characters per `Environment=HERD_ATTRIBUTES_<i>=` line. With the
+/// key, a line stays under 2048 bytes, the LINE_MAX that systemd before
+/// v235 and fleet enforced on unit file lines.
+pub const ENVIRONMENT_CHUNK: usize = 1900;
+
+/// Largest `HERD_ATTRIBUTES=base64,...` the default unit can hand to
+/// podman: Linux limits one environment string to 128 KiB (MAX_ARG_STRLEN).
+const MAX_ENVIRONMENT_STRING: usize = 128 * 1024 - 1;
+
+/// Name of the built-in unit template in error messages.
+const DEFAULT_UNIT: &str = "herd default unit (src/units/default.service.tmpl)";
+
+/// One image a unit runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedImage {
+    /// The name as the service manifest gives it (registry domain filled in).
+    pub name: String,
+    /// What to run: `repository@sha256:...` when the store has the image,
+    /// else `name` as written (by tag).
+    pub reference: String,
+    /// The app's name within the unit: the image's tiny name (for a pod,
+    /// its app's name), made unique within the service.
+    pub app: String,
+}
+
+/// The images one container entry of a service runs. Without a store, the
+/// name stays as written; with one, a stored name is pinned to its digest
+/// (a name the store lacks keeps its tag, with a warning). The single
+/// place where names become references: pods are to be expanded into
+/// their apps here.
+pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<ResolvedImage>> {
+    let reference = match store.map(|s| s.resolve(name)).transpose()?.flatten() {
+        Some(descriptor) => format!("{}@{}", name.repository(), descriptor.digest()),
+        None => {
+            if let Some(store) = store {
+                tracing::warn!("{name} is not in the store {}; its units use the tag", store.root().display());
+            }
+            name.to_string()
+        }
+    };
+    Ok(vec![ResolvedImage { name: name.to_string(), reference, app: name.tiny_name().to_string() }])
+}
+
+/// The `Environment=` lines that carry a unit's attributes, as ggn did:
+///
+/// ```text
+/// Environment=HERD_ATTRIBUTES_COUNT=<n>
+/// Environment=HERD_ATTRIBUTES_0=<base64 characters 0..1900>
+/// Environment=HERD_ATTRIBUTES_1=<base64 characters 1900..3800>
+/// ...
+/// ```
+///
+/// The chunks are consecutive slices of the standard, padded base64 of the
+/// attributes' JSON. They are joined by concatenating
+/// `HERD_ATTRIBUTES_0` .. `HERD_ATTRIBUTES_<n-1>` in numeric order with
+/// nothing between them; `"base64,"` followed by that is the value of
+/// `HERD_ATTRIBUTES` the container init reads. There is always at least
+/// one chunk.
+pub fn environment_lines(attributes_base64: &str) -> String {
+    let chunks = chunks(attributes_base64);
+    let mut lines = format!("Environment=HERD_ATTRIBUTES_COUNT={}", chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        lines.push_str(&format!("\nEnvironment=HERD_ATTRIBUTES_{i}={chunk}"));
+    }
+    lines
+}
+
+/// The `/bin/sh` word that rebuilds `HERD_ATTRIBUTES` from the lines of
+/// `environment_lines` inside a unit's `Exec*=` line: `$$` is systemd's
+/// escape for a `$` it must not expand itself, so the shell reads the
+/// chunks from its environment and no command line holds them.
+pub fn attributes_from_environment(attributes_base64: &str) -> String {
+    let count = chunks(attributes_base64).len();
+    let mut expression = String::from("base64,");
+    for i in 0..count {
+        expression.push_str(&format!("$${{HERD_ATTRIBUTES_{i}}}"));
+    }
+    expression
+}
+
+fn chunks(text: &str) -> Vec<&str> {
+    // Base64 is ASCII, so byte offsets are character boundaries.
+    let chunks: Vec<&str> = text.as_bytes().chunks(ENVIRONMENT_CHUNK).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    if chunks.is_empty() { vec![""] } else { chunks }
+}
+
+/// Renders every unit of `env` for `target`, resolving images through
+/// `store` when given. Nothing is written; any failure fails the whole.
+pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Result<Files> {
+    let images = resolve_services(env, store)?;
+    let templates = match target {
+        Target::Systemd => Some(Templates::load(env)?),
+        Target::Kubernetes => None,
+    };
+    let work: Vec<(usize, &Service, &Node)> =
+        env.services.iter().enumerate().flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node))).collect();
+    let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>)>>> = work
+        .par_iter()
+        .map(|(i, service, node)| {
+            let unit = Unit::new(env, service, node, &images[*i]);
+            match &templates {
+                Some(templates) => templates.render(&unit),
+                None => Ok(vec![(unit.path("yaml"), kubernetes::pod(&unit)?.into_bytes())]),
+            }
+        })
+        .collect();
+    let mut files = Files::new();
+    for result in rendered {
+        files.extend(result?);
+    }
+    Ok(files)
+}
+
+/// Each service's images, resolving every distinct name once.
+fn resolve_services(env: &Environment, store: Option<&Store>) -> Result<Vec<Vec<ResolvedImage>>> {
+    let mut resolved: HashMap<&ImageName, Vec<ResolvedImage>> = HashMap::new();
+    let mut services = vec![];
+    for service in &env.services {
+        let mut images: Vec<ResolvedImage> = vec![];
+        for name in &service.containers {
+            if !resolved.contains_key(name) {
+                resolved.insert(name, resolve_image(store, name)?);
+            }
+            for image in &resolved[name] {
+                let mut image = image.clone();
+                let base = image.app.clone();
+                let mut n = 1;
+                while images.iter().any(|i| i.app == image.app) {
+                    n += 1;
+                    image.app = format!("{base}-{n}");
+                }
+                images.push(image);
+            }
+        }
+        services.push(images);
+    }
+    Ok(services)
+}
+
+/// One unit being rendered: a service on one node.
+struct Unit<'a> {
+    env: &'a Environment,
+    service: &'a Service,
+    node: &'a Node,
+    images: &'a [ResolvedImage],
+    /// `<envName>_<service>_<hostname>`
+    name: String,
+    attributes: Value,
+    attributes_json: String,
+    attributes_base64: String,
+}
+
+impl<'a> Unit<'a> {
+    fn new(env: &'a Environment, service: &'a Service, node: &'a Node, images: &'a [ResolvedImage]) -> Self {
+        let attributes = service.node_attributes(node).into_value();
+        let attributes_json = attributes.to_string();
+        let attributes_base64 = base64::engine::general_purpose::STANDARD.encode(&attributes_json);
+        let name = format!("{}_{}_{}", env.config.env_name, service.name, node.hostname);
+        Unit { env, service, node, images, name, attributes, attributes_json, attributes_base64 }
+    }
+
+    /// `<service>/<unit name>.<extension>` below the output directory.
+    fn path(&self, extension: &str) -> PathBuf {
+        PathBuf::from(&self.service.name).join(format!("{}.{extension}", self.name))
+    }
+
+    /// What unit templates see: the merged attributes at the top level,
+    /// and these names on top of them (a same-named attribute is hidden).
+    fn context(&self) -> Value {
+        let mut context = match &self.attributes {
+            Value::Object(map) => map.clone(),
+            _ => Default::default(),
+        };
+        let extra = json!({
+            "env_name": self.env.config.env_name,
+            "service_name": self.service.name,
+            "hostname": self.node.hostname,
+            "unit_name": self.name,
+            "images": self.images,
+            "attributes_json": self.attributes_json,
+            "attributes_base64": self.attributes_base64,
+            "environment_lines": environment_lines(&self.attributes_base64),
+            "attributes_from_environment": attributes_from_environment(&self.attributes_base64),
+            "fleet_lines": self.node.fleet,
+            "has_timer": self.service.timer_template.is_some(),
+            "stop_timeout": self.service.stop_timeout,
+            "mount_points": self.service.mount_points,
+            "registry_tls_verify": self.env.config.registry.tls_verify,
+        });
+        if let Value::Object(extra) = extra {
+            context.extend(extra);
+        }
+        Value::Object(context)
+    }
+}
+
+/// Every template of the environment, parsed once into one Tera set that
+/// all units render from (in parallel: rendering only reads it).
+struct Templates {
+    tera: tera::Tera,
+    files: HashMap<String, TemplateFile>,
+}
+
+impl Templates {
+    fn load(env: &Environment) -> Result<Templates, InputError> {
+        let default = TemplateFile {
+            name: DEFAULT_UNIT.to_string(),
+            path: PathBuf::from(DEFAULT_UNIT),
+            text: include_str!("units/default.service.tmpl").to_string(),
+        };
+        let files: HashMap<String, TemplateFile> = env
+            .partials
+            .iter()
+            .chain(env.services.iter().flat_map(|s| s.unit_template.iter().chain(&s.timer_template)))
+            .cloned()
+            .chain([default])
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let mut tera = tera::Tera::default();
+        tera.autoescape_on(vec![]);
+        // All at once: Tera rebuilds its inheritance chains on every add.
+        tera.add_raw_templates(files.values().map(|t| (t.name.as_str(), t.text.as_str())))
+            .map_err(|e| locate(&e, &files, None, "parsing"))?;
+        Ok(Templates { tera, files })
+    }
+
+    fn render(&self, unit: &Unit) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+        let context = tera::Context::from_value(unit.context())?;
+        let service = unit.service;
+        let template = service.unit_template.as_ref().map_or(DEFAULT_UNIT, |t| t.name.as_str());
+        if template == DEFAULT_UNIT && unit.attributes_base64.len() + "HERD_ATTRIBUTES=base64,".len() > MAX_ENVIRONMENT_STRING {
+            anyhow::bail!(
+                "{}: the attributes of {} are {} bytes as base64, more than the 128 KiB a process environment variable can hold; write a unit.tmpl that passes them in a file",
+                service.manifest_path.display(),
+                unit.name,
+                unit.attributes_base64.len()
+            );
+        }
+        let mut out = vec![(unit.path("service"), self.render_one(template, &context, &format!("{}.service", unit.name))?)];
+        if let Some(timer) = &service.timer_template {
+            out.push((unit.path("timer"), self.render_one(&timer.name, &context, &format!("{}.timer", unit.name))?));
+        }
+        Ok(out)
+    }
+
+    fn render_one(&self, template: &str, context: &tera::Context, output: &str) -> Result<Vec<u8>, InputError> {
+        self.tera.render(template, context).map(String::into_bytes).map_err(|e| locate(&e, &self.files, Some(template), &format!("rendering {output}")))
+    }
+}
+
+/// Turns a Tera error into an error against the template file it is in:
+/// the innermost template the error chain names (an included partial
+/// rather than the unit including it), else `fallback`.
+fn locate(error: &tera::Error, files: &HashMap<String, TemplateFile>, fallback: Option<&str>, doing: &str) -> InputError {
+    let mut messages = vec![error.to_string()];
+    let mut source = std::error::Error::source(error);
+    while let Some(next) = source {
+        messages.push(next.to_string());
+        source = next.source();
+    }
+    let named = messages.iter().rev().find_map(|m| m.split('\'').skip(1).step_by(2).find(|name| files.contains_key(*name)));
+    let Some(file) = named.or(fallback).and_then(|name| files.get(name)) else {
+        return InputError::new(std::path::Path::new("templates"), format!("{doing}: {}", messages.join(": ")));
+    };
+    let mut located = crate::templates::classify(error, &file.text).into_input_error(&file.path);
+    located.message = format!("{} ({doing})", located.message);
+    located
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_lines_split_and_join_back() {
+        let encoded = "A".repeat(ENVIRONMENT_CHUNK * 2 + 5);
+        let lines = environment_lines(&encoded);
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(lines[0], "Environment=HERD_ATTRIBUTES_COUNT=3");
+        assert_eq!(lines.len(), 4);
+        assert!(lines.iter().all(|l| l.len() < 2048), "a line is too long for systemd");
+        let joined: String = lines[1..].iter().enumerate().map(|(i, l)| l.strip_prefix(&format!("Environment=HERD_ATTRIBUTES_{i}=")).unwrap()).collect();
+        assert_eq!(joined, encoded);
+        assert_eq!(attributes_from_environment(&encoded), "base64,$${HERD_ATTRIBUTES_0}$${HERD_ATTRIBUTES_1}$${HERD_ATTRIBUTES_2}");
+    }
+
+    #[test]
+    fn small_attributes_take_one_line() {
+        assert_eq!(environment_lines("e30="), "Environment=HERD_ATTRIBUTES_COUNT=1\nEnvironment=HERD_ATTRIBUTES_0=e30=");
+        assert_eq!(attributes_from_environment(""), "base64,$${HERD_ATTRIBUTES_0}");
+    }
+
+    #[test]
+    fn images_without_store_keep_their_tag() {
+        let name: ImageName = "aci.example.com/pod-mysql:10.1-29".parse().unwrap();
+        let images = resolve_image(None, &name).unwrap();
+        assert_eq!(images, vec![ResolvedImage { name: name.to_string(), reference: name.to_string(), app: "pod-mysql".into() }]);
+    }
+}

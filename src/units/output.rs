@@ -1,0 +1,207 @@
+//! The output directory of `herd gen`: replaced whole and atomically by
+//! the generated files, or compared with them (`--check`, `--diff`).
+
+use super::Files;
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// What differs between generated files and a directory.
+#[derive(Debug, Default)]
+pub struct Check {
+    /// Generated, not in the directory.
+    pub added: Vec<PathBuf>,
+    /// In both, with other content.
+    pub changed: Vec<PathBuf>,
+    /// In the directory, no longer generated.
+    pub removed: Vec<PathBuf>,
+    /// The directory's content of the changed and removed files.
+    pub existing: Files,
+}
+
+impl Check {
+    pub fn is_clean(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Compares `files` with `dir` (a missing directory is empty). When
+/// `services` is not empty, only their subdirectories are compared.
+pub fn check_units(dir: &Path, files: &Files, services: &[String]) -> Result<Check> {
+    let on_disk: BTreeSet<PathBuf> = list(dir)?.into_iter().filter(|p| in_scope(p, services)).collect();
+    let mut check = Check::default();
+    for (path, content) in files {
+        if !on_disk.contains(path) {
+            check.added.push(path.clone());
+            continue;
+        }
+        let old = read(dir, path)?;
+        if &old != content {
+            check.changed.push(path.clone());
+            check.existing.insert(path.clone(), old);
+        }
+    }
+    for path in on_disk.iter().filter(|p| !files.contains_key(*p)) {
+        check.removed.push(path.clone());
+        check.existing.insert(path.clone(), read(dir, path)?);
+    }
+    Ok(check)
+}
+
+/// Replaces `dir` by a directory holding exactly `files` (plus, when
+/// `services` is not empty, the other services' files already there).
+/// Everything is written into a sibling temporary directory first, which
+/// then takes the place of `dir` in one atomic rename: a reader sees the
+/// old units or the new ones, never a mix. A directory holding anything
+/// `herd gen` would not have written is refused rather than replaced.
+pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()> {
+    let existing = list(dir)?;
+    if let Some(foreign) = existing.iter().find(|p| !looks_generated(p)) {
+        bail!(
+            "{} holds {}, which herd gen does not write; refusing to replace the directory (choose another --out)",
+            dir.display(),
+            foreign.display()
+        );
+    }
+    let mut kept = Files::new();
+    for path in existing.iter().filter(|p| !in_scope(p, services)) {
+        kept.insert(path.clone(), read(dir, path)?);
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let base = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "units".into());
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{base}.herd-"))
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let all: Vec<(&PathBuf, &Vec<u8>)> = files.iter().chain(&kept).collect();
+    let subdirs: BTreeSet<&Path> = all.iter().filter_map(|(p, _)| p.parent()).collect();
+    for subdir in subdirs {
+        std::fs::create_dir_all(temp.path().join(subdir))?;
+    }
+    all.par_iter().try_for_each(|(path, content)| {
+        let target = temp.path().join(path);
+        std::fs::write(&target, content).with_context(|| format!("writing {}", target.display()))
+    })?;
+    // One flush for the whole tree, rather than one fsync per file.
+    nix::unistd::syncfs(std::fs::File::open(temp.path())?).context("syncing the new units to disk")?;
+    // A temporary directory is private (0700); units are for everyone to read.
+    std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    swap_in(temp, dir)?;
+    crate::fsutil::sync_dir(parent);
+    Ok(())
+}
+
+/// Puts the directory `temp` where `dir` is. With an existing `dir`, the
+/// two are exchanged atomically (renameat2 RENAME_EXCHANGE) and the old
+/// units, now at the temporary path, are deleted with it; a file system
+/// without exchange gets two renames instead.
+fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    if std::fs::symlink_metadata(dir).is_err() {
+        let path = temp.keep();
+        return std::fs::rename(&path, dir).with_context(|| format!("moving the new units to {}", dir.display()));
+    }
+    match renameat2(AT_FDCWD, temp.path(), AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(()), // dropping `temp` removes the old units
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+            let old = temp.path().with_extension("old");
+            std::fs::rename(dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+            if let Err(e) = std::fs::rename(temp.path(), dir) {
+                let _ = std::fs::rename(&old, dir);
+                return Err(e).with_context(|| format!("moving the new units to {}", dir.display()));
+            }
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing the old units at {}", old.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("replacing {}", dir.display())),
+    }
+}
+
+/// A unified diff of one unit; `None` is a missing file.
+pub fn unified_diff(path: &Path, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
+    let old_text = String::from_utf8_lossy(old.unwrap_or_default());
+    let new_text = String::from_utf8_lossy(new.unwrap_or_default());
+    let label = |present: bool, side: &str| if present { format!("{side}/{}", path.display()) } else { "/dev/null".into() };
+    similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
+        .unified_diff()
+        .context_radius(3)
+        .header(&label(old.is_some(), "a"), &label(new.is_some(), "b"))
+        .to_string()
+}
+
+/// Paths of the files below `dir`, relative to it; other entries than
+/// directories and regular files are listed too so they are noticed.
+fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        return Ok(vec![]);
+    }
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let mut paths = vec![];
+    for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path()).to_path_buf();
+        if !entry.file_type().is_dir() || relative.components().count() > 1 {
+            paths.push(relative);
+        }
+    }
+    Ok(paths)
+}
+
+/// `<service>/<unit>.service|timer|yaml`, the only shape `herd gen` writes.
+fn looks_generated(path: &Path) -> bool {
+    path.components().count() == 2 && path.extension().is_some_and(|e| e == "service" || e == "timer" || e == "yaml")
+}
+
+fn in_scope(path: &Path, services: &[String]) -> bool {
+    services.is_empty() || path.components().next().is_some_and(|c| services.iter().any(|s| c.as_os_str() == s.as_str()))
+}
+
+fn read(dir: &Path, path: &Path) -> Result<Vec<u8>> {
+    let full = dir.join(path);
+    std::fs::read(&full).with_context(|| format!("reading {}", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(entries: &[(&str, &str)]) -> Files {
+        entries.iter().map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec())).collect()
+    }
+
+    #[test]
+    fn write_replaces_the_directory_and_check_sees_changes() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("units/prod");
+        let first = files(&[("a/p_a_h1.service", "one\n"), ("b/p_b_h1.service", "two\n")]);
+        write_units(&out, &first, &[]).unwrap();
+        assert!(check_units(&out, &first, &[]).unwrap().is_clean());
+        let second = files(&[("a/p_a_h1.service", "one!\n"), ("c/p_c_h1.service", "three\n")]);
+        let check = check_units(&out, &second, &[]).unwrap();
+        assert_eq!(check.added, vec![PathBuf::from("c/p_c_h1.service")]);
+        assert_eq!(check.changed, vec![PathBuf::from("a/p_a_h1.service")]);
+        assert_eq!(check.removed, vec![PathBuf::from("b/p_b_h1.service")]);
+        let diff = unified_diff(Path::new("a/p_a_h1.service"), Some(b"one\n"), Some(b"one!\n"));
+        assert!(diff.contains("-one\n+one!\n"), "{diff}");
+        write_units(&out, &second, &[]).unwrap();
+        assert!(!out.join("b").exists());
+        assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1, "a temporary directory was left");
+        // Only service a: c is kept, a replaced.
+        write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
+        assert!(out.join("c/p_c_h1.service").exists());
+        assert!(!out.join("a/p_a_h1.service").exists());
+    }
+
+    #[test]
+    fn a_directory_with_other_files_is_not_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("notes.txt"), "keep me").unwrap();
+        let err = write_units(root.path(), &files(&[("a/x.service", "")]), &[]).unwrap_err();
+        assert!(err.to_string().contains("notes.txt"), "{err}");
+        assert!(root.path().join("notes.txt").exists());
+    }
+}

@@ -1,17 +1,39 @@
 //! Templates: Tera (Jinja2-like) text rendered over attributes, with errors
 //! that name the file, the line and the missing attribute.
+//!
+//! A template directory (FORMATS.md section 5) is loaded once as a
+//! [`TemplateDir`]: `herd build` checks it ([`check_dir`]), the container
+//! init renders it, `herd try` renders it reporting every missing attribute
+//! at once. Attribute values that are themselves templates are resolved by
+//! [`resolve_values`].
+
+mod dir;
+mod values;
+
+pub use dir::{
+    CheckCmd, FileConfig, Kind, RenderedFile, TemplateDir, check_dir, kind, output_path,
+    write_rendered,
+};
+pub use values::{ValueError, resolve_values};
 
 use crate::error::InputError;
 use serde_json::Value;
 use std::path::Path;
+use tera::ast::{Expr, ExprVal, FunctionCall, Node};
 
 /// What went wrong rendering one template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenderError {
     /// The template uses an attribute that has no value.
-    Missing { attribute: String, line: Option<usize> },
+    Missing {
+        attribute: String,
+        line: Option<usize>,
+    },
     /// The template is not valid Tera, or a filter or test failed.
-    Invalid { message: String, line: Option<usize> },
+    Invalid {
+        message: String,
+        line: Option<usize>,
+    },
 }
 
 impl RenderError {
@@ -21,7 +43,10 @@ impl RenderError {
                 line,
                 ..InputError::new(file, format!("attribute `{attribute}` has no value"))
             },
-            RenderError::Invalid { message, line } => InputError { line, ..InputError::new(file, message) },
+            RenderError::Invalid { message, line } => InputError {
+                line,
+                ..InputError::new(file, message)
+            },
         }
     }
 }
@@ -35,13 +60,20 @@ pub fn has_template_syntax(text: &str) -> bool {
 pub fn render_str(name: &str, text: &str, attributes: &Value) -> Result<String, RenderError> {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
-    tera.add_raw_template(name, text).map_err(|e| classify(&e, text))?;
+    tera.add_raw_template(name, text)
+        .map_err(|e| classify(&e, text))?;
     render_with(&tera, name, text, attributes)
 }
 
 /// Renders template `name` of an already loaded Tera set.
-pub fn render_with(tera: &tera::Tera, name: &str, text: &str, attributes: &Value) -> Result<String, RenderError> {
-    let context = tera::Context::from_value(as_context(attributes)).map_err(|e| classify(&e, text))?;
+pub fn render_with(
+    tera: &tera::Tera,
+    name: &str,
+    text: &str,
+    attributes: &Value,
+) -> Result<String, RenderError> {
+    let context =
+        tera::Context::from_value(as_context(attributes)).map_err(|e| classify(&e, text))?;
     tera.render(name, &context).map_err(|e| classify(&e, text))
 }
 
@@ -62,7 +94,10 @@ pub fn classify(error: &tera::Error, text: &str) -> RenderError {
         if let Some(rest) = message.strip_prefix("Variable `") {
             if let Some((attribute, _)) = rest.split_once("` not found") {
                 let line = line_using(text, attribute);
-                return RenderError::Missing { attribute: attribute.to_string(), line };
+                return RenderError::Missing {
+                    attribute: attribute.to_string(),
+                    line,
+                };
             }
         }
     }
@@ -75,7 +110,11 @@ pub fn classify(error: &tera::Error, text: &str) -> RenderError {
     let message = match message.split_once(" --> ") {
         // Tera's syntax message spans lines with an ASCII-art pointer; keep its
         // last line, which says what was expected.
-        Some((_, rest)) => rest.lines().last().map(|l| l.trim().trim_start_matches("= ").to_string()).unwrap_or(message),
+        Some((_, rest)) => rest
+            .lines()
+            .last()
+            .map(|l| l.trim().trim_start_matches("= ").to_string())
+            .unwrap_or(message),
         None => message,
     };
     RenderError::Invalid { message, line }
@@ -110,22 +149,175 @@ fn line_using(text: &str, attribute: &str) -> Option<usize> {
         .map(|index| index + 1)
 }
 
-/// Checks every template under `dir` for Tera syntax errors, so a broken
-/// template fails the build rather than the container start.
-pub fn check_dir(dir: &Path) -> Result<(), InputError> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
-        let entry = entry.map_err(|e| InputError::new(dir, format!("cannot list: {e}")))?;
-        if !entry.file_type().is_file() || entry.path().extension().is_some_and(|e| e == "cfg") {
-            continue;
+/// Renders template `name` of `tera` and, when an attribute is missing,
+/// records it and renders again with a placeholder in its place, so one pass
+/// reports every missing attribute of the template (not just the first).
+/// `context` must be `attributes` as a Tera context: it is built once by the
+/// caller, the placeholders only cost something when attributes are missing.
+pub fn render_collecting(
+    tera: &tera::Tera,
+    name: &str,
+    text: &str,
+    attributes: &Value,
+    context: &tera::Context,
+) -> Result<String, Vec<RenderError>> {
+    let first = match tera.render(name, context) {
+        Ok(out) => return Ok(out),
+        Err(e) => classify(&e, text),
+    };
+    let mut errors = vec![];
+    let mut patched = as_context(attributes);
+    let mut error = first;
+    // Each round fills one more hole; the bound only guards against a
+    // template whose holes cannot be filled (it stops at the first such).
+    for _ in 0..1000 {
+        let RenderError::Missing { attribute, .. } = &error else {
+            errors.push(error);
+            return Err(errors);
+        };
+        let placed = insert_placeholder(&mut patched, attribute);
+        errors.push(error);
+        if !placed {
+            return Err(errors);
         }
-        let text = std::fs::read_to_string(entry.path()).map_err(|e| InputError::new(entry.path(), format!("cannot read: {e}")))?;
-        let mut tera = tera::Tera::default();
-        tera.add_raw_template("check", &text).map_err(|e| classify(&e, &text).into_input_error(entry.path()))?;
+        let context = tera::Context::from_value(patched.clone()).expect("an object is a context");
+        match tera.render(name, &context) {
+            Ok(_) => return Err(errors),
+            Err(e) => error = classify(&e, text),
+        }
     }
-    Ok(())
+    Err(errors)
+}
+
+/// Sets the attribute a template looked up (dotted, as Tera names it) to a
+/// placeholder string. False when it cannot be placed (a parent is not a
+/// map, or it is already there), which would otherwise loop forever.
+fn insert_placeholder(attributes: &mut Value, attribute: &str) -> bool {
+    let Some(segments) = plain_segments(attribute) else {
+        return false;
+    };
+    let mut current = attributes;
+    for (index, segment) in segments.iter().enumerate() {
+        let Value::Object(map) = current else {
+            return false;
+        };
+        if index + 1 == segments.len() {
+            if map.contains_key(*segment) {
+                return false;
+            }
+            map.insert(segment.to_string(), Value::String(format!("<{attribute}>")));
+            return true;
+        }
+        current = map
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    false
+}
+
+/// `db.host` -> `["db", "host"]`; `None` for lookups by index or by
+/// variable (`hosts[0]`, `db[key]`), which a placeholder map cannot satisfy.
+fn plain_segments(attribute: &str) -> Option<Vec<&str>> {
+    if attribute.contains(['[', ']']) || attribute.is_empty() {
+        return None;
+    }
+    Some(attribute.split('.').collect())
+}
+
+/// The attribute paths a parsed template reads, as its expressions name
+/// them (`db.host`, `hosts[0].name`), loop variables included.
+pub(crate) fn idents(nodes: &[Node]) -> Vec<String> {
+    let mut found = vec![];
+    walk(nodes, &mut |node| {
+        let exprs: Vec<&Expr> = match node {
+            Node::VariableBlock(_, expr) => vec![expr],
+            Node::MacroDefinition(_, definition, _) => definition.args.values().flatten().collect(),
+            Node::Set(_, set) => vec![&set.value],
+            Node::FilterSection(_, section, _) => section.filter.args.values().collect(),
+            Node::Forloop(_, forloop, _) => vec![&forloop.container],
+            Node::If(branches, _) => branches
+                .conditions
+                .iter()
+                .map(|(_, expr, _)| expr)
+                .collect(),
+            _ => vec![],
+        };
+        for expr in exprs {
+            expr_idents(expr, &mut found);
+        }
+    });
+    found
+}
+
+/// Calls `visit` on every node of a template, nested bodies included.
+pub(crate) fn walk<'a>(nodes: &'a [Node], visit: &mut impl FnMut(&'a Node)) {
+    for node in nodes {
+        visit(node);
+        match node {
+            Node::MacroDefinition(_, definition, _) => walk(&definition.body, visit),
+            Node::FilterSection(_, section, _) => walk(&section.body, visit),
+            Node::Block(_, block, _) => walk(&block.body, visit),
+            Node::Forloop(_, forloop, _) => {
+                walk(&forloop.body, visit);
+                if let Some(body) = &forloop.empty_body {
+                    walk(body, visit);
+                }
+            }
+            Node::If(branches, _) => {
+                for (_, _, body) in &branches.conditions {
+                    walk(body, visit);
+                }
+                if let Some((_, body)) = &branches.otherwise {
+                    walk(body, visit);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn expr_idents(expr: &Expr, found: &mut Vec<String>) {
+    value_idents(&expr.val, found);
+    for filter in &expr.filters {
+        call_idents(filter, found);
+    }
+}
+
+fn call_idents(call: &FunctionCall, found: &mut Vec<String>) {
+    for arg in call.args.values() {
+        expr_idents(arg, found);
+    }
+}
+
+fn value_idents(value: &ExprVal, found: &mut Vec<String>) {
+    match value {
+        ExprVal::Ident(ident) => found.push(ident.clone()),
+        ExprVal::Math(math) => [&math.lhs, &math.rhs]
+            .into_iter()
+            .for_each(|e| expr_idents(e, found)),
+        ExprVal::Logic(logic) => [&logic.lhs, &logic.rhs]
+            .into_iter()
+            .for_each(|e| expr_idents(e, found)),
+        ExprVal::In(within) => [&within.lhs, &within.rhs]
+            .into_iter()
+            .for_each(|e| expr_idents(e, found)),
+        ExprVal::Test(test) => {
+            found.push(test.ident.clone());
+            test.args.iter().for_each(|e| expr_idents(e, found));
+        }
+        ExprVal::MacroCall(call) => call.args.values().for_each(|e| expr_idents(e, found)),
+        ExprVal::FunctionCall(call) => call_idents(call, found),
+        ExprVal::Array(items) => items.iter().for_each(|e| expr_idents(e, found)),
+        ExprVal::StringConcat(concat) => concat.values.iter().for_each(|v| value_idents(v, found)),
+        ExprVal::String(_) | ExprVal::Int(_) | ExprVal::Float(_) | ExprVal::Bool(_) => {}
+    }
+}
+
+/// The 1-based line of the first occurrence of `needle` in `text`.
+pub(crate) fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| line.contains(needle))
+        .map(|index| index + 1)
 }
 
 #[cfg(test)]
@@ -141,13 +333,22 @@ mod tests {
 
     #[test]
     fn does_not_html_escape() {
-        assert_eq!(render_str("t", "{{ v }}", &json!({"v": "<a&b>"})).unwrap(), "<a&b>");
+        assert_eq!(
+            render_str("t", "{{ v }}", &json!({"v": "<a&b>"})).unwrap(),
+            "<a&b>"
+        );
     }
 
     #[test]
     fn missing_attribute_names_attribute_and_line() {
         let err = render_str("t", "a\nb\nhost={{ db.host }}\n", &json!({"db": {}})).unwrap_err();
-        assert_eq!(err, RenderError::Missing { attribute: "db.host".into(), line: Some(3) });
+        assert_eq!(
+            err,
+            RenderError::Missing {
+                attribute: "db.host".into(),
+                line: Some(3)
+            }
+        );
     }
 
     #[test]

@@ -1,0 +1,680 @@
+//! A `templates/` directory: which file renders where, the `.cfg` beside a
+//! template, partials, and rendering the whole directory at once.
+
+use super::{RenderError, as_context, classify, line_of, line_using, render_collecting, walk};
+use crate::error::InputError;
+use crate::manifest::UserOrId;
+use serde::Deserialize;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use tera::ast::Node;
+
+const TEMPLATE_MARK: &str = ".tmpl";
+const PARTIAL_SUFFIX: &str = ".partial";
+const CONFIG_SUFFIX: &str = ".cfg";
+
+/// What a file under `templates/` is, by its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A template, rendered to this path (relative, like the template's).
+    Template(PathBuf),
+    /// A fragment other templates include by its file name.
+    Partial,
+    /// The `.cfg` of the template at this relative path.
+    Config(PathBuf),
+    /// Not a template: copied as it is.
+    Plain,
+}
+
+/// Classifies the file at `relative` (a path below `templates/`).
+pub fn kind(relative: &Path) -> Kind {
+    let name = relative.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if let Some(target) = name.strip_suffix(CONFIG_SUFFIX).filter(|t| !t.is_empty()) {
+        return Kind::Config(relative.with_file_name(target));
+    }
+    if name.ends_with(PARTIAL_SUFFIX) {
+        return Kind::Partial;
+    }
+    match output_path(relative) {
+        Some(output) => Kind::Template(output),
+        None => Kind::Plain,
+    }
+}
+
+/// Where a template renders: `etc/my.cnf.tmpl` -> `etc/my.cnf`,
+/// `etc/app.tmpl.yml` -> `etc/app.yml`. `None` for a file whose name has no
+/// `.tmpl` part, which is not a template.
+pub fn output_path(relative: &Path) -> Option<PathBuf> {
+    let name = relative.file_name()?.to_str()?;
+    let output = match name.strip_suffix(TEMPLATE_MARK) {
+        Some(stem) => stem.to_string(),
+        None => {
+            let at = name.rfind(".tmpl.")?;
+            format!("{}{}", &name[..at], &name[at + TEMPLATE_MARK.len()..])
+        }
+    };
+    (!output.is_empty()).then(|| relative.with_file_name(output))
+}
+
+/// `<template>.cfg`: owner, mode and a check of the rendered file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileConfig {
+    /// Owner, by number or by a name of the image's /etc/passwd.
+    pub uid: Option<UserOrId>,
+    /// Group, by number or by a name of the image's /etc/group.
+    pub gid: Option<UserOrId>,
+    /// Permission bits, written in octal: `"0600"`, `0600` or `600`.
+    pub mode: Option<Mode>,
+    /// Run after every template was rendered; a failure stops the start.
+    pub check_cmd: Option<CheckCmd>,
+}
+
+/// Permission bits. YAML reads `0600` as the decimal number 600, so numbers
+/// are taken digit by digit as octal, the way everyone writes modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl Mode {
+    fn parse(digits: &str) -> Result<Mode, String> {
+        let digits = digits.trim().trim_start_matches("0o");
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o7777 => Ok(Mode(mode)),
+            _ => Err(format!(
+                "invalid mode `{digits}`: expected octal permission bits like \"0644\""
+            )),
+        }
+    }
+}
+
+// A visitor rather than an untagged enum: serde_yaml can then point at the
+// line of a bad mode.
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Mode, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Mode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("octal permission bits like \"0644\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Mode, E> {
+                Mode::parse(&n.to_string()).map_err(E::custom)
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Mode, E> {
+                Mode::parse(s).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A command: a list is run as is, a string by `/bin/sh -c`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum CheckCmd {
+    Argv(Vec<String>),
+    Shell(String),
+}
+
+impl CheckCmd {
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            CheckCmd::Argv(argv) => argv.clone(),
+            CheckCmd::Shell(line) => vec!["/bin/sh".into(), "-c".into(), line.clone()],
+        }
+    }
+}
+
+/// One file of a loaded template directory.
+#[derive(Debug)]
+struct Entry {
+    relative: PathBuf,
+    output: PathBuf,
+    /// The template text; `None` for a plain file, copied as `bytes`.
+    text: Option<String>,
+    bytes: Vec<u8>,
+    config: FileConfig,
+}
+
+/// A template directory, parsed and checked: every template is valid Tera,
+/// every `include` names a partial that exists, every `.cfg` is valid and
+/// belongs to a template.
+pub struct TemplateDir {
+    dir: PathBuf,
+    tera: tera::Tera,
+    entries: Vec<Entry>,
+    /// Relative path and text of each partial, to find the line of a
+    /// missing attribute a partial uses.
+    partials: Vec<(PathBuf, String)>,
+}
+
+/// A rendered file, ready to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedFile {
+    /// The template it came from (below the loaded directory).
+    pub template: PathBuf,
+    /// Where it goes, relative to the root it is written into.
+    pub output: PathBuf,
+    pub content: Vec<u8>,
+    pub config: FileConfig,
+}
+
+/// Checks a template directory the way the container start will read it,
+/// so syntax errors, missing partials and invalid `.cfg` files fail
+/// `herd build` with the file and line. A missing directory is fine.
+pub fn check_dir(templates_dir: &Path) -> Result<(), InputError> {
+    TemplateDir::load(templates_dir).map(|_| ())
+}
+
+impl TemplateDir {
+    /// Reads and parses every file under `dir` (none if it does not exist).
+    pub fn load(dir: &Path) -> Result<TemplateDir, InputError> {
+        let mut entries = vec![];
+        let mut partials = vec![];
+        let mut configs = vec![];
+        if dir.is_dir() {
+            for entry in walkdir::WalkDir::new(dir)
+                .follow_links(true)
+                .sort_by_file_name()
+            {
+                let entry = entry.map_err(|e| InputError::new(dir, format!("cannot list: {e}")))?;
+                if !entry.file_type().is_file() {
+                    continue;
+                }
+                let relative = entry
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap_or(entry.path())
+                    .to_path_buf();
+                let bytes = std::fs::read(entry.path())
+                    .map_err(|e| InputError::new(entry.path(), format!("cannot read: {e}")))?;
+                let text = || {
+                    String::from_utf8(bytes.clone()).map_err(|_| {
+                        InputError::new(entry.path(), "is not UTF-8 text; templates must be")
+                    })
+                };
+                match kind(&relative) {
+                    Kind::Template(output) => entries.push(Entry {
+                        relative,
+                        output,
+                        text: Some(text()?),
+                        bytes: vec![],
+                        config: FileConfig::default(),
+                    }),
+                    Kind::Partial => partials.push((relative, text()?)),
+                    Kind::Config(target) => configs.push((relative, target)),
+                    Kind::Plain => entries.push(Entry {
+                        output: relative.clone(),
+                        relative,
+                        text: None,
+                        bytes,
+                        config: FileConfig::default(),
+                    }),
+                }
+            }
+        }
+        for (relative, target) in configs {
+            let path = dir.join(&relative);
+            let Some(entry) = entries.iter_mut().find(|e| e.relative == target) else {
+                return Err(InputError::new(
+                    &path,
+                    format!(
+                        "there is no template `{}` beside it: a .cfg is named after its template file, e.g. `app.tmpl.yml.cfg`",
+                        target.display()
+                    ),
+                ));
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| InputError::new(&path, format!("cannot read: {e}")))?;
+            entry.config = if text.trim().is_empty() {
+                FileConfig::default()
+            } else {
+                crate::yaml::parse(&path, &text)?
+            };
+            if let Some(CheckCmd::Argv(argv)) = &entry.config.check_cmd {
+                if argv.is_empty() {
+                    return Err(InputError::new(
+                        &path,
+                        "`checkCmd` is empty: expected a command (a list or a string)",
+                    ));
+                }
+            }
+        }
+        let tera = build_tera(dir, &entries, &partials)?;
+        let loaded = TemplateDir {
+            dir: dir.to_path_buf(),
+            tera,
+            entries,
+            partials,
+        };
+        loaded.check_includes()?;
+        Ok(loaded)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Renders every template over `attributes`. On failure, returns every
+    /// problem found: each missing attribute of each template, with its file
+    /// and line, so a user fixes them all in one go.
+    pub fn render_all(&self, attributes: &Value) -> Result<Vec<RenderedFile>, Vec<InputError>> {
+        let context_value = as_context(attributes);
+        let context =
+            tera::Context::from_value(context_value.clone()).expect("an object is a context");
+        let mut rendered = vec![];
+        let mut errors = vec![];
+        for entry in &self.entries {
+            let content = match &entry.text {
+                None => entry.bytes.clone(),
+                Some(text) => match render_collecting(
+                    &self.tera,
+                    &template_name(&entry.relative),
+                    text,
+                    &context_value,
+                    &context,
+                ) {
+                    Ok(out) => out.into_bytes(),
+                    Err(problems) => {
+                        errors.extend(
+                            problems
+                                .into_iter()
+                                .map(|p| self.locate(&entry.relative, p)),
+                        );
+                        continue;
+                    }
+                },
+            };
+            rendered.push(RenderedFile {
+                template: self.dir.join(&entry.relative),
+                output: entry.output.clone(),
+                content,
+                config: entry.config.clone(),
+            });
+        }
+        if errors.is_empty() {
+            Ok(rendered)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Names the file and line of a problem: the template's own line, or,
+    /// when the template does not mention the attribute, the partial that
+    /// does.
+    fn locate(&self, relative: &Path, problem: RenderError) -> InputError {
+        let file = self.dir.join(relative);
+        if let RenderError::Missing {
+            attribute,
+            line: None,
+        } = &problem
+        {
+            for (partial, text) in &self.partials {
+                if let Some(line) = line_using(text, attribute) {
+                    let mut error = InputError::at(
+                        &self.dir.join(partial),
+                        line,
+                        format!("attribute `{attribute}` has no value"),
+                    );
+                    error
+                        .message
+                        .push_str(&format!(" (included by {})", file.display()));
+                    return error;
+                }
+            }
+        }
+        problem.into_input_error(&file)
+    }
+
+    /// An `include` of a partial that does not exist would only fail when
+    /// that branch renders; catch it when the directory is loaded.
+    fn check_includes(&self) -> Result<(), InputError> {
+        let known: BTreeSet<&str> = self.tera.get_template_names().collect();
+        let texts = self
+            .entries
+            .iter()
+            .filter_map(|e| e.text.as_ref().map(|t| (&e.relative, t)))
+            .chain(self.partials.iter().map(|(p, t)| (p, t)));
+        for (relative, text) in texts {
+            let Ok(template) = self.tera.get_template(&template_name(relative)) else {
+                continue;
+            };
+            let mut problem = None;
+            walk(&template.ast, &mut |node| {
+                if let Node::Include(_, names, ignore_missing) = node {
+                    if !ignore_missing
+                        && problem.is_none()
+                        && !names.iter().any(|n| known.contains(n.as_str()))
+                    {
+                        problem = Some(names[0].clone());
+                    }
+                }
+            });
+            if let Some(name) = problem {
+                let line = line_of(text, &format!("\"{name}\"")).or_else(|| line_of(text, &name));
+                let partials: Vec<String> = self
+                    .partials
+                    .iter()
+                    .map(|(p, _)| p.display().to_string())
+                    .collect();
+                let mut error = InputError::new(
+                    &self.dir.join(relative),
+                    format!(
+                        "includes `{name}`, which is not a partial of {}",
+                        self.dir.display()
+                    ),
+                );
+                error.line = line;
+                error.message.push_str(&if partials.is_empty() {
+                    " (there are no *.partial files)".to_string()
+                } else {
+                    format!(" (partials: {})", partials.join(", "))
+                });
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn template_name(relative: &Path) -> String {
+    relative.to_string_lossy().into_owned()
+}
+
+/// One Tera set: templates by relative path, partials by relative path and,
+/// when no other partial has the same name, by file name.
+fn build_tera(
+    dir: &Path,
+    entries: &[Entry],
+    partials: &[(PathBuf, String)],
+) -> Result<tera::Tera, InputError> {
+    let mut by_file_name: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (relative, text) in partials {
+        let name = relative
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        by_file_name.entry(name).or_default().push(text);
+    }
+    let mut sources: Vec<(String, &str)> = vec![];
+    for entry in entries {
+        if let Some(text) = &entry.text {
+            sources.push((template_name(&entry.relative), text));
+        }
+    }
+    for (relative, text) in partials {
+        sources.push((template_name(relative), text));
+    }
+    for (name, texts) in &by_file_name {
+        if texts.len() == 1 && !sources.iter().any(|(n, _)| n == name) {
+            sources.push((name.clone(), texts[0]));
+        }
+    }
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    if let Err(error) = tera.add_raw_templates(sources.iter().map(|(n, t)| (n.as_str(), *t))) {
+        // Tera says which template failed only in its message; parsing each
+        // alone finds it and gives its line.
+        for (name, text) in &sources {
+            if let Err(e) = tera::Template::new(name, None, text) {
+                return Err(classify(&e, text).into_input_error(&dir.join(name)));
+            }
+        }
+        let message = super::error_chain(&error).join(": ");
+        let culprit = sources
+            .iter()
+            .find(|(name, _)| message.contains(&format!("'{name}'")));
+        return Err(match culprit {
+            Some((name, _)) => InputError::new(&dir.join(name), message),
+            None => InputError::new(dir, message),
+        });
+    }
+    Ok(tera)
+}
+
+/// Writes a rendered file at `path`: through a temporary file in the same
+/// directory, given its owner and mode *before* the rename, so no reader
+/// ever sees a half-written file or a secret with loose permissions.
+/// Without a mode, an existing file keeps its mode, a new one gets 0644.
+/// Unlike `fsutil::write_atomic` this does not fsync: files rendered at
+/// every container start need no durability, and 50 fsyncs would cost more
+/// than the whole start is allowed to.
+pub fn write_rendered(
+    path: &Path,
+    content: &[u8],
+    mode: Option<u32>,
+    owner: Option<(Option<u32>, Option<u32>)>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let existing = std::fs::metadata(path).ok();
+    let mode = mode
+        .or(existing.as_ref().map(|m| m.permissions().mode() & 0o7777))
+        .unwrap_or(0o644);
+    let mut temp = tempfile::Builder::new()
+        .prefix(".herd-tmp-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    temp.write_all(content)
+        .with_context(|| format!("writing {}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(temp.as_file(), uid, gid)
+            .with_context(|| format!("setting the owner of {}", path.display()))?;
+    }
+    // After chown, which clears set-id bits.
+    temp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    temp.persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tmpl_marks_templates_and_their_output_path() {
+        assert_eq!(
+            output_path(Path::new("etc/my.cnf.tmpl")),
+            Some(PathBuf::from("etc/my.cnf"))
+        );
+        assert_eq!(
+            output_path(Path::new("etc/app.tmpl.yml")),
+            Some(PathBuf::from("etc/app.yml"))
+        );
+        assert_eq!(
+            output_path(Path::new("opt/backup-main.tmpl.sh")),
+            Some(PathBuf::from("opt/backup-main.sh"))
+        );
+        assert_eq!(output_path(Path::new("etc/plain.conf")), None);
+        assert_eq!(output_path(Path::new("etc/.tmpl")), None);
+        assert_eq!(
+            kind(Path::new("etc/app.tmpl.yml.cfg")),
+            Kind::Config(PathBuf::from("etc/app.tmpl.yml"))
+        );
+        assert_eq!(kind(Path::new("header.partial")), Kind::Partial);
+        assert_eq!(kind(Path::new("etc/motd")), Kind::Plain);
+    }
+
+    #[test]
+    fn cfg_reads_octal_modes_and_both_command_forms() {
+        let parse = |text: &str| crate::yaml::parse::<FileConfig>(Path::new("x.cfg"), text);
+        let cfg = parse("uid: 0\ngid: mysql\nmode: \"0600\"\ncheckCmd: [/bin/true, -x]\n").unwrap();
+        assert_eq!(cfg.mode, Some(Mode(0o600)));
+        assert_eq!(cfg.gid, Some(UserOrId::Name("mysql".into())));
+        assert_eq!(cfg.check_cmd.unwrap().argv(), vec!["/bin/true", "-x"]);
+        assert_eq!(parse("mode: 0640\n").unwrap().mode, Some(Mode(0o640)));
+        assert_eq!(parse("mode: 755\n").unwrap().mode, Some(Mode(0o755)));
+        assert_eq!(
+            parse("checkCmd: test -s /etc/x\n")
+                .unwrap()
+                .check_cmd
+                .unwrap()
+                .argv(),
+            vec!["/bin/sh", "-c", "test -s /etc/x"]
+        );
+        let err = parse("uid: 0\nmode: \"0968\"\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("octal"), "{err}");
+        let err = parse("checkcmd: x\n").unwrap_err();
+        assert!(err.message.contains("did you mean `checkCmd`"), "{err}");
+    }
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (path, text) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+    }
+
+    #[test]
+    fn renders_a_directory_with_partials_and_configs() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                (
+                    "etc/app.tmpl.yml",
+                    "{% include \"header.partial\" %}port: {{ port }}\n",
+                ),
+                ("etc/app.tmpl.yml.cfg", "mode: \"0600\"\n"),
+                ("etc/sub/header.partial", "# {{ name }}\n"),
+                ("etc/motd", "{{ not rendered }}"),
+            ],
+        );
+        let loaded = TemplateDir::load(dir.path()).unwrap();
+        let files = loaded
+            .render_all(&json!({"port": 80, "name": "web"}))
+            .unwrap();
+        assert_eq!(files.len(), 2);
+        let app = files
+            .iter()
+            .find(|f| f.output == Path::new("etc/app.yml"))
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&app.content), "# web\nport: 80\n");
+        assert_eq!(app.config.mode, Some(Mode(0o600)));
+        let motd = files
+            .iter()
+            .find(|f| f.output == Path::new("etc/motd"))
+            .unwrap();
+        assert_eq!(motd.content, b"{{ not rendered }}");
+    }
+
+    #[test]
+    fn every_missing_attribute_is_reported_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                (
+                    "a.tmpl",
+                    "x={{ x }}\n{% include \"p.partial\" %}\ny={{ db.host }}:{{ db.port }}\n",
+                ),
+                ("b.tmpl", "ok\n\nz={{ z }}\n"),
+                ("p.partial", "\nin partial: {{ w }}\n"),
+            ],
+        );
+        let loaded = TemplateDir::load(dir.path()).unwrap();
+        let errors = loaded.render_all(&json!({"db": {"port": 1}})).unwrap_err();
+        let shown: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                e.to_string()
+                    .replace(&format!("{}/", dir.path().display()), "")
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                "a.tmpl:1: attribute `x` has no value".to_string(),
+                "p.partial:2: attribute `w` has no value (included by a.tmpl)".to_string(),
+                "a.tmpl:3: attribute `db.host` has no value".to_string(),
+                "b.tmpl:3: attribute `z` has no value".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn check_names_file_and_line_of_syntax_errors_bad_cfg_and_missing_partials() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("ok.tmpl", "{{ a }}"),
+                ("etc/bad.tmpl", "line\n{% if a %}\nno end\n"),
+            ],
+        );
+        let err = check_dir(dir.path()).unwrap_err();
+        assert_eq!(err.file, dir.path().join("etc/bad.tmpl"));
+        assert!(err.line.is_some(), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                ("ok.tmpl", "{{ a }}"),
+                ("ok.tmpl.cfg", "uid: 0\nmodes: 1\n"),
+            ],
+        );
+        let err = check_dir(dir.path()).unwrap_err();
+        assert_eq!(
+            (err.file.clone(), err.line),
+            (dir.path().join("ok.tmpl.cfg"), Some(2)),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[("ok.yml.cfg", "uid: 0\n"), ("ok.tmpl.yml", "")],
+        );
+        let err = check_dir(dir.path()).unwrap_err();
+        assert!(err.message.contains("no template `ok.yml`"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[(
+                "ok.tmpl",
+                "a\n{% if x %}{% include \"nope.partial\" %}{% endif %}\n",
+            )],
+        );
+        let err = check_dir(dir.path()).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.message.contains("`nope.partial`"), "{err}");
+
+        assert!(check_dir(&dir.path().join("absent")).is_ok());
+    }
+
+    #[test]
+    fn writes_with_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etc/secret");
+        write_rendered(&path, b"one", Some(0o600), None).unwrap();
+        write_rendered(&path, b"two", None, None).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("etc")).unwrap().count(),
+            1
+        );
+    }
+}

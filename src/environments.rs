@@ -18,7 +18,13 @@ pub const UNIT_TEMPLATE: &str = "unit.tmpl";
 pub const TIMER_TEMPLATE: &str = "unit.timer.tmpl";
 
 /// The keys fleet understood in a unit's `[X-Fleet]` section.
-pub const FLEET_KEYS: [&str; 5] = ["MachineID", "MachineOf", "MachineMetadata", "Conflicts", "Global"];
+pub const FLEET_KEYS: [&str; 5] = [
+    "MachineID",
+    "MachineOf",
+    "MachineMetadata",
+    "Conflicts",
+    "Global",
+];
 
 /// Seconds the app gets to stop on its own when the manifest does not say.
 const DEFAULT_STOP_TIMEOUT: u32 = 30;
@@ -54,7 +60,10 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { domain: None, tls_verify: true }
+        Registry {
+            domain: None,
+            tls_verify: true,
+        }
     }
 }
 
@@ -186,25 +195,47 @@ impl Environment {
     pub fn load_services(dir: &Path, only: &[String]) -> Result<Environment, InputError> {
         let config_path = dir.join(CONFIG_FILE);
         if !config_path.is_file() {
-            return Err(InputError::new(dir, format!("not an environment: {CONFIG_FILE} is missing")));
+            return Err(InputError::new(
+                dir,
+                format!("not an environment: {CONFIG_FILE} is missing"),
+            ));
         }
         let config: EnvConfig = crate::yaml::read(&config_path)?;
-        check_name(&config.env_name).map_err(|e| InputError { line: line_of(&read_text(&config_path), "envName"), ..InputError::new(&config_path, format!("envName: {e}")) })?;
+        check_name(&config.env_name).map_err(|e| InputError {
+            line: line_of(&read_text(&config_path), "envName"),
+            ..InputError::new(&config_path, format!("envName: {e}"))
+        })?;
         if let Some(domain) = &config.registry.domain {
             // The same check a name's domain gets, by building one.
-            format!("{domain}/x").parse::<ImageName>().map_err(|e| InputError::new(&config_path, format!("registry.domain: {e}")))?;
+            format!("{domain}/x")
+                .parse::<ImageName>()
+                .map_err(|e| InputError::new(&config_path, format!("registry.domain: {e}")))?;
         }
         let common = common_attributes_dir(dir);
         let mut attributes = MergedAttributes::new();
-        attributes.apply_files(&with_includes(crate::attributes::read_dir(&dir.join("attributes"))?, &common)?);
+        attributes.apply_files(&with_includes(
+            crate::attributes::read_dir(&dir.join("attributes"))?,
+            &common,
+        )?);
         let partials = read_partials(&dir.join("templates"))?;
         let names = select_services(dir, only)?;
-        let context = ServiceContext { env_dir: dir, config: &config, common: &common, attributes: &attributes };
+        let context = ServiceContext {
+            env_dir: dir,
+            config: &config,
+            common: &common,
+            attributes: &attributes,
+        };
         // Services are independent: read and validate them in parallel, then
         // report the first error in name order so output is deterministic.
-        let loaded: Vec<Result<Service, InputError>> = names.par_iter().map(|name| context.load(name)).collect();
+        let loaded: Vec<Result<Service, InputError>> =
+            names.par_iter().map(|name| context.load(name)).collect();
         let services = loaded.into_iter().collect::<Result<Vec<_>, _>>()?;
-        Ok(Environment { dir: dir.to_path_buf(), config, partials, services })
+        Ok(Environment {
+            dir: dir.to_path_buf(),
+            config,
+            partials,
+            services,
+        })
     }
 
     pub fn service(&self, name: &str) -> Option<&Service> {
@@ -217,7 +248,10 @@ impl Service {
     /// environment, then service, then the node's own map on top.
     pub fn node_attributes(&self, node: &Node) -> MergedAttributes {
         let mut merged = self.attributes.clone();
-        merged.apply(&Value::Object(node.attributes.clone()), &format!("{} (node {})", self.manifest_path.display(), node.hostname));
+        merged.apply(
+            &Value::Object(node.attributes.clone()),
+            &format!("{} (node {})", self.manifest_path.display(), node.hostname),
+        );
         merged
     }
 
@@ -229,17 +263,27 @@ impl Service {
 /// The merged attributes of `service` on `hostname` in the environment at
 /// `env_dir`, with the file that set each value (`MergedAttributes::explain`).
 /// Only that service is read, so a broken neighbour does not get in the way.
-pub fn node_attributes(env_dir: &Path, service: &str, hostname: &str) -> Result<MergedAttributes, InputError> {
+pub fn node_attributes(
+    env_dir: &Path,
+    service: &str,
+    hostname: &str,
+) -> Result<MergedAttributes, InputError> {
     let env = Environment::load_services(env_dir, &[service.to_string()])?;
     let service = &env.services[0];
     match service.node(hostname) {
         Some(node) => Ok(service.node_attributes(node)),
         None => {
             let known: Vec<&str> = service.nodes.iter().map(|n| n.hostname.as_str()).collect();
-            let hint = crate::yaml::closest(hostname, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
+            let hint = crate::yaml::closest(hostname, &known)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
             Err(InputError::new(
                 &service.manifest_path,
-                format!("service `{}` has no node `{hostname}`{hint}; its nodes are {}", service.name, known.join(", ")),
+                format!(
+                    "service `{}` has no node `{hostname}`{hint}; its nodes are {}",
+                    service.name,
+                    known.join(", ")
+                ),
             ))
         }
     }
@@ -250,9 +294,11 @@ fn select_services(env_dir: &Path, only: &[String]) -> Result<Vec<String>, Input
     let services_dir = env_dir.join("services");
     let mut all = vec![];
     if services_dir.is_dir() {
-        let entries = std::fs::read_dir(&services_dir).map_err(|e| InputError::new(&services_dir, format!("cannot list: {e}")))?;
+        let entries = std::fs::read_dir(&services_dir)
+            .map_err(|e| InputError::new(&services_dir, format!("cannot list: {e}")))?;
         for entry in entries {
-            let entry = entry.map_err(|e| InputError::new(&services_dir, format!("cannot list: {e}")))?;
+            let entry =
+                entry.map_err(|e| InputError::new(&services_dir, format!("cannot list: {e}")))?;
             if entry.path().is_dir() {
                 all.push(entry.file_name().to_string_lossy().into_owned());
             }
@@ -266,8 +312,13 @@ fn select_services(env_dir: &Path, only: &[String]) -> Result<Vec<String>, Input
     let mut selected = vec![];
     for name in only {
         if !known.contains(&name.as_str()) {
-            let hint = crate::yaml::closest(name, &known).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-            return Err(InputError::new(&services_dir, format!("no service `{name}`{hint}")));
+            let hint = crate::yaml::closest(name, &known)
+                .map(|c| format!(" (did you mean `{c}`?)"))
+                .unwrap_or_default();
+            return Err(InputError::new(
+                &services_dir,
+                format!("no service `{name}`{hint}"),
+            ));
         }
         if !selected.contains(name) {
             selected.push(name.clone());
@@ -288,31 +339,58 @@ struct ServiceContext<'a> {
 impl ServiceContext<'_> {
     fn load(&self, name: &str) -> Result<Service, InputError> {
         let dir = self.env_dir.join("services").join(name);
-        check_name(name).map_err(|e| InputError::new(&dir, format!("service directory name: {e}")))?;
+        check_name(name)
+            .map_err(|e| InputError::new(&dir, format!("service directory name: {e}")))?;
         let manifest_path = dir.join(SERVICE_MANIFEST);
         if !manifest_path.is_file() {
-            return Err(InputError::new(&dir, format!("a service needs a {SERVICE_MANIFEST}")));
+            return Err(InputError::new(
+                &dir,
+                format!("a service needs a {SERVICE_MANIFEST}"),
+            ));
         }
         let text = read_text(&manifest_path);
         let raw: RawManifest = crate::yaml::parse(&manifest_path, &text)?;
-        let at = |needle: &str, message: String| InputError { line: line_of(&text, needle), ..InputError::new(&manifest_path, message) };
+        let at = |needle: &str, message: String| InputError {
+            line: line_of(&text, needle),
+            ..InputError::new(&manifest_path, message)
+        };
         if raw.concurrent_updater == 0 {
-            return Err(at("concurrentUpdater", "concurrentUpdater must be at least 1".into()));
+            return Err(at(
+                "concurrentUpdater",
+                "concurrentUpdater must be at least 1".into(),
+            ));
         }
         if raw.containers.is_empty() {
-            return Err(at("containers", "`containers` needs at least one image or pod name".into()));
+            return Err(at(
+                "containers",
+                "`containers` needs at least one image or pod name".into(),
+            ));
         }
-        let containers = raw.containers.iter().map(|c| self.image_name(c).map_err(|e| at(c, e))).collect::<Result<Vec<_>, _>>()?;
+        let containers = raw
+            .containers
+            .iter()
+            .map(|c| self.image_name(c).map_err(|e| at(c, e)))
+            .collect::<Result<Vec<_>, _>>()?;
         if raw.nodes.is_empty() {
-            return Err(at("nodes", "`nodes` needs at least one node with a `hostname`".into()));
+            return Err(at(
+                "nodes",
+                "`nodes` needs at least one node with a `hostname`".into(),
+            ));
         }
         let mut nodes: Vec<Node> = vec![];
         for raw_node in raw.nodes {
             let hostname = raw_node.hostname;
-            check_name(&hostname).map_err(|e| at(&hostname, format!("hostname {hostname:?}: {e}")))?;
+            check_name(&hostname)
+                .map_err(|e| at(&hostname, format!("hostname {hostname:?}: {e}")))?;
             if nodes.iter().any(|n| n.hostname == hostname) {
                 let line = nth_line_with(&text, &["hostname", &hostname], 2);
-                return Err(InputError { line, ..InputError::new(&manifest_path, format!("hostname `{hostname}` is used by two nodes")) });
+                return Err(InputError {
+                    line,
+                    ..InputError::new(
+                        &manifest_path,
+                        format!("hostname `{hostname}` is used by two nodes"),
+                    )
+                });
             }
             for line in raw_node.fleet.iter().flatten() {
                 check_fleet_line(line).map_err(|e| at(line, e))?;
@@ -322,28 +400,62 @@ impl ServiceContext<'_> {
             if let Some(fleet) = &raw_node.fleet {
                 attributes.insert("fleet".into(), Value::from(fleet.clone()));
             }
-            nodes.push(Node { hostname, fleet: raw_node.fleet.unwrap_or_default(), attributes });
+            nodes.push(Node {
+                hostname,
+                fleet: raw_node.fleet.unwrap_or_default(),
+                attributes,
+            });
         }
         let mut mount_points = raw.mount_points;
         let mut seen = HashSet::new();
         for mount in &mut mount_points {
-            check_name(&mount.name).map_err(|e| at(&mount.name, format!("mount point name {:?}: {e}", mount.name)))?;
+            check_name(&mount.name).map_err(|e| {
+                at(
+                    &mount.name,
+                    format!("mount point name {:?}: {e}", mount.name),
+                )
+            })?;
             if !seen.insert(mount.name.clone()) {
-                return Err(at(&mount.name, format!("mount point `{}` is listed twice", mount.name)));
+                return Err(at(
+                    &mount.name,
+                    format!("mount point `{}` is listed twice", mount.name),
+                ));
             }
-            let from = mount.from.get_or_insert_with(|| format!("{VOLUMES_ROOT}/{}/{name}/{}", self.config.env_name, mount.name)).clone();
-            check_mount_path(&mount.path).map_err(|e| at(&mount.path, format!("mount point `{}` path: {e}", mount.name)))?;
-            check_mount_path(&from).map_err(|e| at(&from, format!("mount point `{}` from: {e}", mount.name)))?;
+            let from = mount
+                .from
+                .get_or_insert_with(|| {
+                    format!(
+                        "{VOLUMES_ROOT}/{}/{name}/{}",
+                        self.config.env_name, mount.name
+                    )
+                })
+                .clone();
+            check_mount_path(&mount.path).map_err(|e| {
+                at(
+                    &mount.path,
+                    format!("mount point `{}` path: {e}", mount.name),
+                )
+            })?;
+            check_mount_path(&from)
+                .map_err(|e| at(&from, format!("mount point `{}` from: {e}", mount.name)))?;
         }
         let mut attributes = self.attributes.clone();
-        attributes.apply_files(&with_includes(crate::attributes::read_dir(&dir.join("attributes"))?, self.common)?);
+        attributes.apply_files(&with_includes(
+            crate::attributes::read_dir(&dir.join("attributes"))?,
+            self.common,
+        )?);
         let template = |file: &str| -> Result<Option<TemplateFile>, InputError> {
             let path = dir.join(file);
             if !path.is_file() {
                 return Ok(None);
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| InputError::new(&path, format!("cannot read: {e}")))?;
-            Ok(Some(TemplateFile { name: format!("services/{name}/{file}"), path, text }))
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| InputError::new(&path, format!("cannot read: {e}")))?;
+            Ok(Some(TemplateFile {
+                name: format!("services/{name}/{file}"),
+                path,
+                text,
+            }))
         };
         Ok(Service {
             name: name.to_string(),
@@ -378,7 +490,11 @@ impl ServiceContext<'_> {
 /// or, when it has none, the one beside the `env/` directory holding it.
 fn common_attributes_dir(env_dir: &Path) -> PathBuf {
     let own = env_dir.join("common-attributes");
-    if own.is_dir() { own } else { env_dir.join("../../common-attributes") }
+    if own.is_dir() {
+        own
+    } else {
+        env_dir.join("../../common-attributes")
+    }
 }
 
 /// `files` with the common files they include placed before each of them,
@@ -386,7 +502,10 @@ fn common_attributes_dir(env_dir: &Path) -> PathBuf {
 /// reverse of ggn, see FORMATS.md section 8). Includes nest; a common file
 /// included several times in one layer is merged once, at its first
 /// include, so a later include does not undo values set in between.
-fn with_includes(files: Vec<AttributeFile>, common: &Path) -> Result<Vec<AttributeFile>, InputError> {
+fn with_includes(
+    files: Vec<AttributeFile>,
+    common: &Path,
+) -> Result<Vec<AttributeFile>, InputError> {
     let mut out = vec![];
     let mut seen = HashSet::new();
     for file in files {
@@ -406,7 +525,16 @@ fn push_with_includes(
         let path = include_path(&file, include, common)?;
         if stack.contains(&path) || path == file.path {
             let line = line_of(&read_text(&file.path), include);
-            return Err(InputError { line, ..InputError::new(&file.path, format!("include `{include}` includes itself through {}", path.display())) });
+            return Err(InputError {
+                line,
+                ..InputError::new(
+                    &file.path,
+                    format!(
+                        "include `{include}` includes itself through {}",
+                        path.display()
+                    ),
+                )
+            });
         }
         if !seen.insert(path.clone()) {
             continue;
@@ -422,10 +550,18 @@ fn push_with_includes(
 
 /// `nerve.base` -> `<common>/nerve/base.yml` (or `.yaml`).
 fn include_path(file: &AttributeFile, include: &str, common: &Path) -> Result<PathBuf, InputError> {
-    let error = |message: String| InputError { line: line_of(&read_text(&file.path), include), ..InputError::new(&file.path, message) };
+    let error = |message: String| InputError {
+        line: line_of(&read_text(&file.path), include),
+        ..InputError::new(&file.path, message)
+    };
     let parts: Vec<&str> = include.split('.').collect();
-    if parts.iter().any(|p| p.is_empty() || p.contains(['/', '\\'])) {
-        return Err(error(format!("include `{include}`: expected dotted names like `nerve.base` (for common-attributes/nerve/base.yml)")));
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || p.contains(['/', '\\']))
+    {
+        return Err(error(format!(
+            "include `{include}`: expected dotted names like `nerve.base` (for common-attributes/nerve/base.yml)"
+        )));
     }
     let stem = common.join(parts.join("/"));
     for extension in ["yml", "yaml"] {
@@ -434,7 +570,10 @@ fn include_path(file: &AttributeFile, include: &str, common: &Path) -> Result<Pa
             return Ok(candidate);
         }
     }
-    Err(error(format!("include `{include}`: there is no {}.yml", stem.display())))
+    Err(error(format!(
+        "include `{include}`: there is no {}.yml",
+        stem.display()
+    )))
 }
 
 /// `templates/**/*.partial`, named by their path below `templates/`.
@@ -447,9 +586,18 @@ fn read_partials(dir: &Path) -> Result<Vec<TemplateFile>, InputError> {
         let entry = entry.map_err(|e| InputError::new(dir, format!("cannot list: {e}")))?;
         let path = entry.path();
         if entry.file_type().is_file() && path.extension().is_some_and(|e| e == "partial") {
-            let text = std::fs::read_to_string(path).map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
-            let name = path.strip_prefix(dir).unwrap_or(path).to_string_lossy().into_owned();
-            partials.push(TemplateFile { name, path: path.to_path_buf(), text });
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+            let name = path
+                .strip_prefix(dir)
+                .unwrap_or(path)
+                .to_string_lossy()
+                .into_owned();
+            partials.push(TemplateFile {
+                name,
+                path: path.to_path_buf(),
+                text,
+            });
         }
     }
     Ok(partials)
@@ -460,7 +608,10 @@ fn read_partials(dir: &Path) -> Result<Vec<TemplateFile>, InputError> {
 fn check_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
     let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
-    if name.chars().all(ok_char) && edge_ok(name.chars().next()) && edge_ok(name.chars().next_back()) {
+    if name.chars().all(ok_char)
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().next_back())
+    {
         Ok(())
     } else {
         Err("expected letters, digits, `_`, `.` and `-`, starting and ending with a letter or digit".into())
@@ -474,8 +625,12 @@ fn check_mount_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must be absolute"));
     }
-    if !path.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-' | '+' | '@' | ',' | '=')) {
-        return Err(format!("{path:?} may only hold letters, digits and / _ . - + @ , ="));
+    if !path.chars().all(|c| {
+        c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-' | '+' | '@' | ',' | '=')
+    }) {
+        return Err(format!(
+            "{path:?} may only hold letters, digits and / _ . - + @ , ="
+        ));
     }
     Ok(())
 }
@@ -484,18 +639,26 @@ fn check_mount_path(path: &str) -> Result<(), String> {
 fn check_fleet_line(line: &str) -> Result<(), String> {
     let expected = FLEET_KEYS.join(", ");
     let Some((key, value)) = line.split_once('=') else {
-        return Err(format!("fleet line {line:?}: expected `Key=Value` with a key among {expected}"));
+        return Err(format!(
+            "fleet line {line:?}: expected `Key=Value` with a key among {expected}"
+        ));
     };
     let key = key.trim();
     if !FLEET_KEYS.contains(&key) {
-        let hint = crate::yaml::closest(key, &FLEET_KEYS).map(|c| format!(" (did you mean `{c}`?)")).unwrap_or_default();
-        return Err(format!("fleet line {line:?}: unknown key `{key}`{hint}; fleet knows {expected}"));
+        let hint = crate::yaml::closest(key, &FLEET_KEYS)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(format!(
+            "fleet line {line:?}: unknown key `{key}`{hint}; fleet knows {expected}"
+        ));
     }
     if value.trim().is_empty() {
         return Err(format!("fleet line {line:?}: `{key}` needs a value"));
     }
     if key == "MachineMetadata" && !value.contains('=') {
-        return Err(format!("fleet line {line:?}: MachineMetadata takes `name=value` pairs"));
+        return Err(format!(
+            "fleet line {line:?}: MachineMetadata takes `name=value` pairs"
+        ));
     }
     Ok(())
 }
@@ -512,7 +675,11 @@ fn line_of(text: &str, needle: &str) -> Option<usize> {
 
 /// The `n`th (1-based) line holding every one of `needles`.
 fn nth_line_with(text: &str, needles: &[&str], n: usize) -> Option<usize> {
-    text.lines().enumerate().filter(|(_, line)| needles.iter().all(|needle| line.contains(needle))).nth(n - 1).map(|(i, _)| i + 1)
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| needles.iter().all(|needle| line.contains(needle)))
+        .nth(n - 1)
+        .map(|(i, _)| i + 1)
 }
 
 #[cfg(test)]
@@ -534,7 +701,10 @@ mod tests {
     const CONFIG: (&str, &str) = ("env/prod/config.yml", "envName: prod\n");
 
     fn manifest(text: &str) -> (&'static str, String) {
-        ("env/prod/services/db/service-manifest.yml", text.to_string())
+        (
+            "env/prod/services/db/service-manifest.yml",
+            text.to_string(),
+        )
     }
 
     fn load(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<Environment, InputError>) {
@@ -550,15 +720,27 @@ mod tests {
 
     #[test]
     fn unknown_manifest_key_names_line_and_closest_key() {
-        let err = load_manifest("containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\nconcurentUpdater: 2\n").unwrap_err();
+        let err = load_manifest(
+            "containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\nconcurentUpdater: 2\n",
+        )
+        .unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
-        assert!(err.message.contains("did you mean `concurrentUpdater`?"), "{err}");
-        assert!(err.file.ends_with("services/db/service-manifest.yml"), "{err}");
+        assert!(
+            err.message.contains("did you mean `concurrentUpdater`?"),
+            "{err}"
+        );
+        assert!(
+            err.file.ends_with("services/db/service-manifest.yml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn node_without_hostname_names_its_line() {
-        let err = load_manifest("containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\n  - ip: 10.0.0.2\n").unwrap_err();
+        let err = load_manifest(
+            "containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\n  - ip: 10.0.0.2\n",
+        )
+        .unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
         assert!(err.message.contains("missing field `hostname`"), "{err}");
     }
@@ -574,19 +756,36 @@ mod tests {
     fn bad_fleet_key_is_rejected_with_hint() {
         let err = load_manifest("containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\n    fleet:\n      - MachineMetdata=name=r1\n").unwrap_err();
         assert_eq!(err.line, Some(5), "{err}");
-        assert!(err.message.contains("did you mean `MachineMetadata`?"), "{err}");
+        assert!(
+            err.message.contains("did you mean `MachineMetadata`?"),
+            "{err}"
+        );
         let err = load_manifest("containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\n    fleet: [Priority=3]\n").unwrap_err();
-        assert!(err.message.contains("MachineID, MachineOf, MachineMetadata, Conflicts, Global"), "{err}");
+        assert!(
+            err.message
+                .contains("MachineID, MachineOf, MachineMetadata, Conflicts, Global"),
+            "{err}"
+        );
     }
 
     #[test]
     fn container_without_domain_needs_registry_domain() {
-        let err = load_manifest("containers: [pod-mysql:1]\nnodes: [{hostname: h1}]\n").unwrap_err();
+        let err =
+            load_manifest("containers: [pod-mysql:1]\nnodes: [{hostname: h1}]\n").unwrap_err();
         assert_eq!(err.line, Some(1), "{err}");
         assert!(err.message.contains("registry.domain"), "{err}");
         let (path, text) = manifest("containers: [pod-mysql:1]\nnodes: [{hostname: h1}]\n");
-        let (_dir, env) = load(&[("env/prod/config.yml", "envName: prod\nregistry: {domain: r.example.com}\n"), (path, &text)]);
-        assert_eq!(env.unwrap().services[0].containers[0].to_string(), "r.example.com/pod-mysql:1");
+        let (_dir, env) = load(&[
+            (
+                "env/prod/config.yml",
+                "envName: prod\nregistry: {domain: r.example.com}\n",
+            ),
+            (path, &text),
+        ]);
+        assert_eq!(
+            env.unwrap().services[0].containers[0].to_string(),
+            "r.example.com/pod-mysql:1"
+        );
     }
 
     #[test]
@@ -595,24 +794,44 @@ mod tests {
         let (_dir, env) = load(&[
             CONFIG,
             (path, &text),
-            ("env/prod/services/db/attributes/nerve.yml", "include:\n  - nerve.base\noverride: {a: 1}\n"),
+            (
+                "env/prod/services/db/attributes/nerve.yml",
+                "include:\n  - nerve.base\noverride: {a: 1}\n",
+            ),
         ]);
         let err = env.unwrap_err();
-        assert!(err.file.ends_with("services/db/attributes/nerve.yml"), "{err}");
+        assert!(
+            err.file.ends_with("services/db/attributes/nerve.yml"),
+            "{err}"
+        );
         assert_eq!(err.line, Some(2), "{err}");
-        assert!(err.message.contains("include `nerve.base`") && err.message.contains("nerve/base.yml"), "{err}");
+        assert!(
+            err.message.contains("include `nerve.base`") && err.message.contains("nerve/base.yml"),
+            "{err}"
+        );
     }
 
     #[test]
     fn including_file_wins_over_include_and_env_loses_to_service_and_node() {
-        let (path, text) = manifest("containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\n    port: 3\n  - hostname: h2\n");
+        let (path, text) = manifest(
+            "containers: [aci.example.com/a:1]\nnodes:\n  - hostname: h1\n    port: 3\n  - hostname: h2\n",
+        );
         // No common-attributes/ in the environment: the one beside env/ is used.
         let (dir, env) = load(&[
             CONFIG,
             (path, &text),
-            ("common-attributes/nerve/base.yml", "default: {nerve: {check: sql, weight: 1}}\noverride: {port: 0, base: yes}\n"),
-            ("env/prod/attributes/env.yml", "default: {port: 1, region: eu}\n"),
-            ("env/prod/services/db/attributes/nerve.yml", "include: [nerve.base]\ndefault: {nerve: {weight: 255}}\noverride: {port: 2}\n"),
+            (
+                "common-attributes/nerve/base.yml",
+                "default: {nerve: {check: sql, weight: 1}}\noverride: {port: 0, base: yes}\n",
+            ),
+            (
+                "env/prod/attributes/env.yml",
+                "default: {port: 1, region: eu}\n",
+            ),
+            (
+                "env/prod/services/db/attributes/nerve.yml",
+                "include: [nerve.base]\ndefault: {nerve: {weight: 255}}\noverride: {port: 2}\n",
+            ),
         ]);
         let env = env.unwrap();
         let service = &env.services[0];
@@ -625,17 +844,36 @@ mod tests {
         assert_eq!(h2.value()["base"], json!("yes"));
         assert_eq!(h1.value()["hostname"], json!("h1"));
         let origins = h2.explain();
-        let origin = |key: &str| origins.iter().find(|(p, _, _)| p == key).map(|(_, _, s)| s.clone()).unwrap();
-        assert!(origin("nerve.check").ends_with("common-attributes/nerve/base.yml"), "{}", origin("nerve.check"));
-        assert!(origin("port").ends_with("services/db/attributes/nerve.yml (override)"), "{}", origin("port"));
+        let origin = |key: &str| {
+            origins
+                .iter()
+                .find(|(p, _, _)| p == key)
+                .map(|(_, _, s)| s.clone())
+                .unwrap()
+        };
+        assert!(
+            origin("nerve.check").ends_with("common-attributes/nerve/base.yml"),
+            "{}",
+            origin("nerve.check")
+        );
+        assert!(
+            origin("port").ends_with("services/db/attributes/nerve.yml (override)"),
+            "{}",
+            origin("port")
+        );
         let via_api = node_attributes(&dir.path().join("env/prod"), "db", "h1").unwrap();
         assert_eq!(via_api.value(), h1.value());
-        assert!(origins.iter().any(|(p, _, s)| p == "hostname" && s.contains("(node h2)")));
+        assert!(
+            origins
+                .iter()
+                .any(|(p, _, s)| p == "hostname" && s.contains("(node h2)"))
+        );
     }
 
     #[test]
     fn unknown_service_and_host_get_hints() {
-        let (path, text) = manifest("containers: [aci.example.com/a:1]\nnodes: [{hostname: mysql-main1}]\n");
+        let (path, text) =
+            manifest("containers: [aci.example.com/a:1]\nnodes: [{hostname: mysql-main1}]\n");
         let dir = tree(&[CONFIG, (path, &text)]);
         let env_dir = dir.path().join("env/prod");
         let err = node_attributes(&env_dir, "dbb", "h").unwrap_err();
@@ -661,7 +899,10 @@ mod tests {
     #[test]
     fn mount_points_get_a_default_source_and_must_be_safe() {
         let env = load_manifest("containers: [aci.example.com/a:1]\nnodes: [{hostname: h1}]\nmountPoints: [{name: data, path: /var/lib/mysql}]\n").unwrap();
-        assert_eq!(env.services[0].mount_points[0].from.as_deref(), Some("/var/lib/herd/volumes/prod/db/data"));
+        assert_eq!(
+            env.services[0].mount_points[0].from.as_deref(),
+            Some("/var/lib/herd/volumes/prod/db/data")
+        );
         let err = load_manifest("containers: [aci.example.com/a:1]\nnodes: [{hostname: h1}]\nmountPoints:\n  - {name: data, path: 'var lib'}\n").unwrap_err();
         assert_eq!(err.line, Some(4), "{err}");
     }

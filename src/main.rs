@@ -24,6 +24,7 @@ enum Command {
     Build(cli::build::BuildArgs),
     Images(cli::images::ImagesArgs),
     Inspect(cli::images::InspectArgs),
+    Gen(cli::r#gen::GenArgs),
     // Commands are listed in the order a user meets them; each lives in
     // src/cli/<command>.rs.
 }
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         Command::Build(args) => cli::build::run(args),
         Command::Images(args) => cli::images::run_images(args),
         Command::Inspect(args) => cli::images::run_inspect(args),
+        Command::Gen(args) => cli::r#gen::run(args),
     };
     match result {
         Ok(code) => code,

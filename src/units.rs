@@ -60,12 +60,19 @@ pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<Reso
         Some(descriptor) => format!("{}@{}", name.repository(), descriptor.digest()),
         None => {
             if let Some(store) = store {
-                tracing::warn!("{name} is not in the store {}; its units use the tag", store.root().display());
+                tracing::warn!(
+                    "{name} is not in the store {}; its units use the tag",
+                    store.root().display()
+                );
             }
             name.to_string()
         }
     };
-    Ok(vec![ResolvedImage { name: name.to_string(), reference, app: name.tiny_name().to_string() }])
+    Ok(vec![ResolvedImage {
+        name: name.to_string(),
+        reference,
+        app: name.tiny_name().to_string(),
+    }])
 }
 
 /// The `Environment=` lines that carry a unit's attributes, as ggn did:
@@ -107,7 +114,11 @@ pub fn attributes_from_environment(attributes_base64: &str) -> String {
 
 fn chunks(text: &str) -> Vec<&str> {
     // Base64 is ASCII, so byte offsets are character boundaries.
-    let chunks: Vec<&str> = text.as_bytes().chunks(ENVIRONMENT_CHUNK).map(|c| std::str::from_utf8(c).unwrap_or_default()).collect();
+    let chunks: Vec<&str> = text
+        .as_bytes()
+        .chunks(ENVIRONMENT_CHUNK)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
     if chunks.is_empty() { vec![""] } else { chunks }
 }
 
@@ -119,15 +130,22 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
         Target::Systemd => Some(Templates::load(env)?),
         Target::Kubernetes => None,
     };
-    let work: Vec<(usize, &Service, &Node)> =
-        env.services.iter().enumerate().flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node))).collect();
+    let work: Vec<(usize, &Service, &Node)> = env
+        .services
+        .iter()
+        .enumerate()
+        .flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node)))
+        .collect();
     let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>)>>> = work
         .par_iter()
         .map(|(i, service, node)| {
             let unit = Unit::new(env, service, node, &images[*i]);
             match &templates {
                 Some(templates) => templates.render(&unit),
-                None => Ok(vec![(unit.path("yaml"), kubernetes::pod(&unit)?.into_bytes())]),
+                None => Ok(vec![(
+                    unit.path("yaml"),
+                    kubernetes::pod(&unit)?.into_bytes(),
+                )]),
             }
         })
         .collect();
@@ -178,12 +196,26 @@ struct Unit<'a> {
 }
 
 impl<'a> Unit<'a> {
-    fn new(env: &'a Environment, service: &'a Service, node: &'a Node, images: &'a [ResolvedImage]) -> Self {
+    fn new(
+        env: &'a Environment,
+        service: &'a Service,
+        node: &'a Node,
+        images: &'a [ResolvedImage],
+    ) -> Self {
         let attributes = service.node_attributes(node).into_value();
         let attributes_json = attributes.to_string();
         let attributes_base64 = base64::engine::general_purpose::STANDARD.encode(&attributes_json);
         let name = format!("{}_{}_{}", env.config.env_name, service.name, node.hostname);
-        Unit { env, service, node, images, name, attributes, attributes_json, attributes_base64 }
+        Unit {
+            env,
+            service,
+            node,
+            images,
+            name,
+            attributes,
+            attributes_json,
+            attributes_base64,
+        }
     }
 
     /// `<service>/<unit name>.<extension>` below the output directory.
@@ -238,7 +270,11 @@ impl Templates {
         let files: HashMap<String, TemplateFile> = env
             .partials
             .iter()
-            .chain(env.services.iter().flat_map(|s| s.unit_template.iter().chain(&s.timer_template)))
+            .chain(
+                env.services
+                    .iter()
+                    .flat_map(|s| s.unit_template.iter().chain(&s.timer_template)),
+            )
             .cloned()
             .chain([default])
             .map(|t| (t.name.clone(), t))
@@ -254,8 +290,14 @@ impl Templates {
     fn render(&self, unit: &Unit) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         let context = tera::Context::from_value(unit.context())?;
         let service = unit.service;
-        let template = service.unit_template.as_ref().map_or(DEFAULT_UNIT, |t| t.name.as_str());
-        if template == DEFAULT_UNIT && unit.attributes_base64.len() + "HERD_ATTRIBUTES=base64,".len() > MAX_ENVIRONMENT_STRING {
+        let template = service
+            .unit_template
+            .as_ref()
+            .map_or(DEFAULT_UNIT, |t| t.name.as_str());
+        if template == DEFAULT_UNIT
+            && unit.attributes_base64.len() + "HERD_ATTRIBUTES=base64,".len()
+                > MAX_ENVIRONMENT_STRING
+        {
             anyhow::bail!(
                 "{}: the attributes of {} are {} bytes as base64, more than the 128 KiB a process environment variable can hold; write a unit.tmpl that passes them in a file",
                 service.manifest_path.display(),
@@ -263,31 +305,65 @@ impl Templates {
                 unit.attributes_base64.len()
             );
         }
-        let mut out = vec![(unit.path("service"), self.render_one(template, &context, &format!("{}.service", unit.name))?)];
+        let mut out = vec![(
+            unit.path("service"),
+            self.render_one(template, &context, &format!("{}.service", unit.name))?,
+        )];
         if let Some(timer) = &service.timer_template {
-            out.push((unit.path("timer"), self.render_one(&timer.name, &context, &format!("{}.timer", unit.name))?));
+            out.push((
+                unit.path("timer"),
+                self.render_one(&timer.name, &context, &format!("{}.timer", unit.name))?,
+            ));
         }
         Ok(out)
     }
 
-    fn render_one(&self, template: &str, context: &tera::Context, output: &str) -> Result<Vec<u8>, InputError> {
-        self.tera.render(template, context).map(String::into_bytes).map_err(|e| locate(&e, &self.files, Some(template), &format!("rendering {output}")))
+    fn render_one(
+        &self,
+        template: &str,
+        context: &tera::Context,
+        output: &str,
+    ) -> Result<Vec<u8>, InputError> {
+        self.tera
+            .render(template, context)
+            .map(String::into_bytes)
+            .map_err(|e| {
+                locate(
+                    &e,
+                    &self.files,
+                    Some(template),
+                    &format!("rendering {output}"),
+                )
+            })
     }
 }
 
 /// Turns a Tera error into an error against the template file it is in:
 /// the innermost template the error chain names (an included partial
 /// rather than the unit including it), else `fallback`.
-fn locate(error: &tera::Error, files: &HashMap<String, TemplateFile>, fallback: Option<&str>, doing: &str) -> InputError {
+fn locate(
+    error: &tera::Error,
+    files: &HashMap<String, TemplateFile>,
+    fallback: Option<&str>,
+    doing: &str,
+) -> InputError {
     let mut messages = vec![error.to_string()];
     let mut source = std::error::Error::source(error);
     while let Some(next) = source {
         messages.push(next.to_string());
         source = next.source();
     }
-    let named = messages.iter().rev().find_map(|m| m.split('\'').skip(1).step_by(2).find(|name| files.contains_key(*name)));
+    let named = messages.iter().rev().find_map(|m| {
+        m.split('\'')
+            .skip(1)
+            .step_by(2)
+            .find(|name| files.contains_key(*name))
+    });
     let Some(file) = named.or(fallback).and_then(|name| files.get(name)) else {
-        return InputError::new(std::path::Path::new("templates"), format!("{doing}: {}", messages.join(": ")));
+        return InputError::new(
+            std::path::Path::new("templates"),
+            format!("{doing}: {}", messages.join(": ")),
+        );
     };
     let mut located = crate::templates::classify(error, &file.text).into_input_error(&file.path);
     located.message = format!("{} ({doing})", located.message);
@@ -305,22 +381,48 @@ mod tests {
         let lines: Vec<&str> = lines.lines().collect();
         assert_eq!(lines[0], "Environment=HERD_ATTRIBUTES_COUNT=3");
         assert_eq!(lines.len(), 4);
-        assert!(lines.iter().all(|l| l.len() < 2048), "a line is too long for systemd");
-        let joined: String = lines[1..].iter().enumerate().map(|(i, l)| l.strip_prefix(&format!("Environment=HERD_ATTRIBUTES_{i}=")).unwrap()).collect();
+        assert!(
+            lines.iter().all(|l| l.len() < 2048),
+            "a line is too long for systemd"
+        );
+        let joined: String = lines[1..]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                l.strip_prefix(&format!("Environment=HERD_ATTRIBUTES_{i}="))
+                    .unwrap()
+            })
+            .collect();
         assert_eq!(joined, encoded);
-        assert_eq!(attributes_from_environment(&encoded), "base64,$${HERD_ATTRIBUTES_0}$${HERD_ATTRIBUTES_1}$${HERD_ATTRIBUTES_2}");
+        assert_eq!(
+            attributes_from_environment(&encoded),
+            "base64,$${HERD_ATTRIBUTES_0}$${HERD_ATTRIBUTES_1}$${HERD_ATTRIBUTES_2}"
+        );
     }
 
     #[test]
     fn small_attributes_take_one_line() {
-        assert_eq!(environment_lines("e30="), "Environment=HERD_ATTRIBUTES_COUNT=1\nEnvironment=HERD_ATTRIBUTES_0=e30=");
-        assert_eq!(attributes_from_environment(""), "base64,$${HERD_ATTRIBUTES_0}");
+        assert_eq!(
+            environment_lines("e30="),
+            "Environment=HERD_ATTRIBUTES_COUNT=1\nEnvironment=HERD_ATTRIBUTES_0=e30="
+        );
+        assert_eq!(
+            attributes_from_environment(""),
+            "base64,$${HERD_ATTRIBUTES_0}"
+        );
     }
 
     #[test]
     fn images_without_store_keep_their_tag() {
         let name: ImageName = "aci.example.com/pod-mysql:10.1-29".parse().unwrap();
         let images = resolve_image(None, &name).unwrap();
-        assert_eq!(images, vec![ResolvedImage { name: name.to_string(), reference: name.to_string(), app: "pod-mysql".into() }]);
+        assert_eq!(
+            images,
+            vec![ResolvedImage {
+                name: name.to_string(),
+                reference: name.to_string(),
+                app: "pod-mysql".into()
+            }]
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod images;
+pub mod r#gen;
 
 use std::path::PathBuf;
 

@@ -29,7 +29,10 @@ impl Check {
 /// Compares `files` with `dir` (a missing directory is empty). When
 /// `services` is not empty, only their subdirectories are compared.
 pub fn check_units(dir: &Path, files: &Files, services: &[String]) -> Result<Check> {
-    let on_disk: BTreeSet<PathBuf> = list(dir)?.into_iter().filter(|p| in_scope(p, services)).collect();
+    let on_disk: BTreeSet<PathBuf> = list(dir)?
+        .into_iter()
+        .filter(|p| in_scope(p, services))
+        .collect();
     let mut check = Check::default();
     for (path, content) in files {
         if !on_disk.contains(path) {
@@ -68,9 +71,15 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()>
     for path in existing.iter().filter(|p| !in_scope(p, services)) {
         kept.insert(path.clone(), read(dir, path)?);
     }
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let base = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "units".into());
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "units".into());
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{base}.herd-"))
         .tempdir_in(parent)
@@ -85,9 +94,13 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()>
         std::fs::write(&target, content).with_context(|| format!("writing {}", target.display()))
     })?;
     // One flush for the whole tree, rather than one fsync per file.
-    nix::unistd::syncfs(std::fs::File::open(temp.path())?).context("syncing the new units to disk")?;
+    nix::unistd::syncfs(std::fs::File::open(temp.path())?)
+        .context("syncing the new units to disk")?;
     // A temporary directory is private (0700); units are for everyone to read.
-    std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     swap_in(temp, dir)?;
     crate::fsutil::sync_dir(parent);
     Ok(())
@@ -102,18 +115,28 @@ fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
     if std::fs::symlink_metadata(dir).is_err() {
         let path = temp.keep();
-        return std::fs::rename(&path, dir).with_context(|| format!("moving the new units to {}", dir.display()));
+        return std::fs::rename(&path, dir)
+            .with_context(|| format!("moving the new units to {}", dir.display()));
     }
-    match renameat2(AT_FDCWD, temp.path(), AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE) {
+    match renameat2(
+        AT_FDCWD,
+        temp.path(),
+        AT_FDCWD,
+        dir,
+        RenameFlags::RENAME_EXCHANGE,
+    ) {
         Ok(()) => Ok(()), // dropping `temp` removes the old units
         Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
             let old = temp.path().with_extension("old");
-            std::fs::rename(dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+            std::fs::rename(dir, &old)
+                .with_context(|| format!("moving {} aside", dir.display()))?;
             if let Err(e) = std::fs::rename(temp.path(), dir) {
                 let _ = std::fs::rename(&old, dir);
-                return Err(e).with_context(|| format!("moving the new units to {}", dir.display()));
+                return Err(e)
+                    .with_context(|| format!("moving the new units to {}", dir.display()));
             }
-            std::fs::remove_dir_all(&old).with_context(|| format!("removing the old units at {}", old.display()))
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("removing the old units at {}", old.display()))
         }
         Err(e) => Err(e).with_context(|| format!("replacing {}", dir.display())),
     }
@@ -123,7 +146,13 @@ fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
 pub fn unified_diff(path: &Path, old: Option<&[u8]>, new: Option<&[u8]>) -> String {
     let old_text = String::from_utf8_lossy(old.unwrap_or_default());
     let new_text = String::from_utf8_lossy(new.unwrap_or_default());
-    let label = |present: bool, side: &str| if present { format!("{side}/{}", path.display()) } else { "/dev/null".into() };
+    let label = |present: bool, side: &str| {
+        if present {
+            format!("{side}/{}", path.display())
+        } else {
+            "/dev/null".into()
+        }
+    };
     similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
         .unified_diff()
         .context_radius(3)
@@ -143,7 +172,11 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths = vec![];
     for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path()).to_path_buf();
+        let relative = entry
+            .path()
+            .strip_prefix(dir)
+            .unwrap_or(entry.path())
+            .to_path_buf();
         if !entry.file_type().is_dir() || relative.components().count() > 1 {
             paths.push(relative);
         }
@@ -153,11 +186,18 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// `<service>/<unit>.service|timer|yaml`, the only shape `herd gen` writes.
 fn looks_generated(path: &Path) -> bool {
-    path.components().count() == 2 && path.extension().is_some_and(|e| e == "service" || e == "timer" || e == "yaml")
+    path.components().count() == 2
+        && path
+            .extension()
+            .is_some_and(|e| e == "service" || e == "timer" || e == "yaml")
 }
 
 fn in_scope(path: &Path, services: &[String]) -> bool {
-    services.is_empty() || path.components().next().is_some_and(|c| services.iter().any(|s| c.as_os_str() == s.as_str()))
+    services.is_empty()
+        || path
+            .components()
+            .next()
+            .is_some_and(|c| services.iter().any(|s| c.as_os_str() == s.as_str()))
 }
 
 fn read(dir: &Path, path: &Path) -> Result<Vec<u8>> {
@@ -170,7 +210,10 @@ mod tests {
     use super::*;
 
     fn files(entries: &[(&str, &str)]) -> Files {
-        entries.iter().map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec())).collect()
+        entries
+            .iter()
+            .map(|(p, c)| (PathBuf::from(p), c.as_bytes().to_vec()))
+            .collect()
     }
 
     #[test]
@@ -180,16 +223,27 @@ mod tests {
         let first = files(&[("a/p_a_h1.service", "one\n"), ("b/p_b_h1.service", "two\n")]);
         write_units(&out, &first, &[]).unwrap();
         assert!(check_units(&out, &first, &[]).unwrap().is_clean());
-        let second = files(&[("a/p_a_h1.service", "one!\n"), ("c/p_c_h1.service", "three\n")]);
+        let second = files(&[
+            ("a/p_a_h1.service", "one!\n"),
+            ("c/p_c_h1.service", "three\n"),
+        ]);
         let check = check_units(&out, &second, &[]).unwrap();
         assert_eq!(check.added, vec![PathBuf::from("c/p_c_h1.service")]);
         assert_eq!(check.changed, vec![PathBuf::from("a/p_a_h1.service")]);
         assert_eq!(check.removed, vec![PathBuf::from("b/p_b_h1.service")]);
-        let diff = unified_diff(Path::new("a/p_a_h1.service"), Some(b"one\n"), Some(b"one!\n"));
+        let diff = unified_diff(
+            Path::new("a/p_a_h1.service"),
+            Some(b"one\n"),
+            Some(b"one!\n"),
+        );
         assert!(diff.contains("-one\n+one!\n"), "{diff}");
         write_units(&out, &second, &[]).unwrap();
         assert!(!out.join("b").exists());
-        assert_eq!(std::fs::read_dir(out.parent().unwrap()).unwrap().count(), 1, "a temporary directory was left");
+        assert_eq!(
+            std::fs::read_dir(out.parent().unwrap()).unwrap().count(),
+            1,
+            "a temporary directory was left"
+        );
         // Only service a: c is kept, a replaced.
         write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
         assert!(out.join("c/p_c_h1.service").exists());

@@ -1,0 +1,95 @@
+//! `herd gen`: an environment directory -> one unit per node of each
+//! service, written atomically, or compared with existing units.
+
+use anyhow::{Context, Result, bail};
+use herd::environments::{Environment, Target};
+use herd::units;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Generate the systemd units (or Kubernetes Pods) of an environment: one
+/// per node of each service, named <envName>_<service>_<hostname>.
+///
+/// Exit status: 0 on success (with --check: nothing differs), 1 when
+/// --check found differences, 2 on errors (nothing is written then).
+#[derive(clap::Args, Debug)]
+pub struct GenArgs {
+    /// The environment directory, holding config.yml, attributes/,
+    /// services/ (for example env/prod-dc1)
+    pub env_dir: PathBuf,
+
+    /// Generate only these services; the output directory keeps the other
+    /// services' units [default: every service]
+    pub services: Vec<String>,
+
+    /// Directory to write into, replaced whole and atomically
+    /// [default: units/<envName> beside the env/ directory holding
+    /// ENV_DIR, or ./units/<envName> when ENV_DIR is not in a directory
+    /// named env]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// OCI image store to pin images by digest from; without one, images
+    /// are run by the tag the service manifest gives
+    #[arg(long, env = "HERD_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+
+    /// What to generate [default: `target:` of config.yml, else systemd]
+    #[arg(long, value_enum)]
+    pub target: Option<Target>,
+
+    /// Write nothing; compare the generated units with DIR and list the
+    /// added, changed and removed ones (exit 1 if any)
+    #[arg(long, value_name = "DIR")]
+    pub check: Option<PathBuf>,
+
+    /// With --check, also print a unified diff of each difference
+    #[arg(long, requires = "check")]
+    pub diff: bool,
+}
+
+pub fn run(args: GenArgs) -> Result<ExitCode> {
+    let env = Environment::load_services(&args.env_dir, &args.services)?;
+    let target = args.target.unwrap_or(env.config.target);
+    let store = match &args.store {
+        // Opening would create an empty store: a mistyped path would then
+        // silently leave every image unpinned.
+        Some(path) if !path.join("index.json").is_file() => bail!("{} is not an image store (it has no index.json)", path.display()),
+        Some(path) => Some(herd::store::Store::open(path)?),
+        None => None,
+    };
+    let files = units::generate(&env, target, store.as_ref())?;
+    if let Some(dir) = &args.check {
+        let check = units::check_units(dir, &files, &args.services)?;
+        for (label, paths) in [("added", &check.added), ("changed", &check.changed), ("removed", &check.removed)] {
+            for path in paths {
+                println!("{label:<8}{}", path.display());
+                if args.diff {
+                    let old = check.existing.get(path).map(Vec::as_slice);
+                    let new = files.get(path).map(Vec::as_slice);
+                    print!("{}", units::unified_diff(path, old, new));
+                }
+            }
+        }
+        if check.is_clean() {
+            eprintln!("{} units match {}", files.len(), dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        return Ok(ExitCode::from(1));
+    }
+    let out = match &args.out {
+        Some(out) => out.clone(),
+        None => default_out(&args.env_dir, &env.config.env_name)?,
+    };
+    units::write_units(&out, &files, &args.services)?;
+    eprintln!("wrote {} units of {} services to {}", files.len(), env.services.len(), out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `units/<envName>` beside the `env/` directory holding the environment,
+/// or in the current directory when the environment is elsewhere.
+fn default_out(env_dir: &Path, env_name: &str) -> Result<PathBuf> {
+    let env_dir = env_dir.canonicalize().with_context(|| format!("resolving {}", env_dir.display()))?;
+    let root = env_dir.parent().filter(|p| p.file_name().is_some_and(|n| n == "env")).and_then(Path::parent);
+    Ok(root.unwrap_or(Path::new(".")).join("units").join(env_name))
+}

@@ -326,7 +326,13 @@ impl Templates {
     ) -> Result<Vec<u8>, InputError> {
         self.tera
             .render(template, context)
-            .map(String::into_bytes)
+            .map(|mut text| {
+                // Tera drops a template's final newline; unit files end with one.
+                if !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.into_bytes()
+            })
             .map_err(|e| {
                 locate(
                     &e,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod fsutil;
 pub mod manifest;
 pub mod names;
+pub mod registry;
 pub mod templates;
 pub mod yaml;
 pub mod layers;

@@ -24,6 +24,8 @@ enum Command {
     Build(cli::build::BuildArgs),
     Images(cli::images::ImagesArgs),
     Inspect(cli::images::InspectArgs),
+    Push(cli::push::PushArgs),
+    Pull(cli::pull::PullArgs),
     Gen(cli::r#gen::GenArgs),
     // Commands are listed in the order a user meets them; each lives in
     // src/cli/<command>.rs.
@@ -36,6 +38,8 @@ fn main() -> ExitCode {
         Command::Build(args) => cli::build::run(args),
         Command::Images(args) => cli::images::run_images(args),
         Command::Inspect(args) => cli::images::run_inspect(args),
+        Command::Push(args) => cli::push::run(args),
+        Command::Pull(args) => cli::pull::run(args),
         Command::Gen(args) => cli::r#gen::run(args),
     };
     match result {

@@ -2,6 +2,8 @@
 
 pub mod build;
 pub mod images;
+pub mod pull;
+pub mod push;
 pub mod r#gen;
 
 use std::path::PathBuf;

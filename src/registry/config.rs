@@ -1,0 +1,235 @@
+//! herd's configuration file (`registries:` section) and the mapping from an
+//! image name to the registry endpoint herd actually talks to.
+//!
+//! ```yaml
+//! registries:
+//!   aci.example.com: {mirror: "localhost:5000", insecure: true}
+//!   registry.internal:5443: {ca: /etc/herd/internal-ca.pem}
+//! ```
+
+use crate::names::ImageName;
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The parsed configuration file; empty when there is none.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistrySettings>,
+}
+
+/// What herd knows about one registry domain.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Talk to this host[:port] instead; the repository path is kept.
+    pub mirror: Option<String>,
+    /// Plain http instead of https.
+    #[serde(default)]
+    pub insecure: bool,
+    /// A PEM file of CA certificates trusted for this registry, in addition
+    /// to the system roots.
+    pub ca: Option<PathBuf>,
+}
+
+/// Where an image lives on the network: scheme, host and repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// `host[:port]` as used in URLs and credential lookups.
+    pub host: String,
+    pub insecure: bool,
+    pub ca: Option<PathBuf>,
+    /// The repository path on that host: `team/app`.
+    pub repository: String,
+}
+
+impl Endpoint {
+    /// `https://host/v2/<repository>/<rest>`.
+    pub fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.base_url(), self.repository)
+    }
+
+    pub fn base_url(&self) -> String {
+        let scheme = if self.insecure { "http" } else { "https" };
+        format!("{scheme}://{}", self.host)
+    }
+
+    /// `host/repository`, for messages.
+    pub fn display(&self) -> String {
+        format!("{}/{}", self.host, self.repository)
+    }
+}
+
+/// Checks a `host[:port]` the way names.rs checks the domain of a name.
+pub fn check_host(host: &str) -> Result<(), String> {
+    match format!("{host}/x").parse::<ImageName>() {
+        Ok(name) if name.domain() == Some(host) => Ok(()),
+        Ok(_) => Err(format!(
+            "{host:?} is not a registry host[:port] (it needs a '.' or a ':port', or is localhost)"
+        )),
+        Err(e) => Err(format!("{host:?}: {e}")),
+    }
+}
+
+/// Docker Hub's names have no domain (or `docker.io`) and its API lives
+/// elsewhere; single-segment paths live under `library/`.
+const DOCKER_HUB: &str = "docker.io";
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+impl Config {
+    /// `HERD_CONFIG`, else `$XDG_CONFIG_HOME/herd/config.yml`, else
+    /// `~/.config/herd/config.yml`. A missing file is an empty config; a
+    /// file that does not parse is an error naming the line.
+    pub fn load() -> Result<Config> {
+        let Some(path) = Config::path() else {
+            return Ok(Config::default());
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&path, &text),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && std::env::var_os("HERD_CONFIG").is_none() =>
+            {
+                Ok(Config::default())
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("reading herd's configuration {}", path.display()))
+            }
+        }
+    }
+
+    fn path() -> Option<PathBuf> {
+        let var = |name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        if let Some(path) = var("HERD_CONFIG") {
+            return Some(path);
+        }
+        let config_home =
+            var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|home| home.join(".config")))?;
+        Some(config_home.join("herd/config.yml"))
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let config: Config = crate::yaml::parse(path, text)?;
+        for (domain, settings) in &config.registries {
+            for host in std::iter::once(domain).chain(&settings.mirror) {
+                check_host(host).map_err(|e| anyhow!("{}: registries: {e}", path.display()))?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// The endpoint for `name`: its domain, or `registry_override` when
+    /// given, then the config file's mirror for that domain.
+    pub fn endpoint(
+        &self,
+        name: &ImageName,
+        registry_override: Option<&str>,
+        insecure: bool,
+    ) -> Endpoint {
+        let domain = registry_override.or(name.domain()).unwrap_or(DOCKER_HUB);
+        let settings = self.registries.get(domain).cloned().unwrap_or_default();
+        let host = settings
+            .mirror
+            .clone()
+            .unwrap_or_else(|| domain.to_string());
+        // A mirror's own entry may also say how to reach it.
+        let mirror_settings = settings
+            .mirror
+            .as_ref()
+            .and_then(|m| self.registries.get(m))
+            .cloned()
+            .unwrap_or_default();
+        let (host, repository) = if host == DOCKER_HUB {
+            let path = if name.path().contains('/') {
+                name.path().to_string()
+            } else {
+                format!("library/{}", name.path())
+            };
+            (DOCKER_HUB_API.to_string(), path)
+        } else {
+            (host, name.path().to_string())
+        };
+        Endpoint {
+            host,
+            insecure: insecure || settings.insecure || mirror_settings.insecure,
+            ca: settings.ca.or(mirror_settings.ca),
+            repository,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(Path::new("config.yml"), text).unwrap()
+    }
+
+    fn name(text: &str) -> ImageName {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_mirror_keeps_the_repository_path_and_its_settings_apply() {
+        let config = config(
+            "registries:\n  aci.example.com: {mirror: \"localhost:5000\", insecure: true, ca: /ca.pem}\n",
+        );
+        let endpoint = config.endpoint(&name("aci.example.com/team/app:1"), None, false);
+        assert_eq!(endpoint.host, "localhost:5000");
+        assert_eq!(endpoint.repository, "team/app");
+        assert!(endpoint.insecure);
+        assert_eq!(endpoint.ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            endpoint.url("manifests/1"),
+            "http://localhost:5000/v2/team/app/manifests/1"
+        );
+    }
+
+    #[test]
+    fn the_registry_option_replaces_the_domain_before_mirrors_apply() {
+        let config = config("registries:\n  127.0.0.1:5000: {insecure: true}\n");
+        let endpoint = config.endpoint(
+            &name("aci.example.com/app:1"),
+            Some("127.0.0.1:5000"),
+            false,
+        );
+        assert_eq!(endpoint.display(), "127.0.0.1:5000/app");
+        assert!(endpoint.insecure);
+        let plain = config.endpoint(&name("other.example.com/app:1"), None, false);
+        assert_eq!(
+            plain.url("tags/list"),
+            "https://other.example.com/v2/app/tags/list"
+        );
+    }
+
+    #[test]
+    fn names_without_a_domain_are_docker_hub() {
+        let endpoint = Config::default().endpoint(&name("busybox:1"), None, false);
+        assert_eq!(endpoint.host, "registry-1.docker.io");
+        assert_eq!(endpoint.repository, "library/busybox");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_hosts_are_errors() {
+        let error =
+            Config::parse(Path::new("c.yml"), "registries:\n  a.io: {mirorr: x}\n").unwrap_err();
+        assert!(format!("{error:#}").contains("mirror"), "{error:#}");
+        let error = Config::parse(
+            Path::new("c.yml"),
+            "registries:\n  a.io: {mirror: \"bad host\"}\n",
+        )
+        .unwrap_err();
+        assert!(format!("{error:#}").contains("bad host"), "{error:#}");
+    }
+}

@@ -1,0 +1,122 @@
+//! Pulling images from registries into the store: the manifest (the host
+//! platform's, from an index), then the blobs the store lacks, each
+//! written to a temporary file and committed only once its digest checks
+//! out; the tag is set last.
+
+use super::client::{Client, MANIFEST_TYPES};
+use super::{ManifestParts, Options, PARALLEL_BLOBS, Session, parallel};
+use crate::names::ImageName;
+use crate::store::{Store, to_oci_digest};
+use anyhow::{Result, anyhow, bail};
+use oci_spec::image::{Descriptor, MediaType};
+
+/// Pulls `name` into `store` and tags it there under `name`.
+pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descriptor> {
+    let session = Session::new(store, options)?;
+    let endpoint = session.endpoint(name);
+    let client = session.client(&endpoint)?;
+    let repository = &endpoint.repository;
+    let reference = name.tag().unwrap_or("latest");
+    let (mut bytes, mut media_type) = client.get_manifest(repository, reference)?;
+    let mut parts =
+        ManifestParts::parse(&bytes, &format!("the manifest of {}", endpoint.display()))?;
+    if !parts.children.is_empty() {
+        let child = host_platform(&parts, &endpoint.display())?;
+        (bytes, media_type) = client.get_manifest(repository, child.as_str())?;
+        parts = ManifestParts::parse(
+            &bytes,
+            &format!("manifest {child} of {}", endpoint.display()),
+        )?;
+        if !parts.children.is_empty() {
+            bail!(
+                "{}: the platform's manifest {child} is itself an index",
+                endpoint.display()
+            );
+        }
+    }
+    let result = download(&session, &client, repository, &parts);
+    session.known.save(store);
+    result?;
+    let digest = store.write_blob(&bytes)?;
+    let descriptor = Descriptor::new(
+        MediaType::from(media_type.as_str()),
+        bytes.len() as u64,
+        to_oci_digest(&digest),
+    );
+    store.set_tag(name, &descriptor)?;
+    session.progress.line(&format!(
+        "pulled {name} from {}:{reference} ({digest})",
+        endpoint.display()
+    ));
+    Ok(descriptor)
+}
+
+/// The store's descriptor for `name`, pulling it first when the store does
+/// not have it (with the config file's mirrors and settings).
+pub fn pull_if_missing(store: &Store, name: &ImageName) -> Result<Descriptor> {
+    if let Some(descriptor) = store.resolve(name)? {
+        return Ok(descriptor);
+    }
+    tracing::info!("{name} is not in the store; pulling it");
+    pull(store, name, &Options::default()).map_err(|pull_error| {
+        // Keep the store's message (what it has instead) first.
+        let missing = store
+            .require(name)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| format!("{name} is not in the store"));
+        anyhow!("{missing}; pulling it failed: {pull_error:#}")
+    })
+}
+
+fn download(
+    session: &Session,
+    client: &Client,
+    repository: &str,
+    parts: &ManifestParts,
+) -> Result<()> {
+    let store = session.store;
+    parallel(&parts.blobs, PARALLEL_BLOBS, |blob| {
+        if !store.has_blob(&blob.digest) {
+            let progress = session.progress.blob(&blob.digest, blob.size);
+            client.download_blob(repository, &blob.digest, blob.size, store, &progress)?;
+            progress.finish("downloaded");
+        }
+        session
+            .known
+            .record(client.host(), &blob.digest, repository);
+        Ok(())
+    })
+}
+
+/// The digest of the linux manifest for this machine's architecture.
+fn host_platform(index: &ManifestParts, what: &str) -> Result<crate::digest::Digest> {
+    let architecture = crate::build::host_architecture();
+    let platform = |value: &serde_json::Value, key: &str| {
+        value
+            .get("platform")
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut offered = Vec::new();
+    for (child, value) in &index.children {
+        let media_type = value
+            .get("mediaType")
+            .and_then(|t| t.as_str())
+            .unwrap_or_default();
+        let (os, arch) = (platform(value, "os"), platform(value, "architecture"));
+        if os == "linux"
+            && arch == architecture
+            && (media_type.is_empty() || MANIFEST_TYPES.contains(&media_type))
+        {
+            return Ok(child.digest.clone());
+        }
+        offered.push(format!("{os}/{arch}"));
+    }
+    bail!(
+        "{what} has no image for linux/{architecture}; it has {}",
+        offered.join(", ")
+    )
+}

@@ -147,7 +147,7 @@ impl Base {
         let mut base = Base::default();
         for dependency in dependencies {
             let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
-            let descriptor = store.require(&name).with_context(|| format!("resolving dependency {name}"))?;
+            let descriptor = crate::registry::pull_if_missing(store, &name).with_context(|| format!("resolving dependency {name}"))?;
             let manifest = store.read_manifest(&descriptor)?;
             let config = store.read_config(&manifest)?;
             let diff_ids = config.rootfs().diff_ids();

@@ -1,0 +1,374 @@
+//! `herd gen` end to end: the example environments in env/ become units
+//! that `systemd-analyze verify` and `kubernetes-validate` accept, placed
+//! on their hosts, carrying attributes merged env -> service -> node.
+
+mod common;
+
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("env")
+}
+
+/// A copy of `env/` in a temporary directory, to edit freely.
+fn copy_of_examples() -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let env = work.path().join("env");
+    copy_tree(&examples(), &env);
+    (work, env)
+}
+
+fn gen_into(env_dir: &Path, out: &Path, extra: &[&str]) -> String {
+    run_ok(herd().arg("gen").arg(env_dir).arg("--out").arg(out).args(extra))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Files of a directory tree relative to it.
+fn relative_files(dir: &Path) -> Vec<String> {
+    snapshot(dir).keys().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect()
+}
+
+/// `systemd-analyze verify` on every unit below `dir`, one service
+/// directory at a time (a timer needs its service beside it). Its warnings
+/// go to stderr with exit status 0, so stderr must be empty.
+fn verify_units(dir: &Path) -> usize {
+    let analyze = tool("systemd-analyze");
+    tool("podman"); // the default unit's ExecStart; verify checks it exists
+    let mut count = 0;
+    for service in std::fs::read_dir(dir).unwrap() {
+        let service = service.unwrap().path();
+        let units: Vec<PathBuf> = std::fs::read_dir(&service).unwrap().map(|e| e.unwrap().path()).collect();
+        count += units.len();
+        let output = Command::new(&analyze).args(["verify", "--man=no"]).args(&units).output().unwrap();
+        assert!(
+            output.status.success() && output.stderr.is_empty(),
+            "systemd-analyze verify {}:\n{}{}",
+            service.display(),
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+    }
+    count
+}
+
+/// `Environment=KEY=VALUE` lines of a unit.
+fn environment(unit: &str) -> BTreeMap<String, String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The attributes a unit hands its containers, rebuilt the documented way:
+/// HERD_ATTRIBUTES_0 .. HERD_ATTRIBUTES_<COUNT-1> concatenated, base64 of
+/// the JSON.
+fn unit_attributes(unit: &str) -> Value {
+    let env = environment(unit);
+    let count: usize = env["HERD_ATTRIBUTES_COUNT"].parse().unwrap();
+    let joined: String = (0..count).map(|i| env[&format!("HERD_ATTRIBUTES_{i}")].as_str()).collect();
+    let json = base64::engine::general_purpose::STANDARD.decode(joined).unwrap();
+    serde_json::from_slice(&json).unwrap()
+}
+
+#[test]
+fn example_units_pass_systemd_analyze_verify() {
+    let work = tempfile::tempdir().unwrap();
+    for env in ["prod-dc1", "preprod"] {
+        let out = work.path().join(env);
+        gen_into(&examples().join(env), &out, &[]);
+        let count = verify_units(&out);
+        assert!(count >= 6, "{env}: only {count} units");
+    }
+    // verify does report what it rejects, so the check above can fail.
+    let broken = work.path().join("broken/svc");
+    std::fs::create_dir_all(&broken).unwrap();
+    let unit = read(&work.path().join("prod-dc1/tripsearch/prod-dc1_tripsearch_front1.service"));
+    std::fs::write(broken.join("x_svc_h.service"), unit.replace("KillMode=mixed", "KillMode=mixed\nKillMod=x")).unwrap();
+    let output = Command::new(tool("systemd-analyze")).args(["verify", "--man=no"]).arg(broken.join("x_svc_h.service")).output().unwrap();
+    assert!(text(&output.stderr).contains("KillMod"), "{}", text(&output.stderr));
+}
+
+#[test]
+fn one_unit_per_node_placed_by_its_fleet_lines() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("units");
+    gen_into(&examples().join("prod-dc1"), &out, &[]);
+    assert_eq!(
+        relative_files(&out),
+        [
+            "mysql-backup/prod-dc1_mysql-backup_mysql-main3.service",
+            "mysql-backup/prod-dc1_mysql-backup_mysql-main3.timer",
+            "mysql-main/prod-dc1_mysql-main_mysql-main1.service",
+            "mysql-main/prod-dc1_mysql-main_mysql-main2.service",
+            "mysql-main/prod-dc1_mysql-main_mysql-main3.service",
+            "tripsearch/prod-dc1_tripsearch_front1.service",
+            "tripsearch/prod-dc1_tripsearch_front2.service",
+        ]
+    );
+    for (host, machine) in [("mysql-main1", "r101-srv1"), ("mysql-main2", "r102-srv1"), ("mysql-main3", "r103-srv1")] {
+        let unit = read(&out.join(format!("mysql-main/prod-dc1_mysql-main_{host}.service")));
+        assert!(unit.ends_with(&format!("\n[X-Fleet]\nMachineMetadata=name={machine}\n")), "{host}:\n{unit}");
+        // Graceful stop: podman gives the app its 120 s, systemd waits longer.
+        assert!(unit.contains("\nKillMode=mixed\n") && unit.contains("--stop-timeout 120 ") && unit.contains("\nTimeoutStopSec=150\n"), "{unit}");
+        assert!(unit.contains("--volume /srv/mysql-main/data:/var/lib/mysql "), "{unit}");
+        assert!(unit.contains(" aci.example.com/pod-mysql:10.1-29'"), "{unit}");
+    }
+    let tripsearch = read(&out.join("tripsearch/prod-dc1_tripsearch_front2.service"));
+    assert!(tripsearch.contains("\n[X-Fleet]\nMachineMetadata=role=front\nConflicts=prod-dc1_tripsearch_*\n"), "{tripsearch}");
+    assert!(tripsearch.starts_with("# Generated by herd"), "the partial was not included:\n{tripsearch}");
+    let timer = read(&out.join("mysql-backup/prod-dc1_mysql-backup_mysql-main3.timer"));
+    assert!(timer.contains("OnCalendar=*-*-* 03:00:00\n") && timer.contains("MachineOf=prod-dc1_mysql-backup_mysql-main3.service\n"), "{timer}");
+    let backup = read(&out.join("mysql-backup/prod-dc1_mysql-backup_mysql-main3.service"));
+    assert!(backup.contains("\nRestart=no\n") && !backup.contains("[Install]"), "a timer's service runs once:\n{backup}");
+}
+
+#[test]
+fn attributes_merge_env_then_service_then_node() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("units");
+    gen_into(&examples().join("prod-dc1"), &out, &[]);
+    let attributes = |path: &str| unit_attributes(&read(&out.join(path)));
+    let main1 = attributes("mysql-main/prod-dc1_mysql-main_mysql-main1.service");
+    let main3 = attributes("mysql-main/prod-dc1_mysql-main_mysql-main3.service");
+    let front = attributes("tripsearch/prod-dc1_tripsearch_front1.service");
+    // Environment 1G, service 4G, node mysql-main3 8G.
+    assert_eq!(front["mysql"]["innodbBufferPoolSize"], "1G");
+    assert_eq!(main1["mysql"]["innodbBufferPoolSize"], "4G");
+    assert_eq!(main3["mysql"]["innodbBufferPoolSize"], "8G");
+    // Maps merge: the service's keys sit beside the environment's.
+    assert_eq!(main3["mysql"]["cluster"], "main");
+    assert_eq!(front["log"]["level"], "debug");
+    assert_eq!(main1["log"]["level"], "info");
+    // The include gives nerve.base's values; the including file adds its own.
+    assert_eq!(main1["nerve"]["checkInterval"], 2);
+    assert_eq!(main1["nerve"]["services"][1]["haproxyServerOptions"], "backup");
+    assert_eq!(main1["hostname"], "mysql-main1");
+    assert_eq!(main1["ip"], "192.168.1.2");
+}
+
+/// The shell line of the default unit rebuilds HERD_ATTRIBUTES from the
+/// numbered lines, also when they are many: run it with `sh`, as systemd
+/// would (`$$` unescaped, the Environment= lines in the environment), with
+/// podman swapped for printenv.
+#[test]
+fn the_default_unit_reassembles_large_attributes() {
+    let (work, env) = copy_of_examples();
+    let big: String = (0..3000).map(|i| format!("    key{i}: value number {i}\n")).collect();
+    std::fs::write(env.join("prod-dc1/services/mysql-main/attributes/big.yml"), format!("default:\n  big:\n{big}")).unwrap();
+    let out = work.path().join("units");
+    gen_into(&env.join("prod-dc1"), &out, &["mysql-main"]);
+    let unit = read(&out.join("mysql-main/prod-dc1_mysql-main_mysql-main2.service"));
+    let variables = environment(&unit);
+    assert!(variables["HERD_ATTRIBUTES_COUNT"].parse::<usize>().unwrap() > 10, "{unit}");
+    assert!(unit.lines().all(|l| l.len() < 2048), "a line is longer than systemd's LINE_MAX");
+    let line = unit.lines().find(|l| l.starts_with("ExecStartPre=/bin/sh -c '")).unwrap();
+    let script = line.strip_prefix("ExecStartPre=/bin/sh -c '").unwrap().strip_suffix('\'').unwrap().replace("$$", "$");
+    let (assignment, _podman) = script.split_once("; exec ").unwrap();
+    let output = run_ok(Command::new("/bin/sh").arg("-c").arg(format!("{assignment}; exec printenv HERD_ATTRIBUTES")).env_clear().envs(&variables));
+    let value = output.trim_end().strip_prefix("base64,").expect("HERD_ATTRIBUTES starts with base64,");
+    let attributes: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(value).unwrap()).unwrap();
+    assert_eq!(attributes["big"]["key2999"], "value number 2999");
+    assert_eq!(attributes, unit_attributes(&unit));
+    verify_units(&out);
+}
+
+#[test]
+fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
+    let validate = tool("kubernetes-validate");
+    let work = tempfile::tempdir().unwrap();
+    for env in ["prod-dc1", "preprod"] {
+        let out = work.path().join(env);
+        gen_into(&examples().join(env), &out, &["--target", "kubernetes"]);
+        let files: Vec<PathBuf> = snapshot(&out).into_keys().collect();
+        assert!(files.iter().all(|f| f.extension().unwrap() == "yaml") && files.len() >= 5, "{files:?}");
+        let output = Command::new(&validate).args(["--strict", "--quiet"]).args(&files).output().unwrap();
+        assert!(output.status.success(), "kubernetes-validate:\n{}{}", text(&output.stdout), text(&output.stderr));
+    }
+    let pod: Value = serde_yaml_ng::from_str(&read(&work.path().join("prod-dc1/mysql-main/prod-dc1_mysql-main_mysql-main2.yaml"))).unwrap();
+    assert_eq!(pod["kind"], "Pod");
+    assert_eq!(pod["spec"]["nodeSelector"], json!({"kubernetes.io/hostname": "mysql-main2"}));
+    assert_eq!(
+        pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+        json!([{"matchExpressions": [{"key": "name", "operator": "In", "values": ["r102-srv1"]}]}])
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(container["image"], "aci.example.com/pod-mysql:10.1-29");
+    assert_eq!(container["env"][0]["name"], "HERD_ATTRIBUTES");
+    let value = container["env"][0]["value"].as_str().unwrap().strip_prefix("base64,").unwrap();
+    let attributes: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(value).unwrap()).unwrap();
+    assert_eq!(attributes["mysql"]["innodbBufferPoolSize"], "4G");
+    assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 120);
+}
+
+#[test]
+fn a_broken_template_fails_the_whole_and_leaves_the_output_untouched() {
+    let (work, env) = copy_of_examples();
+    let out = work.path().join("units");
+    gen_into(&env.join("prod-dc1"), &out, &[]);
+    let before = snapshot(work.path());
+    let template = env.join("prod-dc1/services/tripsearch/unit.tmpl");
+    let original = read(&template);
+    let cases = [
+        // A missing attribute: named with the template's line.
+        ("[Unit]\n", "[Unit]\nDocumentation=https://{{ tripsearch.docs_host }}/\n", "tripsearch.docs_host"),
+        // A syntax error.
+        ("[Install]\n", "[Install]\n{{ fleet_lines | }}\n", "unit.tmpl"),
+    ];
+    for (anchor, replacement, needle) in cases {
+        let broken = original.replacen(anchor, replacement, 1);
+        let line = broken.lines().position(|l| replacement.lines().last() == Some(l)).unwrap() + 1;
+        std::fs::write(&template, &broken).unwrap();
+        let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(&format!("services/tripsearch/unit.tmpl:{line}")), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        let mut after = snapshot(work.path());
+        after.remove(&template);
+        let mut expected = before.clone();
+        expected.remove(&template);
+        assert_eq!(after, expected, "something was written");
+    }
+    // A missing attribute in an included partial names the partial.
+    std::fs::write(&template, &original).unwrap();
+    std::fs::write(env.join("prod-dc1/templates/header.partial"), "# {{ owner.team }}\n").unwrap();
+    let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("templates/header.partial:1") && stderr.contains("owner.team"), "{stderr}");
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 2, "a temporary directory was left beside the output");
+}
+
+#[test]
+fn check_lists_differences_and_exits_1() {
+    let (work, env) = copy_of_examples();
+    let env_dir = env.join("prod-dc1");
+    let out = work.path().join("units");
+    gen_into(&env_dir, &out, &[]);
+    let check = |extra: &[&str]| herd().arg("gen").arg(&env_dir).arg("--check").arg(&out).args(extra).output().unwrap();
+    let same = check(&[]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    assert!(same.stdout.is_empty());
+
+    // A changed attribute, a node less.
+    let attributes = env_dir.join("services/tripsearch/attributes/tripsearch.yml");
+    std::fs::write(&attributes, read(&attributes).replace("port: 8080", "port: 8081")).unwrap();
+    let manifest = env_dir.join("services/mysql-main/service-manifest.yml");
+    let text_before = read(&manifest);
+    let without_node3 = &text_before[..text_before.find("  - hostname: mysql-main3").unwrap()];
+    std::fs::write(&manifest, without_node3).unwrap();
+    let before = snapshot(&out);
+    let differ = check(&[]);
+    assert_eq!(differ.status.code(), Some(1), "{}", text(&differ.stderr));
+    let stdout = text(&differ.stdout);
+    assert!(stdout.contains("changed tripsearch/prod-dc1_tripsearch_front1.service"), "{stdout}");
+    assert!(stdout.contains("removed mysql-main/prod-dc1_mysql-main_mysql-main3.service"), "{stdout}");
+    assert!(!stdout.contains("mysql-main1"), "{stdout}");
+    let diff = text(&check(&["--diff"]).stdout);
+    assert!(diff.contains("--- a/tripsearch/prod-dc1_tripsearch_front1.service\n+++ b/tripsearch/prod-dc1_tripsearch_front1.service\n"), "{diff}");
+    assert!(diff.contains("\n-# published on 8080.\n+# published on 8081.\n"), "{diff}");
+    assert!(diff.contains("--- a/mysql-main/prod-dc1_mysql-main_mysql-main3.service\n+++ /dev/null\n"), "{diff}");
+    assert_eq!(snapshot(&out), before, "--check wrote");
+
+    // A new service shows as added; a missing directory is all added.
+    let added = check(&["tripsearch"]);
+    assert!(!text(&added.stdout).contains("mysql-main"), "only the named service is compared");
+    let fresh = herd().arg("gen").arg(&env_dir).arg("--check").arg(work.path().join("nothing")).output().unwrap();
+    assert_eq!(fresh.status.code(), Some(1));
+    assert!(text(&fresh.stdout).contains("added   mysql-main/prod-dc1_mysql-main_mysql-main1.service"));
+
+    // Errors exit 2.
+    std::fs::write(&manifest, format!("{text_before}bogus: 1\n")).unwrap();
+    let error = check(&[]);
+    assert_eq!(error.status.code(), Some(2));
+    assert!(text(&error.stderr).contains("service-manifest.yml:"), "{}", text(&error.stderr));
+}
+
+#[test]
+fn manifest_errors_name_file_line_and_write_nothing() {
+    let (work, env) = copy_of_examples();
+    let manifest = env.join("prod-dc1/services/mysql-main/service-manifest.yml");
+    let original = read(&manifest);
+    let line_of = |needle: &str| original.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let cases = [
+        (original.replacen("concurrentUpdater", "concurentUpdater", 1), line_of("concurrentUpdater"), "did you mean `concurrentUpdater`?"),
+        (original.replacen("  - hostname: mysql-main2\n", "  - hostnam: mysql-main2\n", 1), line_of("mysql-main2"), "missing field `hostname`"),
+        (original.replacen("hostname: mysql-main2", "hostname: mysql-main1", 1), line_of("mysql-main2"), "`mysql-main1` is used by two nodes"),
+        (original.replacen("MachineMetadata=name=r102", "MachineMetdata=name=r102", 1), line_of("r102"), "did you mean `MachineMetadata`?"),
+    ];
+    let out = work.path().join("units");
+    for (broken, line, needle) in cases {
+        std::fs::write(&manifest, broken).unwrap();
+        let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(&format!("service-manifest.yml:{line}")) && stderr.contains(needle), "{stderr}");
+        assert!(!out.exists());
+    }
+    std::fs::write(&manifest, &original).unwrap();
+    let nerve = env.join("prod-dc1/services/mysql-main/attributes/nerve.yml");
+    let include_line = read(&nerve).lines().position(|l| l.starts_with("include:")).unwrap() + 1;
+    std::fs::write(&nerve, read(&nerve).replace("nerve.base", "nerve.bsae")).unwrap();
+    let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains(&format!("attributes/nerve.yml:{include_line}")) && stderr.contains("include `nerve.bsae`"), "{stderr}");
+}
+
+#[test]
+fn a_store_pins_images_by_digest() {
+    let work = tempfile::tempdir().unwrap();
+    let store_dir = work.path().join("store");
+    let store = herd::store::Store::open(&store_dir).unwrap();
+    let descriptor = store
+        .write_json(oci_spec::image::MediaType::ImageManifest, &json!({"schemaVersion": 2, "note": "stand-in for pod-mysql"}))
+        .unwrap();
+    store.set_tag(&"aci.example.com/pod-mysql:10.1-29".parse().unwrap(), &descriptor).unwrap();
+    let out = work.path().join("units");
+    run_ok(herd().arg("gen").arg(examples().join("prod-dc1")).arg("--out").arg(&out).env("HERD_STORE", &store_dir));
+    let mysql = read(&out.join("mysql-main/prod-dc1_mysql-main_mysql-main1.service"));
+    assert!(mysql.contains(&format!(" aci.example.com/pod-mysql@{}'", descriptor.digest())), "{mysql}");
+    // Not in the store: kept by tag.
+    let tripsearch = read(&out.join("tripsearch/prod-dc1_tripsearch_front1.service"));
+    assert!(tripsearch.contains(" aci.example.com/aci-tripsearch:2.14.0-3'"), "{tripsearch}");
+    verify_units(&out);
+    // A store path that is not a store is an error, not silently unpinned.
+    let output = run_fails(herd().arg("gen").arg(examples().join("prod-dc1")).arg("--out").arg(&out).arg("--store").arg(work.path().join("nope")));
+    assert!(text(&output.stderr).contains("not an image store"), "{}", text(&output.stderr));
+}
+
+#[test]
+fn naming_services_replaces_only_theirs_and_the_default_output_is_beside_env() {
+    let (work, env) = copy_of_examples();
+    let env_dir = env.join("prod-dc1");
+    run_ok(herd().arg("gen").arg(&env_dir));
+    let out = work.path().join("units/prod-dc1");
+    let before = snapshot(&out);
+    assert_eq!(before.len(), 7);
+    let attributes = env_dir.join("attributes/dc.yml");
+    std::fs::write(&attributes, read(&attributes).replace("level: info", "level: warn")).unwrap();
+    run_ok(herd().arg("gen").arg(&env_dir).arg("mysql-main"));
+    let after = snapshot(&out);
+    assert_eq!(after.len(), 7);
+    for (path, content) in &after {
+        let changed = before[path] != *content;
+        assert_eq!(changed, path.to_string_lossy().contains("/mysql-main/"), "{}", path.display());
+    }
+    let output = run_fails(herd().arg("gen").arg(&env_dir).arg("mysql-mian"));
+    assert!(text(&output.stderr).contains("did you mean `mysql-main`?"), "{}", text(&output.stderr));
+}
+
+#[test]
+fn an_output_directory_with_foreign_files_is_not_replaced() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("important.txt"), "mine").unwrap();
+    let output = run_fails(herd().arg("gen").arg(examples().join("preprod")).arg("--out").arg(work.path()));
+    assert!(text(&output.stderr).contains("important.txt"), "{}", text(&output.stderr));
+    assert_eq!(read(&work.path().join("important.txt")), "mine");
+}

@@ -3,17 +3,18 @@
 //! into systemd units placed on named hosts. See ARCHITECTURE.md.
 
 pub mod attributes;
+pub mod build;
 pub mod digest;
+pub mod environments;
 pub mod error;
 pub mod fsutil;
+pub mod image_paths;
+pub mod init;
+pub mod layers;
 pub mod manifest;
 pub mod names;
 pub mod registry;
-pub mod templates;
-pub mod yaml;
-pub mod layers;
 pub mod store;
-pub mod image_paths;
-pub mod build;
-pub mod environments;
+pub mod templates;
 pub mod units;
+pub mod yaml;

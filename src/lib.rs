@@ -14,3 +14,5 @@ pub mod layers;
 pub mod store;
 pub mod image_paths;
 pub mod build;
+pub mod rootfs;
+pub mod runtime;

@@ -9,6 +9,8 @@ use crate::image_paths::{self, AppSpec};
 use crate::layers::{self, Compression, Entry, LayerBlob, ScanOptions};
 use crate::manifest::{self, ImageManifest};
 use crate::names::{self, ImageName};
+use crate::rootfs::{self, Overlay};
+use crate::runtime::{self, BindMount, Isolation, IsolationKind, Root};
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest as OciManifest, MediaType};
@@ -27,6 +29,10 @@ pub struct BuildOptions {
     /// The `herd-init` executable to put in every image. `None`: `HERD_INIT`,
     /// else `herd-init` beside the running executable.
     pub init_binary: Option<PathBuf>,
+    /// How build scripts are isolated.
+    pub isolation: IsolationKind,
+    /// The OCI runtime binary; `None`: runc, else crun, from PATH.
+    pub runtime: Option<PathBuf>,
 }
 
 /// The result of a build.
@@ -44,6 +50,8 @@ pub mod labels {
     pub const SUPPLEMENTARY_GIDS: &str = "io.herd.app.supplementary-gids";
     pub const MOUNT_POINTS: &str = "io.herd.app.mount-points";
     pub const ISOLATORS: &str = "io.herd.app.isolators";
+    /// Set when the image has inherit-build-* scripts for its dependents.
+    pub const INHERITS: &str = "io.herd.inherit-build";
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -52,13 +60,25 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<BuiltImage> {
     let source = ImageSource::read(dir)?;
     let epoch = options.source_date_epoch.map_or_else(|| source_date_epoch(dir), Ok)?;
-    let manifest = source.manifest(&Value::Null)?;
-    let name = image_name(&source.manifest_path, &manifest.name, dir, epoch)?;
+    // Until build scripts ran, attributes they write are unknown: the
+    // provisional manifest stands in for them (for dependencies and the
+    // variables scripts see); the final one is rendered after the scripts.
+    let provisional = source.provisional_manifest()?;
     crate::templates::check_dir(&dir.join("templates"))?;
 
-    let base = Base::resolve(store, &manifest.aci.dependencies)?;
+    let base = Base::resolve(store, &provisional.aci.dependencies)?;
     let init = init_layer(store, options)?;
-    let own = own_layer(store, &source, &manifest, &name, &base, epoch, options.compression)?;
+    let (manifest, own) = if needs_build_root(dir, &base) {
+        build_with_scripts(store, &source, &provisional, &base, epoch, options)?
+    } else {
+        let manifest = source.manifest(&Value::Null)?;
+        let tiny = tiny_name(&source, &manifest)?;
+        let mut entries = user_content(&source, &tiny, epoch)?;
+        entries.extend(herd_metadata(&manifest, &tiny, &base, epoch)?);
+        layers::complete_and_sort(&mut entries, epoch);
+        (manifest, write_layer_to_store(store, &entries, options.compression)?)
+    };
+    let name = image_name(&source.manifest_path, &manifest.name, dir, epoch)?;
 
     let mut layers = base.layers.clone();
     if !layers.iter().any(|(blob, _)| blob.digest == init.digest) {
@@ -66,12 +86,211 @@ pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<
     }
     layers.push((own, format!("herd build {}", name.tiny_name())));
 
-    let config = image_config(&manifest, &name, &base, &layers, epoch)?;
+    let inherits = image_paths::STORED_RUNLEVELS[2..].iter().any(|level| has_scripts(&dir.join("runlevels").join(level)));
+    let config = image_config(&manifest, &name, &base, &layers, epoch, inherits)?;
     let config_descriptor = store.write_json(MediaType::ImageConfig, &config)?;
     let oci_manifest = image_manifest(&manifest, config_descriptor, &layers)?;
     let manifest_descriptor = store.write_json(MediaType::ImageManifest, &oci_manifest)?;
     store.set_tag(&name, &manifest_descriptor)?;
     Ok(BuiltImage { name, manifest: manifest_descriptor })
+}
+
+fn tiny_name(source: &ImageSource, manifest: &ImageManifest) -> Result<String> {
+    let name: ImageName = manifest.name.parse().map_err(|e: String| InputError::new(&source.manifest_path, e))?;
+    Ok(name.tiny_name().to_string())
+}
+
+/// Whether the build needs a root filesystem: the image has build scripts,
+/// or a dependency left inherit-build scripts for it.
+fn needs_build_root(dir: &Path, base: &Base) -> bool {
+    ["builder", "build", "build-late"].iter().any(|level| has_scripts(&dir.join("runlevels").join(level))) || base.inherits
+}
+
+fn has_scripts(dir: &Path) -> bool {
+    scripts_in(dir).is_ok_and(|s| !s.is_empty())
+}
+
+/// The scripts of a runlevel directory, in lexical order of file name.
+fn scripts_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(vec![]);
+    }
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .collect();
+    scripts.sort();
+    Ok(scripts)
+}
+
+/// Where herd mounts its own things inside a build container.
+const BUILD_MOUNTS: &str = "/.herd-build";
+
+/// Runs the runlevels in a build root and returns the final manifest and
+/// the layer of what they, and the image's files, changed.
+fn build_with_scripts(
+    store: &Store,
+    source: &ImageSource,
+    provisional: &ImageManifest,
+    base: &Base,
+    epoch: u64,
+    options: &BuildOptions,
+) -> Result<(ImageManifest, LayerBlob)> {
+    let isolation = Isolation::choose(options.isolation, options.runtime.as_deref())?;
+    let lowers: Vec<PathBuf> = base.layers.iter().map(|(blob, _)| rootfs::extracted_layer(store, blob)).collect::<Result<_>>()?;
+    let overlay = Overlay::mount(store, &lowers)?;
+    let scratch = tempfile::Builder::new().prefix("scripts-").tempdir_in(store.root().join("tmp"))?;
+    let attributes_dir = scratch.path().join("attributes");
+    std::fs::create_dir(&attributes_dir)?;
+    let provisional_name: ImageName = provisional.name.parse().map_err(anyhow::Error::msg)?;
+    let tiny = provisional_name.tiny_name().to_string();
+    let chroot = matches!(isolation, Isolation::Chroot);
+
+    let mount_targets = ["/.herd-build", "/proc", "/sys", "/dev", "/etc/resolv.conf"];
+    let existed: Vec<bool> = mount_targets.iter().map(|t| overlay.merged.join(t.trim_start_matches('/')).symlink_metadata().is_ok()).collect();
+
+    let home = BindMount { source: source.dir.canonicalize()?, destination: format!("{BUILD_MOUNTS}/home"), read_only: true };
+    let attributes = BindMount { source: attributes_dir.clone(), destination: format!("{BUILD_MOUNTS}/attributes"), read_only: false };
+    let host_mounts = |mounts: &[manifest::HostMount]| -> Result<Vec<BindMount>> {
+        mounts
+            .iter()
+            .map(|m| Ok(BindMount { source: host_path(&source.dir, &m.from)?, destination: m.to.clone(), read_only: false }))
+            .collect()
+    };
+    let env = script_environment(provisional, &provisional_name, epoch);
+    let ctx = ScriptContext { isolation: &isolation, scratch: scratch.path(), env: &env };
+
+    // builder: its own root (builder dependencies, or the host read-only),
+    // the image root at $ROOTFS.
+    let builder_scripts = scripts_in(&source.dir.join("runlevels/builder"))?;
+    if !builder_scripts.is_empty() {
+        let builder_base = Base::resolve(store, &provisional.builder.dependencies)?;
+        let builder_overlay = if provisional.builder.dependencies.is_empty() {
+            None
+        } else {
+            let lowers: Vec<PathBuf> =
+                builder_base.layers.iter().map(|(blob, _)| rootfs::extracted_layer(store, blob)).collect::<Result<_>>()?;
+            Some(Overlay::mount(store, &lowers)?)
+        };
+        let root = builder_overlay.as_ref().map_or(Root::HostReadOnly, |o| Root::Directory(o.merged.clone()));
+        let on_host = chroot && matches!(root, Root::HostReadOnly);
+        let inside = |mount: &BindMount| if on_host { mount.source.display().to_string() } else { mount.destination.clone() };
+        let mut env = env.clone();
+        env.push(format!("ROOTFS={}", if on_host { overlay.merged.display().to_string() } else { "/rootfs".into() }));
+        env.push(format!("ACI_HOME={}", inside(&home)));
+        env.push(format!("HERD_BUILD_ATTRIBUTES={}", inside(&attributes)));
+        env.extend(provisional.builder.environment.iter().map(|v| format!("{}={}", v.name, v.value)));
+        let mut mounts = vec![BindMount { source: overlay.merged.clone(), destination: "/rootfs".into(), read_only: false }, home.clone(), attributes.clone()];
+        mounts.extend(host_mounts(&provisional.builder.mount_points)?);
+        for script in &builder_scripts {
+            let name = script.file_name().unwrap_or_default().to_string_lossy();
+            let path = if on_host { script.display().to_string() } else { format!("{BUILD_MOUNTS}/home/runlevels/builder/{name}") };
+            ScriptContext { env: &env, ..ctx }.run("builder", script, &path, &root, &mounts)?;
+        }
+    }
+
+    // Everything else runs in the image root itself.
+    let root = Root::Directory(overlay.merged.clone());
+    let mut mounts = vec![home.clone(), attributes.clone()];
+    mounts.extend(host_mounts(&provisional.build.mount_points)?);
+    let mut env = env.clone();
+    env.push(format!("ACI_HOME={BUILD_MOUNTS}/home"));
+    env.push(format!("HERD_BUILD_ATTRIBUTES={BUILD_MOUNTS}/attributes"));
+    let ctx = ScriptContext { env: &env, ..ctx };
+    let run_level = |level: &str| -> Result<()> {
+        for script in scripts_in(&source.dir.join("runlevels").join(level))? {
+            let name = script.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            ctx.run(level, &script, &format!("{BUILD_MOUNTS}/home/runlevels/{level}/{name}"), &root, &mounts)?;
+        }
+        Ok(())
+    };
+    let run_inherited = |level: &str| -> Result<()> {
+        for dependency in &base.stack {
+            let inside = image_paths::image_dir(dependency, level);
+            for script in scripts_in(&overlay.merged.join(&inside))? {
+                let name = script.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                ctx.run(&format!("{level} of {dependency}"), &script, &format!("/{inside}/{name}"), &root, &mounts)?;
+            }
+        }
+        Ok(())
+    };
+    run_inherited("inherit-build-early")?;
+    run_level("build")?;
+    rootfs::materialize(&user_content(source, &tiny, epoch)?, &overlay.merged)?;
+    run_level("build-late")?;
+    run_inherited("inherit-build-late")?;
+
+    let written = attributes::read_dir(&attributes_dir)?;
+    let mut build_attributes = MergedAttributes::new();
+    build_attributes.apply_files(&written);
+    let manifest = source.manifest(build_attributes.value())?;
+    if manifest.aci.dependencies != provisional.aci.dependencies {
+        bail!("{}: dependencies may not depend on attributes written by build scripts", source.manifest_path.display());
+    }
+    rootfs::materialize(&herd_metadata(&manifest, &tiny, base, epoch)?, &overlay.merged)?;
+    rootfs::remove_mount_targets(&overlay, &mount_targets, &existed);
+    let entries = overlay.changes(epoch)?;
+    let layer = write_layer_to_store(store, &entries, options.compression)?;
+    Ok((manifest, layer))
+}
+
+/// Variables every build script gets.
+fn script_environment(manifest: &ImageManifest, name: &ImageName, _epoch: u64) -> Vec<String> {
+    let mut env = vec![
+        DEFAULT_PATH.to_string(),
+        format!("ACI_NAME={}", name.repository()),
+        format!("ACI_VERSION={}", name.tag().unwrap_or("")),
+        format!("LOG_LEVEL={}", std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())),
+    ];
+    // HERD_ENV_<NAME> on the host reaches scripts as <NAME> (proxies).
+    for (key, value) in std::env::vars() {
+        if let Some(name) = key.strip_prefix("HERD_ENV_").filter(|n| !n.is_empty()) {
+            env.push(format!("{name}={value}"));
+        }
+    }
+    let _ = manifest;
+    env
+}
+
+/// A manifest's `from:` path: relative to the image directory, `~` the
+/// home directory.
+fn host_path(image_dir: &Path, from: &str) -> Result<PathBuf> {
+    let path = match from.strip_prefix("~/") {
+        Some(rest) => PathBuf::from(std::env::var_os("HOME").context("HOME is not set for a ~ mount")?).join(rest),
+        None => image_dir.join(from),
+    };
+    path.canonicalize().with_context(|| format!("mount point source {from:?} ({}) does not exist", path.display()))
+}
+
+/// What every script run of one build shares.
+#[derive(Clone, Copy)]
+struct ScriptContext<'a> {
+    isolation: &'a Isolation,
+    scratch: &'a Path,
+    env: &'a [String],
+}
+
+impl ScriptContext<'_> {
+    /// Runs one script; a failure is an error with its name, status and
+    /// the tail of its output.
+    fn run(&self, level: &str, script: &Path, inside: &str, root: &Root, mounts: &[BindMount]) -> Result<()> {
+        let name = script.file_name().unwrap_or_default().to_string_lossy();
+        tracing::info!("running {level} script {name}");
+        let executable = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions()) & 0o111 != 0;
+        let args = if executable { vec![inside.to_string()] } else { vec!["/bin/sh".to_string(), inside.to_string()] };
+        let run = runtime::Run { root: root.clone(), mounts: mounts.to_vec(), env: self.env.to_vec(), args };
+        let outcome = runtime::run(self.isolation, &run, self.scratch)?;
+        if outcome.code != 0 {
+            bail!(
+                "{level} script {name} failed with exit status {}; the last lines of its output:\n{}",
+                outcome.code,
+                outcome.tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+            );
+        }
+        Ok(())
+    }
 }
 
 /// An image directory as read from disk.
@@ -97,6 +316,23 @@ impl ImageSource {
         Ok(ImageSource { dir: dir.to_path_buf(), manifest_path, manifest_text, attributes: merged })
     }
 
+    /// The manifest with attributes that only build scripts can provide
+    /// standing in as "0", so that it parses before the scripts ran.
+    pub fn provisional_manifest(&self) -> Result<ImageManifest, InputError> {
+        let mut stand_ins = Value::Object(Default::default());
+        loop {
+            let mut values = self.attributes.value().clone();
+            attributes::merge_value(&mut values, &stand_ins);
+            let name = self.manifest_path.display().to_string();
+            match crate::templates::render_str(&name, &self.manifest_text, &values) {
+                Err(crate::templates::RenderError::Missing { attribute, .. }) if !has_path(&stand_ins, &attribute) => {
+                    set_path(&mut stand_ins, &attribute, Value::from("0"));
+                }
+                _ => return self.manifest(&stand_ins),
+            }
+        }
+    }
+
     /// The manifest rendered over the image's attributes with `extra` (the
     /// attributes build scripts wrote) on top.
     pub fn manifest(&self, extra: &Value) -> Result<ImageManifest, InputError> {
@@ -104,6 +340,23 @@ impl ImageSource {
         attributes::merge_value(&mut values, extra);
         manifest::parse_image(&self.manifest_path, &self.manifest_text, &values)
     }
+}
+
+fn has_path(value: &Value, dotted: &str) -> bool {
+    dotted.split('.').try_fold(value, |v, key| v.get(key)).is_some()
+}
+
+/// Sets `dotted` (e.g. `db.version`) in `value`, creating maps on the way.
+fn set_path(value: &mut Value, dotted: &str, leaf: Value) {
+    let mut current = value;
+    let keys: Vec<&str> = dotted.split('.').collect();
+    for key in &keys[..keys.len() - 1] {
+        if !current.get(key).is_some_and(Value::is_object) {
+            current[key] = Value::Object(Default::default());
+        }
+        current = &mut current[key];
+    }
+    current[keys[keys.len() - 1]] = leaf;
 }
 
 /// Parses the manifest's name, giving it a generated version if it has none.
@@ -140,6 +393,8 @@ struct Base {
     stack: Vec<String>,
     /// The config of the last dependency: the starting point of ours.
     config: Option<oci_spec::image::Config>,
+    /// Whether a dependency has inherit-build scripts for this build.
+    inherits: bool,
 }
 
 impl Base {
@@ -171,6 +426,7 @@ impl Base {
                     base.stack.push(tiny.to_string());
                 }
             }
+            base.inherits |= labels.contains_key(labels::INHERITS);
             base.config = config.config().clone();
         }
         Ok(base)
@@ -224,22 +480,9 @@ pub fn write_layer_to_store(store: &Store, entries: &[Entry], compression: Compr
     Ok(blob)
 }
 
-/// The image's own layer: `files/` at `/`, and herd's files under `/herd`.
-fn own_layer(
-    store: &Store,
-    source: &ImageSource,
-    manifest: &ImageManifest,
-    name: &ImageName,
-    base: &Base,
-    epoch: u64,
-    compression: Compression,
-) -> Result<LayerBlob> {
-    let entries = own_layer_entries(source, manifest, name, base, epoch)?;
-    write_layer_to_store(store, &entries, compression)
-}
-
-fn own_layer_entries(source: &ImageSource, manifest: &ImageManifest, name: &ImageName, base: &Base, epoch: u64) -> Result<Vec<Entry>> {
-    let tiny = name.tiny_name();
+/// What the image directory puts into the image: `files/` at `/`, its
+/// templates, attributes and stored runlevels under `/herd`.
+fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entry>> {
     // Content from the user's directory is owned by root, like Docker's
     // COPY: the builder's own uid means nothing inside the image.
     let scan = ScanOptions { owner: Some((0, 0)), mtime_clamp: epoch, allow_special_files: false };
@@ -263,15 +506,24 @@ fn own_layer_entries(source: &ImageSource, manifest: &ImageManifest, name: &Imag
     for level in image_paths::STORED_RUNLEVELS {
         add_dir(dir.join("runlevels").join(level), image_paths::image_dir(tiny, level))?;
     }
+    layers::complete_and_sort(&mut entries, epoch);
+    Ok(entries)
+}
+
+/// herd's own description of the image for the init: the stack of images
+/// and the app's identity.
+fn herd_metadata(manifest: &ImageManifest, tiny: &str, base: &Base, epoch: u64) -> Result<Vec<Entry>> {
     let mut stack = base.stack.clone();
     if stack.iter().any(|t| t == tiny) {
-        bail!("{name}: a dependency has the same short name {tiny:?}; image names must differ in their last path segment");
+        bail!("{}: a dependency has the same short name {tiny:?}; image names must differ in their last path segment", manifest.name);
     }
     stack.push(tiny.to_string());
     let stack_text: String = stack.iter().map(|t| format!("{t}\n")).collect();
-    entries.push(Entry::bytes(image_paths::STACK, stack_text.into_bytes(), 0o644, epoch));
     let app = app_spec(manifest, base);
-    entries.push(Entry::bytes(image_paths::APP, store::canonical_json(&app)?, 0o644, epoch));
+    let mut entries = vec![
+        Entry::bytes(image_paths::STACK, stack_text.into_bytes(), 0o644, epoch),
+        Entry::bytes(image_paths::APP, store::canonical_json(&app)?, 0o644, epoch),
+    ];
     layers::complete_and_sort(&mut entries, epoch);
     Ok(entries)
 }
@@ -298,6 +550,7 @@ fn image_config(
     base: &Base,
     layers: &[(LayerBlob, String)],
     epoch: u64,
+    inherits: bool,
 ) -> Result<ImageConfiguration> {
     let app = &manifest.aci.app;
     let inherited = base.config.clone().unwrap_or_default();
@@ -315,6 +568,11 @@ fn image_config(
     let mut stack = base.stack.clone();
     stack.push(name.tiny_name().to_string());
     labels.insert(labels::STACK.into(), stack.join(" "));
+    if inherits {
+        labels.insert(labels::INHERITS.into(), "true".into());
+    } else {
+        labels.remove(labels::INHERITS);
+    }
     let spec = app_spec(manifest, base);
     let mut set_or_keep = |key: &str, value: Option<String>| {
         if let Some(value) = value {

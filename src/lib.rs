@@ -14,6 +14,8 @@ pub mod layers;
 pub mod manifest;
 pub mod names;
 pub mod registry;
+pub mod rootfs;
+pub mod runtime;
 pub mod store;
 pub mod templates;
 pub mod units;

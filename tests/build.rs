@@ -23,7 +23,7 @@ fn hello_image(dir: &Path) {
 
 #[test]
 fn an_image_directory_becomes_an_image_that_umoci_skopeo_and_podman_accept() {
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let (dir, store) = (work.path().join("hello"), work.path().join("store"));
     hello_image(&dir);
     let out = run_ok(herd().arg("build").arg(&dir).arg("--store").arg(&store));
@@ -58,7 +58,7 @@ fn an_image_directory_becomes_an_image_that_umoci_skopeo_and_podman_accept() {
 
 #[test]
 fn copies_at_different_paths_and_times_give_the_same_digest() {
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let one = work.path().join("one/hello");
     hello_image(&one);
     let two = work.path().join("elsewhere/deeper/hello");
@@ -78,7 +78,7 @@ fn copies_at_different_paths_and_times_give_the_same_digest() {
 
 #[test]
 fn bad_manifests_fail_with_file_and_line_and_leave_the_store_unchanged() {
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let store = work.path().join("store");
     let good = work.path().join("good");
     busybox_image(&good, "name: aci.example.com/good:1\n");
@@ -118,7 +118,7 @@ fn bad_manifests_fail_with_file_and_line_and_leave_the_store_unchanged() {
 
 #[test]
 fn rebuilding_replaces_its_tag_and_keeps_the_others() {
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let store = work.path().join("store");
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     busybox_image(&a, "name: aci.example.com/a:1\n");
@@ -140,7 +140,7 @@ fn rebuilding_replaces_its_tag_and_keeps_the_others() {
 
 #[test]
 fn special_files_in_an_image_directory_are_refused() {
-    let work = tempfile::tempdir().unwrap();
+    let work = workdir();
     let dir = work.path().join("fifo");
     busybox_image(&dir, "name: aci.example.com/fifo:1\n");
     run_ok(std::process::Command::new("mkfifo").arg(dir.join("files/pipe")));

@@ -3,6 +3,7 @@
 use super::StoreArg;
 use herd::build::{BuildOptions, build_image};
 use herd::layers::Compression;
+use herd::runtime::IsolationKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,11 +26,25 @@ pub struct BuildArgs {
     /// [default: SOURCE_DATE_EPOCH, else the directory's last git commit, else 0]
     #[arg(long, value_name = "SECONDS")]
     source_date_epoch: Option<u64>,
+
+    /// How build scripts are isolated from the host.
+    #[arg(long, value_enum, default_value_t = IsolationKind::Runtime)]
+    isolation: IsolationKind,
+
+    /// The OCI runtime that runs build scripts [default: runc, else crun, from PATH]
+    #[arg(long, value_name = "PATH")]
+    runtime: Option<PathBuf>,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
-    let options = BuildOptions { compression: args.compression, source_date_epoch: args.source_date_epoch, init_binary: None };
+    let options = BuildOptions {
+        compression: args.compression,
+        source_date_epoch: args.source_date_epoch,
+        init_binary: None,
+        isolation: args.isolation,
+        runtime: args.runtime,
+    };
     for path in &args.paths {
         let built = build_image(path, &store, &options)?;
         println!("{} {}", built.name, built.manifest.digest());

@@ -19,6 +19,32 @@ pub fn herd() -> Command {
     command
 }
 
+/// A temporary directory removed on drop. Its path is lowercase digits and
+/// dashes only: podman turns the path of an `oci:` reference into an image
+/// name, which must be lowercase.
+pub struct Workdir(PathBuf);
+
+impl Workdir {
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Workdir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn workdir() -> Workdir {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let path = std::env::temp_dir().join(format!("herd-test-{}-{nanos}-{n}", std::process::id()));
+    std::fs::create_dir_all(&path).unwrap();
+    Workdir(path)
+}
+
 /// Runs `command`, panics with its output unless it succeeds, returns stdout.
 pub fn run_ok(command: &mut Command) -> String {
     let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));

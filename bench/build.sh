@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Benchmark: herd build of a 300 MB tree (10,000 files, half compressible
+# text, half random bytes) against `umoci repack` of the same tree, in the
+# same run. Prints wall times, peak memory and the ratio.
+#
+#   bash bench/build.sh            # uses target/.../release/herd (builds it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin herd --bin herd-init
+herd=$(ls -d target/*/release/herd 2>/dev/null | head -1)
+work=$(mktemp -d /tmp/herd-bench-build.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+echo "generating 10,000 files, 300 MB in $work/tree ..."
+python3 - "$work/tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+random.seed(42)
+words = [("".join(random.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(random.randint(3, 9)))) for _ in range(2000)]
+size = 30_000
+for i in range(10_000):
+    d = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, f"f{i:05d}")
+    if i % 2 == 0:
+        out = []
+        n = 0
+        while n < size:
+            w = random.choice(words) + (" " if random.random() > 0.1 else "\n")
+            out.append(w); n += len(w)
+        data = "".join(out)[:size].encode()
+    else:
+        data = os.urandom(size)
+    with open(path, "wb") as f:
+        f.write(data)
+PY
+du -sh "$work/tree"
+
+measure() { # label, command... -> prints "label seconds maxrss_kb"
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
+  read -r secs rss < "$work/time"
+  echo "$label $secs $rss"
+}
+
+mkdir -p "$work/img"
+printf 'name: bench.example.com/tree:1\n' > "$work/img/aci-manifest.yml"
+mv "$work/tree" "$work/img/files"
+sync
+
+umoci_layout="$work/umoci"
+umoci init --layout "$umoci_layout"
+umoci new --image "$umoci_layout:t"
+umoci unpack --image "$umoci_layout:t" "$work/bundle" >/dev/null
+cp -a "$work/img/files/." "$work/bundle/rootfs/"
+sync
+
+for round in 1 2 3; do
+  rm -rf "$work/store"
+  h=$(measure herd "$herd" build "$work/img" --store "$work/store")
+  u=$(measure umoci umoci repack --image "$umoci_layout:t$round" "$work/bundle")
+  echo "round $round: $h | $u"
+  echo "$h" >> "$work/herd.txt"; echo "$u" >> "$work/umoci.txt"
+done
+python3 - "$work/herd.txt" "$work/umoci.txt" <<'PY'
+import sys, statistics
+def load(p): return [(float(l.split()[1]), int(l.split()[2])) for l in open(p)]
+h, u = load(sys.argv[1]), load(sys.argv[2])
+hm, um = statistics.median(t for t, _ in h), statistics.median(t for t, _ in u)
+print(f"herd build:   median {hm:.2f} s, peak RSS {max(r for _, r in h)/1024:.0f} MB")
+print(f"umoci repack: median {um:.2f} s, peak RSS {max(r for _, r in u)/1024:.0f} MB")
+print(f"ratio herd/umoci: {hm/um:.2f} (target <= 0.5)")
+PY

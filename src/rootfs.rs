@@ -1,0 +1,377 @@
+//! Root filesystems for build scripts. Each dependency layer is extracted
+//! once into the store's cache (whiteouts turned into overlayfs's form);
+//! a build stacks them read-only under an overlay mount whose upper
+//! directory catches every change the scripts make. That upper directory
+//! *is* the new layer: no copy of the base, no tree comparison, so an image
+//! that changes 1 MB of a 200 MB base writes a 1 MB layer.
+//!
+//! Extraction refuses entries that would land outside the target root:
+//! `..` components, absolute paths, hard links out of the root, and writes
+//! through symlinks.
+
+use crate::digest::Digest;
+use crate::layers::{self, Entry, EntryKind, LayerBlob, ScanOptions};
+use crate::store::Store;
+use anyhow::{Context, Result, bail};
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// The extracted form of `blob`, from the store's cache or made now.
+pub fn extracted_layer(store: &Store, blob: &LayerBlob) -> Result<PathBuf> {
+    let cache = store.root().join("cache/layers");
+    let target = cache.join(blob.diff_id.hex());
+    if target.is_dir() {
+        return Ok(target);
+    }
+    fs::create_dir_all(&cache)?;
+    let partial = tempfile::Builder::new().prefix(".partial-").tempdir_in(&cache)?;
+    let reader = layers::open_decompressed(&store.blob_path(&blob.digest), blob.media_type)?;
+    extract(reader, partial.path()).with_context(|| format!("extracting layer {}", blob.digest))?;
+    let partial = partial.keep();
+    if let Err(error) = fs::rename(&partial, &target) {
+        // Another build extracted the same layer first; use theirs.
+        let _ = fs::remove_dir_all(&partial);
+        if !target.is_dir() {
+            return Err(error).context("caching an extracted layer");
+        }
+    }
+    Ok(target)
+}
+
+/// Extracts a tar stream into `root` in overlayfs form: a whiteout becomes
+/// a 0/0 character device, an opaque marker an xattr on its directory.
+pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let raw_path = entry.path_bytes().into_owned();
+        let relative = safe_relative_path(&raw_path)?;
+        let Some(relative) = relative else { continue }; // "./" itself
+        let name = relative.file_name().map(OsStr::as_bytes).unwrap_or_default().to_vec();
+        let parent = root.join(relative.parent().unwrap_or(Path::new("")));
+        ensure_inside(root, &parent)?;
+        fs::create_dir_all(&parent)?;
+        if name == OPAQUE_WHITEOUT.as_bytes() {
+            xattr::set(&parent, OVERLAY_OPAQUE_XATTR, b"y").context("marking an opaque directory")?;
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let target = parent.join(OsStr::from_bytes(hidden));
+            remove_any(&target)?;
+            nix::sys::stat::mknod(&target, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
+                .context("creating a whiteout (building images with scripts needs root)")?;
+            continue;
+        }
+        let target = root.join(&relative);
+        let header = entry.header().clone();
+        let mode = header.mode()? & 0o7777;
+        let entry_type = header.entry_type();
+        if entry_type.is_dir() {
+            if !target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                remove_any(&target)?;
+                fs::create_dir(&target)?;
+            }
+        } else {
+            remove_any(&target)?;
+            if entry_type.is_symlink() {
+                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)?;
+            } else if entry_type.is_hard_link() {
+                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                let Some(link) = safe_relative_path(&link)? else { bail!("hard link {} points at the root", relative.display()) };
+                let source = root.join(link);
+                ensure_inside(root, &source)?;
+                fs::hard_link(&source, &target)?;
+                continue; // shares the metadata of its target
+            } else if entry_type.is_file() || entry_type == tar::EntryType::Continuous {
+                let mut file = fs::File::options().write(true).create_new(true).open(&target)?;
+                std::io::copy(&mut entry, &mut file)?;
+            } else if entry_type.is_character_special() || entry_type.is_block_special() || entry_type.is_fifo() {
+                let kind = if entry_type.is_fifo() {
+                    nix::sys::stat::SFlag::S_IFIFO
+                } else if entry_type.is_character_special() {
+                    nix::sys::stat::SFlag::S_IFCHR
+                } else {
+                    nix::sys::stat::SFlag::S_IFBLK
+                };
+                let device = nix::sys::stat::makedev(
+                    u64::from(header.device_major()?.unwrap_or(0)),
+                    u64::from(header.device_minor()?.unwrap_or(0)),
+                );
+                nix::sys::stat::mknod(&target, kind, nix::sys::stat::Mode::empty(), device)?;
+            } else {
+                continue; // PAX and GNU extension headers are consumed by the reader
+            }
+        }
+        let (uid, gid) = (header.uid()? as u32, header.gid()? as u32);
+        std::os::unix::fs::lchown(&target, Some(uid), Some(gid)).ok();
+        if !entry_type.is_symlink() {
+            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+            if let Some(extensions) = entry.pax_extensions()? {
+                for extension in extensions {
+                    let extension = extension?;
+                    if let Some(name) = extension.key_bytes().strip_prefix(b"SCHILY.xattr.") {
+                        xattr::set(&target, OsStr::from_bytes(name), extension.value_bytes()).ok();
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entry's path as a relative path, or an error when it would escape
+/// the root. `None` for the root itself.
+fn safe_relative_path(raw: &[u8]) -> Result<Option<PathBuf>> {
+    let path = Path::new(OsStr::from_bytes(raw));
+    let mut clean = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => clean.push(part),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                bail!("layer entry {:?} has an absolute path; layers hold relative paths", path.display().to_string())
+            }
+            Component::ParentDir => bail!("layer entry {:?} climbs out of the root with '..'", path.display().to_string()),
+        }
+    }
+    Ok((!clean.as_os_str().is_empty()).then_some(clean))
+}
+
+/// Refuses a path whose existing components under `root` include a
+/// symlink: writing there would follow it, possibly out of the root.
+fn ensure_inside(root: &Path, path: &Path) -> Result<()> {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let mut current = root.to_path_buf();
+    for component in relative.components() {
+        current.push(component);
+        match current.symlink_metadata() {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                bail!("layer entry goes through the symlink {}; refusing to write outside the root", relative.display())
+            }
+            Ok(_) => {}
+            Err(_) => break, // does not exist yet: nothing below it can be a link
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) -> Result<()> {
+    match path.symlink_metadata() {
+        Ok(metadata) if metadata.is_dir() => fs::remove_dir_all(path)?,
+        Ok(_) => fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    Ok(())
+}
+
+/// A mounted overlay: the dependency layers read-only below, an upper
+/// directory catching changes. Unmounted on drop.
+pub struct Overlay {
+    pub merged: PathBuf,
+    pub upper: PathBuf,
+    _work: tempfile::TempDir,
+    mounted: bool,
+}
+
+impl Overlay {
+    /// Mounts `lowers` (lowest first) under a new upper directory inside
+    /// the store's temporary area.
+    pub fn mount(store: &Store, lowers: &[PathBuf]) -> Result<Overlay> {
+        let work = tempfile::Builder::new().prefix("build-").tempdir_in(store.root().join("tmp"))?;
+        let (merged, upper, scratch) = (work.path().join("merged"), work.path().join("upper"), work.path().join("work"));
+        for dir in [&merged, &upper, &scratch] {
+            fs::create_dir(dir)?;
+        }
+        // overlayfs needs at least one lower directory.
+        let empty = work.path().join("empty");
+        fs::create_dir(&empty)?;
+        let mut lower_list: Vec<String> = lowers.iter().rev().map(|p| p.display().to_string()).collect();
+        if lower_list.is_empty() {
+            lower_list.push(empty.display().to_string());
+        }
+        // metacopy and redirect_dir off: every change must be a full file or
+        // directory in the upper dir, so the upper dir alone is the layer.
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={},metacopy=off,redirect_dir=off,index=off",
+            lower_list.join(":"),
+            upper.display(),
+            scratch.display()
+        );
+        nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
+            .context("mounting the build root (overlayfs; building images with scripts needs root)")?;
+        Ok(Overlay { merged, upper, _work: work, mounted: true })
+    }
+
+    /// The layer entries for what changed: the upper directory with
+    /// overlayfs whiteouts turned into OCI ones.
+    pub fn changes(&self, mtime_clamp: u64) -> Result<Vec<Entry>> {
+        let options = ScanOptions { owner: None, mtime_clamp, allow_special_files: true };
+        let mut entries = Vec::new();
+        for entry in layers::scan_tree(&self.upper, "", &options)? {
+            let on_disk = self.upper.join(OsStr::from_bytes(&entry.path));
+            match entry.kind {
+                EntryKind::CharDevice { major: 0, minor: 0 } => {
+                    let (parent, name) = match entry.path.iter().rposition(|&b| b == b'/') {
+                        Some(slash) => (&entry.path[..=slash], &entry.path[slash + 1..]),
+                        None => (&b""[..], &entry.path[..]),
+                    };
+                    let whiteout = [parent, WHITEOUT_PREFIX.as_bytes(), name].concat();
+                    entries.push(Entry { path: whiteout, kind: EntryKind::Bytes(vec![]), mode: 0o644, uid: 0, gid: 0, xattrs: vec![], ..entry });
+                }
+                EntryKind::Directory => {
+                    let opaque = xattr::get(&on_disk, OVERLAY_OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y");
+                    let marker = [&entry.path[..], b"/", OPAQUE_WHITEOUT.as_bytes()].concat();
+                    let mtime = entry.mtime;
+                    entries.push(entry);
+                    if opaque {
+                        entries.push(Entry { path: marker, kind: EntryKind::Bytes(vec![]), mode: 0o644, uid: 0, gid: 0, mtime, xattrs: vec![] });
+                    }
+                }
+                _ => entries.push(entry),
+            }
+        }
+        layers::complete_and_sort(&mut entries, mtime_clamp);
+        Ok(entries)
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.merged, nix::mount::MntFlags::MNT_DETACH);
+            self.mounted = false;
+        }
+    }
+}
+
+/// Writes `entries` (as made for a layer) into the directory `root`, the way
+/// extracting that layer would: used to put the image's own files into the
+/// build root before `build-late` runs.
+pub fn materialize(entries: &[Entry], root: &Path) -> Result<()> {
+    for entry in entries {
+        let Some(relative) = safe_relative_path(&entry.path)? else { continue };
+        let target = root.join(&relative);
+        ensure_inside(root, target.parent().unwrap_or(root))?;
+        match &entry.kind {
+            EntryKind::Directory => {
+                if !target.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                    remove_any(&target)?;
+                    fs::create_dir_all(&target)?;
+                }
+            }
+            EntryKind::File { source, .. } => {
+                remove_any(&target)?;
+                fs::copy(source, &target).with_context(|| format!("copying {}", source.display()))?;
+            }
+            EntryKind::Bytes(content) => {
+                remove_any(&target)?;
+                fs::write(&target, content)?;
+            }
+            EntryKind::Symlink { target: link } => {
+                remove_any(&target)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(link), &target)?;
+                continue;
+            }
+            EntryKind::HardLink { target: link } => {
+                remove_any(&target)?;
+                fs::hard_link(root.join(OsStr::from_bytes(link)), &target)?;
+                continue;
+            }
+            EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {
+                bail!("{}: special files cannot be copied into a build root", entry.path_display())
+            }
+        }
+        std::os::unix::fs::lchown(&target, Some(entry.uid), Some(entry.gid))?;
+        fs::set_permissions(&target, fs::Permissions::from_mode(entry.mode))?;
+    }
+    Ok(())
+}
+
+/// Removes from the upper directory what only the runtime created (mount
+/// targets such as /proc or /etc/resolv.conf), when it did not exist in the
+/// image before the scripts ran and is still empty.
+pub fn remove_mount_targets(overlay: &Overlay, targets: &[&str], existed_before: &[bool]) {
+    for (target, existed) in targets.iter().zip(existed_before) {
+        if *existed {
+            continue;
+        }
+        let path = overlay.upper.join(target.trim_start_matches('/'));
+        let Ok(metadata) = path.symlink_metadata() else { continue };
+        if metadata.is_dir() {
+            // Mount points nest (/.herd-build/home): remove the empty
+            // directories from the inside out; a file stops the removal.
+            for entry in walkdir::WalkDir::new(&path).contents_first(true).into_iter().filter_map(Result::ok) {
+                if entry.file_type().is_dir() {
+                    let _ = fs::remove_dir(entry.path());
+                }
+            }
+        } else if metadata.len() == 0 && metadata.nlink() == 1 {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// A digest naming the stack of layers a root is made of.
+pub fn chain_id(layers: &[LayerBlob]) -> Digest {
+    let joined: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    Digest::of(joined.join(" ").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(path: &[u8], kind: u8, link: &[u8]) -> Vec<u8> {
+        // Built by hand so that hostile names reach the extractor unchanged.
+        let mut header = [0u8; 512];
+        header[..path.len()].copy_from_slice(path);
+        header[100..107].copy_from_slice(b"0000644");
+        header[108..115].copy_from_slice(b"0000000");
+        header[116..123].copy_from_slice(b"0000000");
+        header[124..135].copy_from_slice(b"00000000000");
+        header[136..147].copy_from_slice(b"00000000000");
+        header[156] = kind;
+        header[157..157 + link.len()].copy_from_slice(link);
+        header[257..263].copy_from_slice(b"ustar\0");
+        header[263..265].copy_from_slice(b"00");
+        header[148..156].fill(b' ');
+        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = header.to_vec();
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    #[test]
+    fn refuses_entries_that_escape_the_root() {
+        for (path, kind, link, message) in [
+            (&b"../escape"[..], b'0', &b""[..], "'..'"),
+            (b"/etc/escape", b'0', b"", "absolute"),
+            (b"a/../../escape", b'0', b"", "'..'"),
+            (b"hard", b'1', b"../../etc/passwd", "'..'"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let err = extract(tar_with(path, kind, link).as_slice(), root.path()).unwrap_err();
+            assert!(format!("{err:#}").contains(message), "{path:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn refuses_to_write_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        let err = extract(tar_with(b"link/file", b'0', b"").as_slice(), root.path()).unwrap_err();
+        assert!(format!("{err:#}").contains("symlink"), "{err:#}");
+        assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+}

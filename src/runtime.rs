@@ -1,0 +1,303 @@
+//! Running build scripts isolated from the host, through a real OCI runtime
+//! (runc or crun) with a runtime config made from oci-spec's types; or, on
+//! hosts without one, chroot (`--isolation chroot`, weaker: no namespaces).
+
+use anyhow::{Context, Result, bail};
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+};
+use std::collections::{HashSet, VecDeque};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// How build scripts are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum IsolationKind {
+    /// Containers started by runc or crun: own mount, pid, ipc and uts
+    /// namespaces, the host's network.
+    #[default]
+    Runtime,
+    /// chroot into the build root, for hosts without an OCI runtime. No
+    /// namespaces: a script sees the host's processes.
+    Chroot,
+}
+
+/// The chosen isolation, with the runtime binary when there is one.
+#[derive(Debug, Clone)]
+pub enum Isolation {
+    Runtime(PathBuf),
+    Chroot,
+}
+
+impl Isolation {
+    /// `runtime` names the binary (or a path); otherwise runc, then crun,
+    /// are looked up on PATH.
+    pub fn choose(kind: IsolationKind, runtime: Option<&Path>) -> Result<Isolation> {
+        if kind == IsolationKind::Chroot {
+            return Ok(Isolation::Chroot);
+        }
+        let candidates: Vec<PathBuf> = match runtime {
+            Some(path) => vec![path.to_path_buf()],
+            None => vec!["runc".into(), "crun".into()],
+        };
+        for candidate in &candidates {
+            if let Some(found) = find_executable(candidate) {
+                return Ok(Isolation::Runtime(found));
+            }
+        }
+        bail!(
+            "no OCI runtime found ({}); install runc or crun, or build with --isolation chroot",
+            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    }
+}
+
+fn find_executable(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_path_buf());
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
+}
+
+/// The root filesystem a script runs in.
+#[derive(Debug, Clone)]
+pub enum Root {
+    /// A prepared directory (the image being built, or a builder image).
+    Directory(PathBuf),
+    /// The host's own system directories, read-only.
+    HostReadOnly,
+}
+
+/// A host directory mounted into the container.
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// One script run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub root: Root,
+    pub mounts: Vec<BindMount>,
+    pub env: Vec<String>,
+    pub args: Vec<String>,
+}
+
+/// How a run ended: its exit code (128+N for signal N) and the last lines
+/// of its output.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub code: i32,
+    pub tail: Vec<String>,
+}
+
+/// Lines of output kept for the error message of a failed script.
+const TAIL_LINES: usize = 20;
+
+/// Host directories a builder without its own root sees read-only.
+const HOST_SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt"];
+
+/// Runs `run` and waits for it. Output is passed to stderr as it comes
+/// (a build log) and its tail kept.
+pub fn run(isolation: &Isolation, run: &Run, scratch: &Path) -> Result<Outcome> {
+    match isolation {
+        Isolation::Runtime(binary) => run_in_container(binary, run, scratch),
+        Isolation::Chroot => run_in_chroot(run, scratch),
+    }
+}
+
+fn run_in_container(binary: &Path, run: &Run, scratch: &Path) -> Result<Outcome> {
+    let bundle = tempfile::Builder::new().prefix("bundle-").tempdir_in(scratch)?;
+    let root = match &run.root {
+        Root::Directory(dir) => dir.clone(),
+        Root::HostReadOnly => {
+            let root = bundle.path().join("host-root");
+            std::fs::create_dir(&root)?;
+            root
+        }
+    };
+    let spec = container_spec(run, &root)?;
+    spec.save(bundle.path().join("config.json")).context("writing the runtime config")?;
+    let id = format!("herd-build-{}-{}", std::process::id(), unique());
+    let mut command = Command::new(binary);
+    command.arg("run").arg("--bundle").arg(bundle.path()).arg(&id);
+    let outcome = run_logged(command);
+    // A container that did not exit cleanly (herd interrupted) stays known
+    // to the runtime; make sure it is gone.
+    let _ = Command::new(binary).args(["delete", "--force", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    outcome
+}
+
+fn unique() -> u64 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The runtime config for one run, from oci-spec's types.
+fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
+    let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
+    if matches!(run.root, Root::HostReadOnly) {
+        for dir in HOST_SYSTEM_DIRS {
+            let host = Path::new("/").join(dir);
+            let Ok(metadata) = host.symlink_metadata() else { continue };
+            if metadata.file_type().is_symlink() {
+                // Merged-/usr systems: /bin -> usr/bin. Recreate the link.
+                let link = root.join(dir);
+                if link.symlink_metadata().is_err() {
+                    std::os::unix::fs::symlink(std::fs::read_link(&host)?, link)?;
+                }
+            } else if metadata.is_dir() {
+                mounts.push(bind(&host, &format!("/{dir}"), true)?);
+            }
+        }
+        for scratch in ["/tmp", "/var", "/root", "/run"] {
+            mounts.push(tmpfs(scratch)?);
+        }
+    }
+    if Path::new("/etc/resolv.conf").exists() {
+        mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf", true)?);
+    }
+    for mount in &run.mounts {
+        mounts.push(bind(&mount.source, &mount.destination, mount.read_only)?);
+    }
+    // Docker's default capability set: enough for package managers
+    // (chown, setuid, mknod), not for mounting or reaching the host.
+    let capabilities: HashSet<Capability> = [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::Fsetid,
+        Capability::Fowner,
+        Capability::Mknod,
+        Capability::NetRaw,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::Setfcap,
+        Capability::Setpcap,
+        Capability::NetBindService,
+        Capability::SysChroot,
+        Capability::Kill,
+        Capability::AuditWrite,
+    ]
+    .into_iter()
+    .collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(capabilities.clone())
+        .effective(capabilities.clone())
+        .permitted(capabilities)
+        .build()?;
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(run.args.clone())
+        .env(run.env.clone())
+        .cwd("/")
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .build()?;
+    // Own mount, pid, ipc and uts namespaces; no network namespace, so
+    // scripts can download packages.
+    let namespaces: Vec<LinuxNamespace> = [LinuxNamespaceType::Mount, LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts]
+        .into_iter()
+        .map(|typ| {
+            let mut namespace = LinuxNamespace::default();
+            namespace.set_typ(typ);
+            namespace
+        })
+        .collect();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(oci_spec::runtime::get_default_maskedpaths())
+        .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
+        .build()?;
+    let read_only_root = matches!(run.root, Root::HostReadOnly);
+    Ok(SpecBuilder::default()
+        .version("1.0.2")
+        .root(RootBuilder::default().path(root).readonly(read_only_root).build()?)
+        .hostname("herd-build")
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()?)
+}
+
+fn bind(source: &Path, destination: &str, read_only: bool) -> Result<Mount> {
+    let mut options = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
+    options.push(if read_only { "ro".into() } else { "rw".into() });
+    Ok(MountBuilder::default().destination(destination).typ("bind").source(source).options(options).build()?)
+}
+
+fn tmpfs(destination: &str) -> Result<Mount> {
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ("tmpfs")
+        .source("tmpfs")
+        .options(vec!["nosuid".into(), "nodev".into(), "mode=1777".into()])
+        .build()?)
+}
+
+/// chroot fallback: the root's mount targets are bind-mounted from the
+/// host side, the script runs chrooted, and the mounts are undone.
+fn run_in_chroot(run: &Run, _scratch: &Path) -> Result<Outcome> {
+    let Root::Directory(root) = &run.root else {
+        // A builder without its own root runs on the host itself: the
+        // image root is reached through $ROOTFS, which the caller set to
+        // the real path in this mode.
+        let mut command = Command::new(&run.args[0]);
+        command.args(&run.args[1..]).env_clear().envs(split_env(&run.env));
+        return run_logged(command);
+    };
+    let mut mounted = Vec::new();
+    let result = (|| {
+        for mount in &run.mounts {
+            let target = root.join(mount.destination.trim_start_matches('/'));
+            std::fs::create_dir_all(&target)?;
+            nix::mount::mount(Some(&mount.source), &target, None::<&str>, nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC, None::<&str>)
+                .with_context(|| format!("bind-mounting {} (chroot isolation needs root)", mount.source.display()))?;
+            mounted.push(target);
+        }
+        let mut command = Command::new(&run.args[0]);
+        command.args(&run.args[1..]).env_clear().envs(split_env(&run.env));
+        let root = root.clone();
+        // SAFETY: chroot and chdir are async-signal-safe system calls.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                nix::unistd::chroot(&root)?;
+                nix::unistd::chdir("/")?;
+                Ok(())
+            });
+        }
+        run_logged(command)
+    })();
+    for target in mounted.iter().rev() {
+        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    }
+    result
+}
+
+fn split_env(env: &[String]) -> Vec<(String, String)> {
+    env.iter().filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+}
+
+/// Runs `command` with stdout and stderr on one pipe, copying each line to
+/// our stderr and keeping the last ones.
+fn run_logged(mut command: Command) -> Result<Outcome> {
+    let (reader, writer) = std::io::pipe()?;
+    command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
+    let mut child = command.spawn().with_context(|| format!("starting {:?}", command.get_program()))?;
+    drop(command); // closes our copies of the pipe's write end
+    let mut tail = VecDeque::with_capacity(TAIL_LINES);
+    for line in BufReader::new(reader).split(b'\n') {
+        let line = String::from_utf8_lossy(&line?).into_owned();
+        tracing::info!("  | {line}");
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait()?;
+    let code = status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+    Ok(Outcome { code, tail: tail.into() })
+}

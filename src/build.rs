@@ -58,7 +58,12 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 
 /// Builds the image directory `dir` into `store` and tags it.
 pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<BuiltImage> {
-    let source = ImageSource::read(dir)?;
+    build_source(ImageSource::read(dir)?, store, options)
+}
+
+/// Builds an image from its source (a directory, or an app of a pod).
+pub fn build_source(source: ImageSource, store: &Store, options: &BuildOptions) -> Result<BuiltImage> {
+    let dir = source.dir.as_path();
     let epoch = options.source_date_epoch.map_or_else(|| source_date_epoch(dir), Ok)?;
     // Until build scripts ran, attributes they write are unknown: the
     // provisional manifest stands in for them (for dependencies and the
@@ -74,7 +79,7 @@ pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<
         let manifest = source.manifest(&Value::Null)?;
         let tiny = tiny_name(&source, &manifest)?;
         let mut entries = user_content(&source, &tiny, epoch)?;
-        entries.extend(herd_metadata(&manifest, &tiny, &base, epoch)?);
+        entries.extend(herd_metadata(&source, &manifest, &tiny, &base, epoch)?);
         layers::complete_and_sort(&mut entries, epoch);
         (manifest, write_layer_to_store(store, &entries, options.compression)?)
     };
@@ -87,7 +92,8 @@ pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<
     layers.push((own, format!("herd build {}", name.tiny_name())));
 
     let inherits = image_paths::STORED_RUNLEVELS[2..].iter().any(|level| has_scripts(&dir.join("runlevels").join(level)));
-    let config = image_config(&manifest, &name, &base, &layers, epoch, inherits)?;
+    let stack = stack(&source, &manifest, name.tiny_name(), &base)?;
+    let config = image_config(&manifest, &stack, &base, &layers, epoch, inherits)?;
     let config_descriptor = store.write_json(MediaType::ImageConfig, &config)?;
     let oci_manifest = image_manifest(&manifest, config_descriptor, &layers)?;
     let manifest_descriptor = store.write_json(MediaType::ImageManifest, &oci_manifest)?;
@@ -229,7 +235,7 @@ fn build_with_scripts(
     if manifest.aci.dependencies != provisional.aci.dependencies {
         bail!("{}: dependencies may not depend on attributes written by build scripts", source.manifest_path.display());
     }
-    rootfs::materialize(&herd_metadata(&manifest, &tiny, base, epoch)?, &overlay.merged)?;
+    rootfs::materialize(&herd_metadata(source, &manifest, &tiny, base, epoch)?, &overlay.merged)?;
     rootfs::remove_mount_targets(&overlay, &mount_targets, &existed);
     let entries = overlay.changes(epoch)?;
     let layer = write_layer_to_store(store, &entries, options.compression)?;
@@ -297,8 +303,19 @@ impl ScriptContext<'_> {
 pub struct ImageSource {
     pub dir: PathBuf,
     pub manifest_path: PathBuf,
-    manifest_text: String,
+    manifest: ManifestSource,
     pub attributes: MergedAttributes,
+    /// For an app of a pod: the pod's shared attributes, stacked as an
+    /// image of their own (tiny name, directory) between the dependencies
+    /// and the app.
+    pub shared: Option<(String, PathBuf)>,
+}
+
+enum ManifestSource {
+    /// `aci-manifest.yml`, a template over attributes.
+    Template(String),
+    /// A manifest herd made (the app of a pod).
+    Given(ImageManifest),
 }
 
 impl ImageSource {
@@ -313,18 +330,40 @@ impl ImageSource {
         }
         let mut merged = MergedAttributes::new();
         merged.apply_files(&files);
-        Ok(ImageSource { dir: dir.to_path_buf(), manifest_path, manifest_text, attributes: merged })
+        Ok(ImageSource {
+            dir: dir.to_path_buf(),
+            manifest_path,
+            manifest: ManifestSource::Template(manifest_text),
+            attributes: merged,
+            shared: None,
+        })
+    }
+
+    /// The source of an app of a pod: `dir` holds its files, templates,
+    /// attributes and runlevels; the manifest is made by the pod build.
+    pub fn for_pod_app(dir: &Path, manifest_path: &Path, manifest: ImageManifest, shared: (String, PathBuf)) -> Result<ImageSource> {
+        let files = attributes::read_dir(&dir.join("attributes"))?;
+        let mut merged = MergedAttributes::new();
+        merged.apply_files(&files);
+        Ok(ImageSource {
+            dir: dir.to_path_buf(),
+            manifest_path: manifest_path.to_path_buf(),
+            manifest: ManifestSource::Given(manifest),
+            attributes: merged,
+            shared: Some(shared),
+        })
     }
 
     /// The manifest with attributes that only build scripts can provide
     /// standing in as "0", so that it parses before the scripts ran.
     pub fn provisional_manifest(&self) -> Result<ImageManifest, InputError> {
+        let ManifestSource::Template(text) = &self.manifest else { return self.manifest(&Value::Null) };
         let mut stand_ins = Value::Object(Default::default());
         loop {
             let mut values = self.attributes.value().clone();
             attributes::merge_value(&mut values, &stand_ins);
             let name = self.manifest_path.display().to_string();
-            match crate::templates::render_str(&name, &self.manifest_text, &values) {
+            match crate::templates::render_str(&name, text, &values) {
                 Err(crate::templates::RenderError::Missing { attribute, .. }) if !has_path(&stand_ins, &attribute) => {
                     set_path(&mut stand_ins, &attribute, Value::from("0"));
                 }
@@ -336,9 +375,14 @@ impl ImageSource {
     /// The manifest rendered over the image's attributes with `extra` (the
     /// attributes build scripts wrote) on top.
     pub fn manifest(&self, extra: &Value) -> Result<ImageManifest, InputError> {
-        let mut values = self.attributes.value().clone();
-        attributes::merge_value(&mut values, extra);
-        manifest::parse_image(&self.manifest_path, &self.manifest_text, &values)
+        match &self.manifest {
+            ManifestSource::Template(text) => {
+                let mut values = self.attributes.value().clone();
+                attributes::merge_value(&mut values, extra);
+                manifest::parse_image(&self.manifest_path, text, &values)
+            }
+            ManifestSource::Given(manifest) => Ok(manifest.clone()),
+        }
     }
 }
 
@@ -365,8 +409,13 @@ fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Resul
     if name.tag().is_some() {
         return Ok(name);
     }
-    let version = names::generated_version(epoch, git(dir, &["rev-parse", "--short", "HEAD"]).as_deref());
+    let version = names::generated_version(epoch, git_short_hash(dir).as_deref());
     Ok(name.with_tag(&version).map_err(|e| InputError::new(manifest_path, e))?)
+}
+
+/// The abbreviated commit hash of the repository holding `dir`, if any.
+pub fn git_short_hash(dir: &Path) -> Option<String> {
+    git(dir, &["rev-parse", "--short", "HEAD"])
 }
 
 /// `SOURCE_DATE_EPOCH`, else the last commit time of `dir`, else 0.
@@ -502,6 +551,9 @@ fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entr
         Ok(())
     };
     add_dir(dir.join("templates"), image_paths::TEMPLATES.to_string())?;
+    if let Some((shared, shared_dir)) = &source.shared {
+        add_dir(shared_dir.clone(), image_paths::image_dir(shared, "attributes"))?;
+    }
     add_dir(dir.join("attributes"), image_paths::image_dir(tiny, "attributes"))?;
     for level in image_paths::STORED_RUNLEVELS {
         add_dir(dir.join("runlevels").join(level), image_paths::image_dir(tiny, level))?;
@@ -510,14 +562,22 @@ fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entr
     Ok(entries)
 }
 
-/// herd's own description of the image for the init: the stack of images
-/// and the app's identity.
-fn herd_metadata(manifest: &ImageManifest, tiny: &str, base: &Base, epoch: u64) -> Result<Vec<Entry>> {
+/// The images whose attributes the init merges, deepest base first: the
+/// dependencies', a pod's shared attributes, this image.
+fn stack(source: &ImageSource, manifest: &ImageManifest, tiny: &str, base: &Base) -> Result<Vec<String>> {
     let mut stack = base.stack.clone();
+    stack.extend(source.shared.iter().map(|(shared, _)| shared.clone()));
     if stack.iter().any(|t| t == tiny) {
         bail!("{}: a dependency has the same short name {tiny:?}; image names must differ in their last path segment", manifest.name);
     }
     stack.push(tiny.to_string());
+    Ok(stack)
+}
+
+/// herd's own description of the image for the init: the stack of images
+/// and the app's identity.
+fn herd_metadata(source: &ImageSource, manifest: &ImageManifest, tiny: &str, base: &Base, epoch: u64) -> Result<Vec<Entry>> {
+    let stack = stack(source, manifest, tiny, base)?;
     let stack_text: String = stack.iter().map(|t| format!("{t}\n")).collect();
     let app = app_spec(manifest, base);
     let mut entries = vec![
@@ -546,7 +606,7 @@ fn app_spec(manifest: &ImageManifest, base: &Base) -> AppSpec {
 /// The image config: the last dependency's, with this manifest's app on top.
 fn image_config(
     manifest: &ImageManifest,
-    name: &ImageName,
+    stack: &[String],
     base: &Base,
     layers: &[(LayerBlob, String)],
     epoch: u64,
@@ -565,8 +625,6 @@ fn image_config(
     for annotation in &manifest.aci.annotations {
         labels.insert(annotation.name.clone(), annotation.value.clone());
     }
-    let mut stack = base.stack.clone();
-    stack.push(name.tiny_name().to_string());
     labels.insert(labels::STACK.into(), stack.join(" "));
     if inherits {
         labels.insert(labels::INHERITS.into(), "true".into());

@@ -20,3 +20,5 @@ pub mod store;
 pub mod templates;
 pub mod units;
 pub mod yaml;
+pub mod pods;
+pub mod engine;

@@ -46,8 +46,16 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         runtime: args.runtime,
     };
     for path in &args.paths {
-        let built = build_image(path, &store, &options)?;
-        println!("{} {}", built.name, built.manifest.digest());
+        if path.join(herd::manifest::POD_MANIFEST).is_file() {
+            let pod = herd::pods::build_pod(path, &store, &options)?;
+            for app in &pod.apps {
+                println!("{} {}", app.name, app.manifest.digest());
+            }
+            println!("{} {}", pod.name, pod.manifest.digest());
+        } else {
+            let built = build_image(path, &store, &options)?;
+            println!("{} {}", built.name, built.manifest.digest());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

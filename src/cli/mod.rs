@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod images;
+pub mod pods;
 pub mod pull;
 pub mod push;
 pub mod r#gen;

@@ -1,0 +1,35 @@
+//! The local container engine's image storage (containers-storage, shared
+//! by podman, buildah and CRI-O): installing images there so that
+//! `podman run NAME` and `podman kube play` find them by name, as dgr's
+//! install did for rkt.
+//!
+//! The copy is made by skopeo, the reference implementation of
+//! containers-storage writes: herd does not re-implement that storage's
+//! locking and layer database.
+
+use crate::names::ImageName;
+use crate::store::Store;
+use anyhow::{Context, Result, bail};
+use std::process::Command;
+
+/// Copies `name` (an image, or every app image of a pod) from the store
+/// into containers-storage. Returns the image names installed.
+pub fn install(store: &Store, name: &ImageName) -> Result<Vec<ImageName>> {
+    let descriptor = store.require(name)?;
+    let images = match crate::pods::app_images(store, &descriptor)? {
+        Some(apps) => apps,
+        None => vec![name.clone()],
+    };
+    for image in &images {
+        let source = format!("oci:{}:{image}", store.root().display());
+        let destination = format!("containers-storage:{image}");
+        let output = Command::new("skopeo")
+            .args(["copy", "--quiet", &source, &destination])
+            .output()
+            .context("running skopeo (install the skopeo package)")?;
+        if !output.status.success() {
+            bail!("installing {image} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+        }
+    }
+    Ok(images)
+}

@@ -22,6 +22,8 @@ struct Herd {
 #[derive(Subcommand)]
 enum Command {
     Build(cli::build::BuildArgs),
+    Try(cli::try_::TryArgs),
+    Attributes(cli::attributes::AttributesArgs),
     Images(cli::images::ImagesArgs),
     Inspect(cli::images::InspectArgs),
     Kube(cli::pods::KubeArgs),
@@ -38,6 +40,8 @@ fn main() -> ExitCode {
     cli::init_logging(herd.verbose);
     let result = match herd.command {
         Command::Build(args) => cli::build::run(args),
+        Command::Try(args) => cli::try_::run(args),
+        Command::Attributes(args) => cli::attributes::run(args),
         Command::Images(args) => cli::images::run_images(args),
         Command::Inspect(args) => cli::images::run_inspect(args),
         Command::Kube(args) => cli::pods::run_kube(args),

@@ -91,14 +91,14 @@ fn as_context(attributes: &Value) -> Value {
 pub fn classify(error: &tera::Error, text: &str) -> RenderError {
     let chain = error_chain(error);
     for message in &chain {
-        if let Some(rest) = message.strip_prefix("Variable `") {
-            if let Some((attribute, _)) = rest.split_once("` not found") {
-                let line = line_using(text, attribute);
-                return RenderError::Missing {
-                    attribute: attribute.to_string(),
-                    line,
-                };
-            }
+        if let Some(rest) = message.strip_prefix("Variable `")
+            && let Some((attribute, _)) = rest.split_once("` not found")
+        {
+            let line = line_using(text, attribute);
+            return RenderError::Missing {
+                attribute: attribute.to_string(),
+                line,
+            };
         }
     }
     let message = chain.join(": ");

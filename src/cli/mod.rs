@@ -1,11 +1,13 @@
 //! One module per command; shared helpers for output and errors.
 
+pub mod attributes;
 pub mod build;
 pub mod images;
 pub mod pods;
 pub mod pull;
 pub mod push;
 pub mod r#gen;
+pub mod try_;
 
 use std::path::PathBuf;
 

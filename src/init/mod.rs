@@ -272,7 +272,7 @@ impl Init {
         let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| anyhow!("cannot make a pipe: {e}"))?;
         let child = {
-            let mut command = Command::new(&argv[0]);
+            let mut command = supervise::unblocked(Command::new(&argv[0]));
             command.args(&argv[1..]).stdin(Stdio::null());
             command
                 .stdout(Stdio::from(writer.try_clone().map_err(|e| anyhow!("{e}"))?))
@@ -325,7 +325,7 @@ impl Init {
         let identity = accounts
             .identity(&spec)
             .map_err(|e| anyhow!("{}: {e}", self.root.join(image_paths::APP).display()))?;
-        let mut command = Command::new(program);
+        let mut command = supervise::unblocked(Command::new(program));
         command.args(rest);
         if let Some(identity) = identity {
             self.log.at(
@@ -480,7 +480,7 @@ fn script_command(script: &Path, trace: bool) -> Command {
     // `#!/usr/bin/env sh` names its shell in the second word.
     let shell = is_shell(&words[0])
         || (words.len() > 1 && words[0].ends_with("/env") && is_shell(&words[1]));
-    let mut command = Command::new(&words[0]);
+    let mut command = supervise::unblocked(Command::new(&words[0]));
     command.args(&words[1..]);
     if trace && shell {
         command.arg("-x");

@@ -244,7 +244,7 @@ mod tests {
         std::fs::write(&yaml_file, "a: b\n  c: d\n").unwrap();
         let err = parse_file(&yaml_file).unwrap_err();
         assert!(err.line.is_some(), "{err}");
-        assert_eq!(parse_argument(yaml_file.to_str().unwrap()).is_err(), true);
+        assert!(parse_argument(yaml_file.to_str().unwrap()).is_err());
         assert_eq!(parse_argument(r#"{"x": 1}"#).unwrap(), json!({"x": 1}));
     }
 }

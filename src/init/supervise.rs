@@ -1,7 +1,7 @@
 //! Running children as PID 1: signals are blocked from the init's first
 //! instant and taken with `sigwait`, so none is lost between fork and
-//! wait, and no handler runs in the middle of anything. Children start
-//! with an empty mask (std's `Command` resets it).
+//! wait, and no handler runs in the middle of anything. Children must
+//! start with an empty mask: see [`unblocked`].
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, kill, signal, sigprocmask};
@@ -94,6 +94,21 @@ impl Signals {
             Signal::try_from(number).ok()
         }
     }
+}
+
+/// Makes `command`'s child start with no signal blocked. std resets the
+/// mask only when it spawns with posix_spawn, not when it forks (as it does
+/// once a `pre_exec` is set), so this is done explicitly for every child.
+pub fn unblocked(mut command: std::process::Command) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: sigprocmask is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            Ok(())
+        });
+    }
+    command
 }
 
 /// Reaps every child that has ended; returns the status of `target` if it

@@ -234,13 +234,13 @@ impl TemplateDir {
             } else {
                 crate::yaml::parse(&path, &text)?
             };
-            if let Some(CheckCmd::Argv(argv)) = &entry.config.check_cmd {
-                if argv.is_empty() {
-                    return Err(InputError::new(
-                        &path,
-                        "`checkCmd` is empty: expected a command (a list or a string)",
-                    ));
-                }
+            if let Some(CheckCmd::Argv(argv)) = &entry.config.check_cmd
+                && argv.is_empty()
+            {
+                return Err(InputError::new(
+                    &path,
+                    "`checkCmd` is empty: expected a command (a list or a string)",
+                ));
             }
         }
         let tera = build_tera(dir, &entries, &partials)?;
@@ -348,13 +348,12 @@ impl TemplateDir {
             };
             let mut problem = None;
             walk(&template.ast, &mut |node| {
-                if let Node::Include(_, names, ignore_missing) = node {
-                    if !ignore_missing
-                        && problem.is_none()
-                        && !names.iter().any(|n| known.contains(n.as_str()))
-                    {
-                        problem = Some(names[0].clone());
-                    }
+                if let Node::Include(_, names, ignore_missing) = node
+                    && !ignore_missing
+                    && problem.is_none()
+                    && !names.iter().any(|n| known.contains(n.as_str()))
+                {
+                    problem = Some(names[0].clone());
                 }
             });
             if let Some(name) = problem {

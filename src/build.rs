@@ -157,7 +157,11 @@ fn build_with_scripts(
     let mount_targets = ["/.herd-build", "/proc", "/sys", "/dev", "/etc/resolv.conf"];
     let existed: Vec<bool> = mount_targets.iter().map(|t| overlay.merged.join(t.trim_start_matches('/')).symlink_metadata().is_ok()).collect();
 
-    let home = BindMount { source: source.dir.canonicalize()?, destination: format!("{BUILD_MOUNTS}/home"), read_only: true };
+    // A pod's app may have no directory of its own; scripts then see an
+    // empty ACI_HOME.
+    let home_source = if source.dir.is_dir() { source.dir.canonicalize()? } else { scratch.path().join("empty-home") };
+    std::fs::create_dir_all(&home_source)?;
+    let home = BindMount { source: home_source, destination: format!("{BUILD_MOUNTS}/home"), read_only: true };
     let attributes = BindMount { source: attributes_dir.clone(), destination: format!("{BUILD_MOUNTS}/attributes"), read_only: false };
     let host_mounts = |mounts: &[manifest::HostMount]| -> Result<Vec<BindMount>> {
         mounts

@@ -63,6 +63,15 @@ pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<Bu
     }
     let options = BuildOptions { source_date_epoch: Some(epoch), ..options.clone() };
     let shared = (name.tiny_name().to_string(), dir.join("attributes"));
+    // Every dependency must be there before any app is built: a pod that
+    // cannot be built whole leaves nothing behind.
+    for app in &pod.pod.apps {
+        for dependency in &app.dependencies {
+            let dependency: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
+            crate::registry::pull_if_missing(store, &dependency)
+                .with_context(|| format!("resolving dependency {dependency} of app {} of pod {name}", app_name(app)))?;
+        }
+    }
     let mut apps = Vec::new();
     for app in &pod.pod.apps {
         let app_name = app_name(app);
@@ -86,6 +95,7 @@ pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<Bu
 fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crate::build::BuiltImage]) -> Result<String> {
     let mut containers = Vec::new();
     let mut volumes: Vec<Value> = Vec::new();
+    let mut port_annotations = Vec::new();
     for (app, built) in pod.pod.apps.iter().zip(apps) {
         // The app's effective fields are those of its image (filled from
         // its dependency where the pod left them empty).
@@ -110,19 +120,12 @@ fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crat
         if !mounts.is_empty() {
             container["volumeMounts"] = json!(mounts);
         }
-        let ports: Vec<Value> = config
-            .config()
-            .as_ref()
-            .and_then(|c| c.exposed_ports().clone())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|p| {
-                let (port, protocol) = p.split_once('/')?;
-                Some(json!({"containerPort": port.parse::<u16>().ok()?, "protocol": protocol.to_uppercase()}))
-            })
-            .collect();
+        // Ports are recorded as an annotation, not as `ports:`: podman
+        // refuses port mappings for pods on the host network, which is how
+        // these pods run (`podman kube play --network host`).
+        let ports = config.config().as_ref().and_then(|c| c.exposed_ports().clone()).unwrap_or_default();
         if !ports.is_empty() {
-            container["ports"] = json!(ports);
+            port_annotations.push((format!("io.herd.ports.{}", kube_name(&app_name(app))), ports.join(" ")));
         }
         containers.push(container);
     }
@@ -130,6 +133,9 @@ fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crat
     annotations.insert("io.herd.pod.name".into(), json!(name.to_string()));
     for annotation in &pod.pod.annotations {
         annotations.insert(annotation.name.clone(), json!(annotation.value));
+    }
+    for (key, value) in port_annotations {
+        annotations.insert(key, json!(value));
     }
     let mut spec = json!({"containers": containers});
     if !volumes.is_empty() {

@@ -33,22 +33,35 @@ struct RawFile {
 
 impl AttributeFile {
     pub fn read(path: &Path) -> Result<AttributeFile, InputError> {
-        let text = std::fs::read_to_string(path).map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
         Self::parse(path, &text)
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<AttributeFile, InputError> {
         let raw: RawFile = if text.trim().is_empty() {
-            RawFile { default: Value::Null, overrides: Value::Null, include: vec![] }
+            RawFile {
+                default: Value::Null,
+                overrides: Value::Null,
+                include: vec![],
+            }
         } else {
             crate::yaml::parse(path, text)?
         };
         for (key, value) in [("default", &raw.default), ("override", &raw.overrides)] {
             if !matches!(value, Value::Null | Value::Object(_)) {
-                return Err(InputError::new(path, format!("`{key}:` must hold a map of attributes")));
+                return Err(InputError::new(
+                    path,
+                    format!("`{key}:` must hold a map of attributes"),
+                ));
             }
         }
-        Ok(AttributeFile { path: path.to_path_buf(), defaults: raw.default, overrides: raw.overrides, includes: raw.include })
+        Ok(AttributeFile {
+            path: path.to_path_buf(),
+            defaults: raw.default,
+            overrides: raw.overrides,
+            includes: raw.include,
+        })
     }
 }
 
@@ -61,7 +74,10 @@ pub fn read_dir(dir: &Path) -> Result<Vec<AttributeFile>, InputError> {
     let mut paths = vec![];
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry = entry.map_err(|e| InputError::new(dir, format!("cannot list: {e}")))?;
-        let is_yaml = matches!(entry.path().extension().and_then(|e| e.to_str()), Some("yml" | "yaml"));
+        let is_yaml = matches!(
+            entry.path().extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        );
         if entry.file_type().is_file() && is_yaml {
             paths.push(entry.into_path());
         }
@@ -100,7 +116,10 @@ pub struct MergedAttributes {
 
 impl MergedAttributes {
     pub fn new() -> Self {
-        MergedAttributes { value: Value::Object(Map::new()), origins: BTreeMap::new() }
+        MergedAttributes {
+            value: Value::Object(Map::new()),
+            origins: BTreeMap::new(),
+        }
     }
 
     /// Merges one source on top of what is there.
@@ -119,7 +138,10 @@ impl MergedAttributes {
             self.apply(&file.defaults, &file.path.display().to_string());
         }
         for file in files {
-            self.apply(&file.overrides, &format!("{} (override)", file.path.display()));
+            self.apply(
+                &file.overrides,
+                &format!("{} (override)", file.path.display()),
+            );
         }
     }
 
@@ -135,12 +157,19 @@ impl MergedAttributes {
     pub fn explain(&self) -> Vec<(String, Value, String)> {
         self.origins
             .iter()
-            .filter_map(|(path, source)| lookup(&self.value, path).map(|v| (path.clone(), v.clone(), source.clone())))
+            .filter_map(|(path, source)| {
+                lookup(&self.value, path).map(|v| (path.clone(), v.clone(), source.clone()))
+            })
             .collect()
     }
 }
 
-fn record_origins(origins: &mut BTreeMap<String, String>, prefix: &str, value: &Value, source: &str) {
+fn record_origins(
+    origins: &mut BTreeMap<String, String>,
+    prefix: &str,
+    value: &Value,
+    source: &str,
+) {
     match value {
         Value::Object(map) if !map.is_empty() => {
             // A map merges: only the keys it names change owner. But a map
@@ -149,7 +178,11 @@ fn record_origins(origins: &mut BTreeMap<String, String>, prefix: &str, value: &
                 origins.remove(prefix);
             }
             for (key, child) in map {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 record_origins(origins, &path, child, source);
             }
         }
@@ -169,9 +202,19 @@ fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
 /// Key names whose values are secrets: shown masked by `--explain` and logs.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "private_key", "privatekey", "api_key", "apikey", "credential"]
-        .iter()
-        .any(|marker| key.contains(marker))
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "private_key",
+        "privatekey",
+        "api_key",
+        "apikey",
+        "credential",
+    ]
+    .iter()
+    .any(|marker| key.contains(marker))
 }
 
 /// A copy of `value` with the values of secret keys replaced by `"******"`.
@@ -180,7 +223,11 @@ pub fn mask_secrets(value: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let shown = if is_secret_key(k) && !v.is_object() { Value::from("******") } else { mask_secrets(v) };
+                    let shown = if is_secret_key(k) && !v.is_object() {
+                        Value::from("******")
+                    } else {
+                        mask_secrets(v)
+                    };
                     (k.clone(), shown)
                 })
                 .collect(),
@@ -198,20 +245,34 @@ mod tests {
     #[test]
     fn maps_merge_lists_and_scalars_replace_null_sets_null() {
         let mut base = json!({"a": {"x": 1, "y": 2}, "list": [1, 2, 3], "s": "old", "n": 5});
-        merge_value(&mut base, &json!({"a": {"y": 3, "z": 4}, "list": [9], "s": "new", "n": null}));
-        assert_eq!(base, json!({"a": {"x": 1, "y": 3, "z": 4}, "list": [9], "s": "new", "n": null}));
+        merge_value(
+            &mut base,
+            &json!({"a": {"y": 3, "z": 4}, "list": [9], "s": "new", "n": null}),
+        );
+        assert_eq!(
+            base,
+            json!({"a": {"x": 1, "y": 3, "z": 4}, "list": [9], "s": "new", "n": null})
+        );
     }
 
     #[test]
     fn defaults_then_overrides_in_file_order() {
-        let one = AttributeFile::parse(Path::new("a.yml"), "default: {port: 1, host: a}\noverride: {port: 9}\n").unwrap();
-        let two = AttributeFile::parse(Path::new("b.yml"), "default: {port: 2, host: b}\n").unwrap();
+        let one = AttributeFile::parse(
+            Path::new("a.yml"),
+            "default: {port: 1, host: a}\noverride: {port: 9}\n",
+        )
+        .unwrap();
+        let two =
+            AttributeFile::parse(Path::new("b.yml"), "default: {port: 2, host: b}\n").unwrap();
         let mut merged = MergedAttributes::new();
         merged.apply_files(&[one, two]);
         assert_eq!(merged.value(), &json!({"port": 9, "host": "b"}));
         let explained = merged.explain();
         assert_eq!(explained[0], ("host".into(), json!("b"), "b.yml".into()));
-        assert_eq!(explained[1], ("port".into(), json!(9), "a.yml (override)".into()));
+        assert_eq!(
+            explained[1],
+            ("port".into(), json!(9), "a.yml (override)".into())
+        );
     }
 
     #[test]
@@ -219,7 +280,11 @@ mod tests {
         let mut merged = MergedAttributes::new();
         merged.apply(&json!({"db": "none"}), "image");
         merged.apply(&json!({"db": {"host": "h"}}), "env");
-        let paths: Vec<String> = merged.explain().into_iter().map(|(p, _, s)| format!("{p}={s}")).collect();
+        let paths: Vec<String> = merged
+            .explain()
+            .into_iter()
+            .map(|(p, _, s)| format!("{p}={s}"))
+            .collect();
         assert_eq!(paths, vec!["db.host=env"]);
     }
 
@@ -233,7 +298,11 @@ mod tests {
 
     #[test]
     fn secrets_are_masked() {
-        let masked = mask_secrets(&json!({"db": {"password": "hunter2", "user": "u"}, "api_token": "t"}));
-        assert_eq!(masked, json!({"db": {"password": "******", "user": "u"}, "api_token": "******"}));
+        let masked =
+            mask_secrets(&json!({"db": {"password": "hunter2", "user": "u"}, "api_token": "t"}));
+        assert_eq!(
+            masked,
+            json!({"db": {"password": "******", "user": "u"}, "api_token": "******"})
+        );
     }
 }

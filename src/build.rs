@@ -62,9 +62,15 @@ pub fn build_image(dir: &Path, store: &Store, options: &BuildOptions) -> Result<
 }
 
 /// Builds an image from its source (a directory, or an app of a pod).
-pub fn build_source(source: ImageSource, store: &Store, options: &BuildOptions) -> Result<BuiltImage> {
+pub fn build_source(
+    source: ImageSource,
+    store: &Store,
+    options: &BuildOptions,
+) -> Result<BuiltImage> {
     let dir = source.dir.as_path();
-    let epoch = options.source_date_epoch.map_or_else(|| source_date_epoch(dir), Ok)?;
+    let epoch = options
+        .source_date_epoch
+        .map_or_else(|| source_date_epoch(dir), Ok)?;
     // Until build scripts ran, attributes they write are unknown: the
     // provisional manifest stands in for them (for dependencies and the
     // variables scripts see); the final one is rendered after the scripts.
@@ -81,7 +87,10 @@ pub fn build_source(source: ImageSource, store: &Store, options: &BuildOptions) 
         let mut entries = user_content(&source, &tiny, epoch)?;
         entries.extend(herd_metadata(&source, &manifest, &tiny, &base, epoch)?);
         layers::complete_and_sort(&mut entries, epoch);
-        (manifest, write_layer_to_store(store, &entries, options.compression)?)
+        (
+            manifest,
+            write_layer_to_store(store, &entries, options.compression)?,
+        )
     };
     let name = image_name(&source.manifest_path, &manifest.name, dir, epoch)?;
 
@@ -91,25 +100,36 @@ pub fn build_source(source: ImageSource, store: &Store, options: &BuildOptions) 
     }
     layers.push((own, format!("herd build {}", name.tiny_name())));
 
-    let inherits = image_paths::STORED_RUNLEVELS[2..].iter().any(|level| has_scripts(&dir.join("runlevels").join(level)));
+    let inherits = image_paths::STORED_RUNLEVELS[2..]
+        .iter()
+        .any(|level| has_scripts(&dir.join("runlevels").join(level)));
     let stack = stack(&source, &manifest, name.tiny_name(), &base)?;
     let config = image_config(&manifest, &stack, &base, &layers, epoch, inherits)?;
     let config_descriptor = store.write_json(MediaType::ImageConfig, &config)?;
     let oci_manifest = image_manifest(&manifest, config_descriptor, &layers)?;
     let manifest_descriptor = store.write_json(MediaType::ImageManifest, &oci_manifest)?;
     store.set_tag(&name, &manifest_descriptor)?;
-    Ok(BuiltImage { name, manifest: manifest_descriptor })
+    Ok(BuiltImage {
+        name,
+        manifest: manifest_descriptor,
+    })
 }
 
 fn tiny_name(source: &ImageSource, manifest: &ImageManifest) -> Result<String> {
-    let name: ImageName = manifest.name.parse().map_err(|e: String| InputError::new(&source.manifest_path, e))?;
+    let name: ImageName = manifest
+        .name
+        .parse()
+        .map_err(|e: String| InputError::new(&source.manifest_path, e))?;
     Ok(name.tiny_name().to_string())
 }
 
 /// Whether the build needs a root filesystem: the image has build scripts,
 /// or a dependency left inherit-build scripts for it.
 fn needs_build_root(dir: &Path, base: &Base) -> bool {
-    ["builder", "build", "build-late"].iter().any(|level| has_scripts(&dir.join("runlevels").join(level))) || base.inherits
+    ["builder", "build", "build-late"]
+        .iter()
+        .any(|level| has_scripts(&dir.join("runlevels").join(level)))
+        || base.inherits
 }
 
 fn has_scripts(dir: &Path) -> bool {
@@ -145,9 +165,15 @@ fn build_with_scripts(
     options: &BuildOptions,
 ) -> Result<(ImageManifest, LayerBlob)> {
     let isolation = Isolation::choose(options.isolation, options.runtime.as_deref())?;
-    let lowers: Vec<PathBuf> = base.layers.iter().map(|(blob, _)| rootfs::extracted_layer(store, blob)).collect::<Result<_>>()?;
+    let lowers: Vec<PathBuf> = base
+        .layers
+        .iter()
+        .map(|(blob, _)| rootfs::extracted_layer(store, blob))
+        .collect::<Result<_>>()?;
     let overlay = Overlay::mount(store, &lowers)?;
-    let scratch = tempfile::Builder::new().prefix("scripts-").tempdir_in(store.root().join("tmp"))?;
+    let scratch = tempfile::Builder::new()
+        .prefix("scripts-")
+        .tempdir_in(store.root().join("tmp"))?;
     let attributes_dir = scratch.path().join("attributes");
     std::fs::create_dir(&attributes_dir)?;
     let provisional_name: ImageName = provisional.name.parse().map_err(anyhow::Error::msg)?;
@@ -155,22 +181,53 @@ fn build_with_scripts(
     let chroot = matches!(isolation, Isolation::Chroot);
 
     let mount_targets = ["/.herd-build", "/proc", "/sys", "/dev", "/etc/resolv.conf"];
-    let existed: Vec<bool> = mount_targets.iter().map(|t| overlay.merged.join(t.trim_start_matches('/')).symlink_metadata().is_ok()).collect();
+    let existed: Vec<bool> = mount_targets
+        .iter()
+        .map(|t| {
+            overlay
+                .merged
+                .join(t.trim_start_matches('/'))
+                .symlink_metadata()
+                .is_ok()
+        })
+        .collect();
 
     // A pod's app may have no directory of its own; scripts then see an
     // empty ACI_HOME.
-    let home_source = if source.dir.is_dir() { source.dir.canonicalize()? } else { scratch.path().join("empty-home") };
+    let home_source = if source.dir.is_dir() {
+        source.dir.canonicalize()?
+    } else {
+        scratch.path().join("empty-home")
+    };
     std::fs::create_dir_all(&home_source)?;
-    let home = BindMount { source: home_source, destination: format!("{BUILD_MOUNTS}/home"), read_only: true };
-    let attributes = BindMount { source: attributes_dir.clone(), destination: format!("{BUILD_MOUNTS}/attributes"), read_only: false };
+    let home = BindMount {
+        source: home_source,
+        destination: format!("{BUILD_MOUNTS}/home"),
+        read_only: true,
+    };
+    let attributes = BindMount {
+        source: attributes_dir.clone(),
+        destination: format!("{BUILD_MOUNTS}/attributes"),
+        read_only: false,
+    };
     let host_mounts = |mounts: &[manifest::HostMount]| -> Result<Vec<BindMount>> {
         mounts
             .iter()
-            .map(|m| Ok(BindMount { source: host_path(&source.dir, &m.from)?, destination: m.to.clone(), read_only: false }))
+            .map(|m| {
+                Ok(BindMount {
+                    source: host_path(&source.dir, &m.from)?,
+                    destination: m.to.clone(),
+                    read_only: false,
+                })
+            })
             .collect()
     };
     let env = script_environment(provisional, &provisional_name, epoch);
-    let ctx = ScriptContext { isolation: &isolation, scratch: scratch.path(), env: &env };
+    let ctx = ScriptContext {
+        isolation: &isolation,
+        scratch: scratch.path(),
+        env: &env,
+    };
 
     // builder: its own root (builder dependencies, or the host read-only),
     // the image root at $ROOTFS.
@@ -180,23 +237,59 @@ fn build_with_scripts(
         let builder_overlay = if provisional.builder.dependencies.is_empty() {
             None
         } else {
-            let lowers: Vec<PathBuf> =
-                builder_base.layers.iter().map(|(blob, _)| rootfs::extracted_layer(store, blob)).collect::<Result<_>>()?;
+            let lowers: Vec<PathBuf> = builder_base
+                .layers
+                .iter()
+                .map(|(blob, _)| rootfs::extracted_layer(store, blob))
+                .collect::<Result<_>>()?;
             Some(Overlay::mount(store, &lowers)?)
         };
-        let root = builder_overlay.as_ref().map_or(Root::HostReadOnly, |o| Root::Directory(o.merged.clone()));
+        let root = builder_overlay
+            .as_ref()
+            .map_or(Root::HostReadOnly, |o| Root::Directory(o.merged.clone()));
         let on_host = chroot && matches!(root, Root::HostReadOnly);
-        let inside = |mount: &BindMount| if on_host { mount.source.display().to_string() } else { mount.destination.clone() };
+        let inside = |mount: &BindMount| {
+            if on_host {
+                mount.source.display().to_string()
+            } else {
+                mount.destination.clone()
+            }
+        };
         let mut env = env.clone();
-        env.push(format!("ROOTFS={}", if on_host { overlay.merged.display().to_string() } else { "/rootfs".into() }));
+        env.push(format!(
+            "ROOTFS={}",
+            if on_host {
+                overlay.merged.display().to_string()
+            } else {
+                "/rootfs".into()
+            }
+        ));
         env.push(format!("ACI_HOME={}", inside(&home)));
         env.push(format!("HERD_BUILD_ATTRIBUTES={}", inside(&attributes)));
-        env.extend(provisional.builder.environment.iter().map(|v| format!("{}={}", v.name, v.value)));
-        let mut mounts = vec![BindMount { source: overlay.merged.clone(), destination: "/rootfs".into(), read_only: false }, home.clone(), attributes.clone()];
+        env.extend(
+            provisional
+                .builder
+                .environment
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.value)),
+        );
+        let mut mounts = vec![
+            BindMount {
+                source: overlay.merged.clone(),
+                destination: "/rootfs".into(),
+                read_only: false,
+            },
+            home.clone(),
+            attributes.clone(),
+        ];
         mounts.extend(host_mounts(&provisional.builder.mount_points)?);
         for script in &builder_scripts {
             let name = script.file_name().unwrap_or_default().to_string_lossy();
-            let path = if on_host { script.display().to_string() } else { format!("{BUILD_MOUNTS}/home/runlevels/builder/{name}") };
+            let path = if on_host {
+                script.display().to_string()
+            } else {
+                format!("{BUILD_MOUNTS}/home/runlevels/builder/{name}")
+            };
             ScriptContext { env: &env, ..ctx }.run("builder", script, &path, &root, &mounts)?;
         }
     }
@@ -211,8 +304,18 @@ fn build_with_scripts(
     let ctx = ScriptContext { env: &env, ..ctx };
     let run_level = |level: &str| -> Result<()> {
         for script in scripts_in(&source.dir.join("runlevels").join(level))? {
-            let name = script.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            ctx.run(level, &script, &format!("{BUILD_MOUNTS}/home/runlevels/{level}/{name}"), &root, &mounts)?;
+            let name = script
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            ctx.run(
+                level,
+                &script,
+                &format!("{BUILD_MOUNTS}/home/runlevels/{level}/{name}"),
+                &root,
+                &mounts,
+            )?;
         }
         Ok(())
     };
@@ -220,8 +323,18 @@ fn build_with_scripts(
         for dependency in &base.stack {
             let inside = image_paths::image_dir(dependency, level);
             for script in scripts_in(&overlay.merged.join(&inside))? {
-                let name = script.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                ctx.run(&format!("{level} of {dependency}"), &script, &format!("/{inside}/{name}"), &root, &mounts)?;
+                let name = script
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                ctx.run(
+                    &format!("{level} of {dependency}"),
+                    &script,
+                    &format!("/{inside}/{name}"),
+                    &root,
+                    &mounts,
+                )?;
             }
         }
         Ok(())
@@ -237,9 +350,15 @@ fn build_with_scripts(
     build_attributes.apply_files(&written);
     let manifest = source.manifest(build_attributes.value())?;
     if manifest.aci.dependencies != provisional.aci.dependencies {
-        bail!("{}: dependencies may not depend on attributes written by build scripts", source.manifest_path.display());
+        bail!(
+            "{}: dependencies may not depend on attributes written by build scripts",
+            source.manifest_path.display()
+        );
     }
-    rootfs::materialize(&herd_metadata(source, &manifest, &tiny, base, epoch)?, &overlay.merged)?;
+    rootfs::materialize(
+        &herd_metadata(source, &manifest, &tiny, base, epoch)?,
+        &overlay.merged,
+    )?;
     rootfs::remove_mount_targets(&overlay, &mount_targets, &existed);
     let entries = overlay.changes(epoch)?;
     let layer = write_layer_to_store(store, &entries, options.compression)?;
@@ -252,7 +371,10 @@ fn script_environment(manifest: &ImageManifest, name: &ImageName, _epoch: u64) -
         DEFAULT_PATH.to_string(),
         format!("ACI_NAME={}", name.repository()),
         format!("ACI_VERSION={}", name.tag().unwrap_or("")),
-        format!("LOG_LEVEL={}", std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())),
+        format!(
+            "LOG_LEVEL={}",
+            std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
+        ),
     ];
     // HERD_ENV_<NAME> on the host reaches scripts as <NAME> (proxies).
     for (key, value) in std::env::vars() {
@@ -268,10 +390,18 @@ fn script_environment(manifest: &ImageManifest, name: &ImageName, _epoch: u64) -
 /// home directory.
 fn host_path(image_dir: &Path, from: &str) -> Result<PathBuf> {
     let path = match from.strip_prefix("~/") {
-        Some(rest) => PathBuf::from(std::env::var_os("HOME").context("HOME is not set for a ~ mount")?).join(rest),
+        Some(rest) => {
+            PathBuf::from(std::env::var_os("HOME").context("HOME is not set for a ~ mount")?)
+                .join(rest)
+        }
         None => image_dir.join(from),
     };
-    path.canonicalize().with_context(|| format!("mount point source {from:?} ({}) does not exist", path.display()))
+    path.canonicalize().with_context(|| {
+        format!(
+            "mount point source {from:?} ({}) does not exist",
+            path.display()
+        )
+    })
 }
 
 /// What every script run of one build shares.
@@ -285,18 +415,42 @@ struct ScriptContext<'a> {
 impl ScriptContext<'_> {
     /// Runs one script; a failure is an error with its name, status and
     /// the tail of its output.
-    fn run(&self, level: &str, script: &Path, inside: &str, root: &Root, mounts: &[BindMount]) -> Result<()> {
+    fn run(
+        &self,
+        level: &str,
+        script: &Path,
+        inside: &str,
+        root: &Root,
+        mounts: &[BindMount],
+    ) -> Result<()> {
         let name = script.file_name().unwrap_or_default().to_string_lossy();
         tracing::info!("running {level} script {name}");
-        let executable = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions()) & 0o111 != 0;
-        let args = if executable { vec![inside.to_string()] } else { vec!["/bin/sh".to_string(), inside.to_string()] };
-        let run = runtime::Run { root: root.clone(), mounts: mounts.to_vec(), env: self.env.to_vec(), args };
+        let executable =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions())
+                & 0o111
+                != 0;
+        let args = if executable {
+            vec![inside.to_string()]
+        } else {
+            vec!["/bin/sh".to_string(), inside.to_string()]
+        };
+        let run = runtime::Run {
+            root: root.clone(),
+            mounts: mounts.to_vec(),
+            env: self.env.to_vec(),
+            args,
+        };
         let outcome = runtime::run(self.isolation, &run, self.scratch)?;
         if outcome.code != 0 {
             bail!(
                 "{level} script {name} failed with exit status {}; the last lines of its output:\n{}",
                 outcome.code,
-                outcome.tail.iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+                outcome
+                    .tail
+                    .iter()
+                    .map(|l| format!("  | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
         Ok(())
@@ -326,11 +480,21 @@ impl ImageSource {
     pub fn read(dir: &Path) -> Result<ImageSource> {
         let manifest_path = dir.join(manifest::IMAGE_MANIFEST);
         let manifest_text = std::fs::read_to_string(&manifest_path).map_err(|e| {
-            InputError::new(&manifest_path, format!("cannot read the image manifest: {e} (is {} an image directory?)", dir.display()))
+            InputError::new(
+                &manifest_path,
+                format!(
+                    "cannot read the image manifest: {e} (is {} an image directory?)",
+                    dir.display()
+                ),
+            )
         })?;
         let files = attributes::read_dir(&dir.join("attributes"))?;
         if let Some(file) = files.iter().find(|f| !f.includes.is_empty()) {
-            return Err(InputError::new(&file.path, "`include:` is only supported in environment attributes").into());
+            return Err(InputError::new(
+                &file.path,
+                "`include:` is only supported in environment attributes",
+            )
+            .into());
         }
         let mut merged = MergedAttributes::new();
         merged.apply_files(&files);
@@ -345,7 +509,12 @@ impl ImageSource {
 
     /// The source of an app of a pod: `dir` holds its files, templates,
     /// attributes and runlevels; the manifest is made by the pod build.
-    pub fn for_pod_app(dir: &Path, manifest_path: &Path, manifest: ImageManifest, shared: (String, PathBuf)) -> Result<ImageSource> {
+    pub fn for_pod_app(
+        dir: &Path,
+        manifest_path: &Path,
+        manifest: ImageManifest,
+        shared: (String, PathBuf),
+    ) -> Result<ImageSource> {
         let files = attributes::read_dir(&dir.join("attributes"))?;
         let mut merged = MergedAttributes::new();
         merged.apply_files(&files);
@@ -361,14 +530,18 @@ impl ImageSource {
     /// The manifest with attributes that only build scripts can provide
     /// standing in as "0", so that it parses before the scripts ran.
     pub fn provisional_manifest(&self) -> Result<ImageManifest, InputError> {
-        let ManifestSource::Template(text) = &self.manifest else { return self.manifest(&Value::Null) };
+        let ManifestSource::Template(text) = &self.manifest else {
+            return self.manifest(&Value::Null);
+        };
         let mut stand_ins = Value::Object(Default::default());
         loop {
             let mut values = self.attributes.value().clone();
             attributes::merge_value(&mut values, &stand_ins);
             let name = self.manifest_path.display().to_string();
             match crate::templates::render_str(&name, text, &values) {
-                Err(crate::templates::RenderError::Missing { attribute, .. }) if !has_path(&stand_ins, &attribute) => {
+                Err(crate::templates::RenderError::Missing { attribute, .. })
+                    if !has_path(&stand_ins, &attribute) =>
+                {
                     set_path(&mut stand_ins, &attribute, Value::from("0"));
                 }
                 _ => return self.manifest(&stand_ins),
@@ -391,7 +564,10 @@ impl ImageSource {
 }
 
 fn has_path(value: &Value, dotted: &str) -> bool {
-    dotted.split('.').try_fold(value, |v, key| v.get(key)).is_some()
+    dotted
+        .split('.')
+        .try_fold(value, |v, key| v.get(key))
+        .is_some()
 }
 
 /// Sets `dotted` (e.g. `db.version`) in `value`, creating maps on the way.
@@ -409,12 +585,16 @@ fn set_path(value: &mut Value, dotted: &str, leaf: Value) {
 
 /// Parses the manifest's name, giving it a generated version if it has none.
 fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Result<ImageName> {
-    let name: ImageName = text.parse().map_err(|e: String| InputError::new(manifest_path, e))?;
+    let name: ImageName = text
+        .parse()
+        .map_err(|e: String| InputError::new(manifest_path, e))?;
     if name.tag().is_some() {
         return Ok(name);
     }
     let version = names::generated_version(epoch, git_short_hash(dir).as_deref());
-    Ok(name.with_tag(&version).map_err(|e| InputError::new(manifest_path, e))?)
+    Ok(name
+        .with_tag(&version)
+        .map_err(|e| InputError::new(manifest_path, e))?)
 }
 
 /// The abbreviated commit hash of the repository holding `dir`, if any.
@@ -425,14 +605,25 @@ pub fn git_short_hash(dir: &Path) -> Option<String> {
 /// `SOURCE_DATE_EPOCH`, else the last commit time of `dir`, else 0.
 pub fn source_date_epoch(dir: &Path) -> Result<u64> {
     if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
-        return value.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
+        return value
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
     }
-    Ok(git(dir, &["log", "-1", "--format=%ct", "--", "."]).and_then(|t| t.parse().ok()).unwrap_or(0))
+    Ok(git(dir, &["log", "-1", "--format=%ct", "--", "."])
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Runs git in `dir`; `None` when it is not a repository or git is absent.
 fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new("git").arg("-C").arg(dir).args(args).stderr(std::process::Stdio::null()).output().ok()?;
+    let output = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
     let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
     (output.status.success() && !text.is_empty()).then_some(text)
 }
@@ -455,12 +646,17 @@ impl Base {
         let mut base = Base::default();
         for dependency in dependencies {
             let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
-            let descriptor = crate::registry::pull_if_missing(store, &name).with_context(|| format!("resolving dependency {name}"))?;
+            let descriptor = crate::registry::pull_if_missing(store, &name)
+                .with_context(|| format!("resolving dependency {name}"))?;
             let manifest = store.read_manifest(&descriptor)?;
             let config = store.read_config(&manifest)?;
             let diff_ids = config.rootfs().diff_ids();
             if diff_ids.len() != manifest.layers().len() {
-                bail!("dependency {name}: its config lists {} layers but its manifest {}", diff_ids.len(), manifest.layers().len());
+                bail!(
+                    "dependency {name}: its config lists {} layers but its manifest {}",
+                    diff_ids.len(),
+                    manifest.layers().len()
+                );
             }
             for (layer, diff_id) in manifest.layers().iter().zip(diff_ids) {
                 let blob = LayerBlob {
@@ -473,8 +669,17 @@ impl Base {
                     base.layers.push((blob, format!("from {name}")));
                 }
             }
-            let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
-            for tiny in labels.get(labels::STACK).map(String::as_str).unwrap_or("").split_whitespace() {
+            let labels = config
+                .config()
+                .as_ref()
+                .and_then(|c| c.labels().clone())
+                .unwrap_or_default();
+            for tiny in labels
+                .get(labels::STACK)
+                .map(String::as_str)
+                .unwrap_or("")
+                .split_whitespace()
+            {
                 if !base.stack.iter().any(|t| t == tiny) {
                     base.stack.push(tiny.to_string());
                 }
@@ -488,7 +693,9 @@ impl Base {
 
 fn media_type_str(media_type: &MediaType) -> Result<&'static str> {
     Ok(match media_type.to_string().as_str() {
-        layers::MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => layers::MEDIA_TYPE_GZIP,
+        layers::MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            layers::MEDIA_TYPE_GZIP
+        }
         layers::MEDIA_TYPE_ZSTD => layers::MEDIA_TYPE_ZSTD,
         layers::MEDIA_TYPE_TAR => layers::MEDIA_TYPE_TAR,
         other => bail!("layer media type {other} is not supported"),
@@ -508,7 +715,10 @@ pub fn init_binary(options: &BuildOptions) -> Result<PathBuf> {
     if beside.is_file() {
         return Ok(beside);
     }
-    bail!("cannot find herd-init beside {} (install it there or set HERD_INIT)", exe.display())
+    bail!(
+        "cannot find herd-init beside {} (install it there or set HERD_INIT)",
+        exe.display()
+    )
 }
 
 /// The init's own layer. Its bytes depend only on the init binary (fixed
@@ -516,7 +726,9 @@ pub fn init_binary(options: &BuildOptions) -> Result<PathBuf> {
 /// herd shares it by digest.
 fn init_layer(store: &Store, options: &BuildOptions) -> Result<LayerBlob> {
     let path = init_binary(options)?;
-    let size = std::fs::metadata(&path).with_context(|| format!("reading the init {}", path.display()))?.len();
+    let size = std::fs::metadata(&path)
+        .with_context(|| format!("reading the init {}", path.display()))?
+        .len();
     let mut entries = vec![Entry {
         kind: layers::EntryKind::File { source: path, size },
         ..Entry::bytes(image_paths::INIT, vec![], 0o755, 0)
@@ -526,7 +738,11 @@ fn init_layer(store: &Store, options: &BuildOptions) -> Result<LayerBlob> {
 }
 
 /// Writes a layer into the store's temporary area and commits it.
-pub fn write_layer_to_store(store: &Store, entries: &[Entry], compression: Compression) -> Result<LayerBlob> {
+pub fn write_layer_to_store(
+    store: &Store,
+    entries: &[Entry],
+    compression: Compression,
+) -> Result<LayerBlob> {
     let temp = store.temp_file()?;
     let blob = layers::write_layer(entries, compression, temp.reopen()?)?;
     store.commit_blob(temp, &blob.digest)?;
@@ -538,13 +754,21 @@ pub fn write_layer_to_store(store: &Store, entries: &[Entry], compression: Compr
 fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entry>> {
     // Content from the user's directory is owned by root, like Docker's
     // COPY: the builder's own uid means nothing inside the image.
-    let scan = ScanOptions { owner: Some((0, 0)), mtime_clamp: epoch, allow_special_files: false };
+    let scan = ScanOptions {
+        owner: Some((0, 0)),
+        mtime_clamp: epoch,
+        allow_special_files: false,
+    };
     let dir = &source.dir;
     let mut entries = Vec::new();
     let files = dir.join("files");
     if files.is_dir() {
         if files.join(image_paths::HERD_DIR).symlink_metadata().is_ok() {
-            bail!("{}: /{} is reserved for herd's own files", files.join(image_paths::HERD_DIR).display(), image_paths::HERD_DIR);
+            bail!(
+                "{}: /{} is reserved for herd's own files",
+                files.join(image_paths::HERD_DIR).display(),
+                image_paths::HERD_DIR
+            );
         }
         entries.extend(layers::scan_tree(&files, "", &scan)?);
     }
@@ -556,11 +780,20 @@ fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entr
     };
     add_dir(dir.join("templates"), image_paths::TEMPLATES.to_string())?;
     if let Some((shared, shared_dir)) = &source.shared {
-        add_dir(shared_dir.clone(), image_paths::image_dir(shared, "attributes"))?;
+        add_dir(
+            shared_dir.clone(),
+            image_paths::image_dir(shared, "attributes"),
+        )?;
     }
-    add_dir(dir.join("attributes"), image_paths::image_dir(tiny, "attributes"))?;
+    add_dir(
+        dir.join("attributes"),
+        image_paths::image_dir(tiny, "attributes"),
+    )?;
     for level in image_paths::STORED_RUNLEVELS {
-        add_dir(dir.join("runlevels").join(level), image_paths::image_dir(tiny, level))?;
+        add_dir(
+            dir.join("runlevels").join(level),
+            image_paths::image_dir(tiny, level),
+        )?;
     }
     layers::complete_and_sort(&mut entries, epoch);
     Ok(entries)
@@ -568,11 +801,19 @@ fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entr
 
 /// The images whose attributes the init merges, deepest base first: the
 /// dependencies', a pod's shared attributes, this image.
-fn stack(source: &ImageSource, manifest: &ImageManifest, tiny: &str, base: &Base) -> Result<Vec<String>> {
+fn stack(
+    source: &ImageSource,
+    manifest: &ImageManifest,
+    tiny: &str,
+    base: &Base,
+) -> Result<Vec<String>> {
     let mut stack = base.stack.clone();
     stack.extend(source.shared.iter().map(|(shared, _)| shared.clone()));
     if stack.iter().any(|t| t == tiny) {
-        bail!("{}: a dependency has the same short name {tiny:?}; image names must differ in their last path segment", manifest.name);
+        bail!(
+            "{}: a dependency has the same short name {tiny:?}; image names must differ in their last path segment",
+            manifest.name
+        );
     }
     stack.push(tiny.to_string());
     Ok(stack)
@@ -580,7 +821,13 @@ fn stack(source: &ImageSource, manifest: &ImageManifest, tiny: &str, base: &Base
 
 /// herd's own description of the image for the init: the stack of images
 /// and the app's identity.
-fn herd_metadata(source: &ImageSource, manifest: &ImageManifest, tiny: &str, base: &Base, epoch: u64) -> Result<Vec<Entry>> {
+fn herd_metadata(
+    source: &ImageSource,
+    manifest: &ImageManifest,
+    tiny: &str,
+    base: &Base,
+    epoch: u64,
+) -> Result<Vec<Entry>> {
     let stack = stack(source, manifest, tiny, base)?;
     let stack_text: String = stack.iter().map(|t| format!("{t}\n")).collect();
     let app = app_spec(manifest, base);
@@ -595,12 +842,28 @@ fn herd_metadata(source: &ImageSource, manifest: &ImageManifest, tiny: &str, bas
 /// The app's identity: the manifest's, else the dependency's.
 fn app_spec(manifest: &ImageManifest, base: &Base) -> AppSpec {
     let app = &manifest.aci.app;
-    let label = |key: &str| base.config.as_ref().and_then(|c| c.labels().as_ref()).and_then(|l| l.get(key)).cloned();
+    let label = |key: &str| {
+        base.config
+            .as_ref()
+            .and_then(|c| c.labels().as_ref())
+            .and_then(|l| l.get(key))
+            .cloned()
+    };
     AppSpec {
-        user: app.user.as_ref().map(ToString::to_string).or_else(|| label(labels::USER)),
-        group: app.group.as_ref().map(ToString::to_string).or_else(|| label(labels::GROUP)),
+        user: app
+            .user
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| label(labels::USER)),
+        group: app
+            .group
+            .as_ref()
+            .map(ToString::to_string)
+            .or_else(|| label(labels::GROUP)),
         supplementary_gids: if app.supplementary_gids.is_empty() {
-            label(labels::SUPPLEMENTARY_GIDS).and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default()
+            label(labels::SUPPLEMENTARY_GIDS)
+                .and_then(|v| serde_json::from_str(&v).ok())
+                .unwrap_or_default()
         } else {
             app.supplementary_gids.clone()
         },
@@ -619,13 +882,21 @@ fn image_config(
     let app = &manifest.aci.app;
     let inherited = base.config.clone().unwrap_or_default();
 
-    let mut env: Vec<String> = inherited.env().clone().unwrap_or_else(|| vec![DEFAULT_PATH.to_string()]);
+    let mut env: Vec<String> = inherited
+        .env()
+        .clone()
+        .unwrap_or_else(|| vec![DEFAULT_PATH.to_string()]);
     for variable in &app.environment {
         env.retain(|e| e.split_once('=').map(|(k, _)| k) != Some(variable.name.as_str()));
         env.push(format!("{}={}", variable.name, variable.value));
     }
 
-    let mut labels: BTreeMap<String, String> = inherited.labels().clone().unwrap_or_default().into_iter().collect();
+    let mut labels: BTreeMap<String, String> = inherited
+        .labels()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     for annotation in &manifest.aci.annotations {
         labels.insert(annotation.name.clone(), annotation.value.clone());
     }
@@ -644,20 +915,34 @@ fn image_config(
     set_or_keep(labels::USER, spec.user.clone());
     set_or_keep(labels::GROUP, spec.group.clone());
     if !spec.supplementary_gids.is_empty() {
-        set_or_keep(labels::SUPPLEMENTARY_GIDS, Some(serde_json::to_string(&spec.supplementary_gids)?));
+        set_or_keep(
+            labels::SUPPLEMENTARY_GIDS,
+            Some(serde_json::to_string(&spec.supplementary_gids)?),
+        );
     }
     if !app.mount_points.is_empty() {
-        let points: Vec<Value> =
-            app.mount_points.iter().map(|m| json!({"name": m.name, "path": m.path, "readOnly": m.read_only})).collect();
+        let points: Vec<Value> = app
+            .mount_points
+            .iter()
+            .map(|m| json!({"name": m.name, "path": m.path, "readOnly": m.read_only}))
+            .collect();
         set_or_keep(labels::MOUNT_POINTS, Some(serde_json::to_string(&points)?));
     }
     if !app.isolators.is_empty() {
-        let isolators: Vec<Value> = app.isolators.iter().map(|i| json!({"name": i.name, "value": i.value})).collect();
+        let isolators: Vec<Value> = app
+            .isolators
+            .iter()
+            .map(|i| json!({"name": i.name, "value": i.value}))
+            .collect();
         set_or_keep(labels::ISOLATORS, Some(serde_json::to_string(&isolators)?));
     }
 
     let mut ports: Vec<String> = inherited.exposed_ports().clone().unwrap_or_default();
-    ports.extend(app.ports.iter().map(|p| format!("{}/{}", p.port, p.protocol)));
+    ports.extend(
+        app.ports
+            .iter()
+            .map(|p| format!("{}/{}", p.port, p.protocol)),
+    );
     ports.sort();
     ports.dedup();
     let mut volumes: Vec<String> = inherited.volumes().clone().unwrap_or_default();
@@ -665,8 +950,15 @@ fn image_config(
     volumes.sort();
     volumes.dedup();
 
-    let command = if app.exec.is_empty() { inherited.cmd().clone() } else { Some(app.exec.clone()) };
-    let working_dir = app.working_directory.clone().or_else(|| inherited.working_dir().clone());
+    let command = if app.exec.is_empty() {
+        inherited.cmd().clone()
+    } else {
+        Some(app.exec.clone())
+    };
+    let working_dir = app
+        .working_directory
+        .clone()
+        .or_else(|| inherited.working_dir().clone());
 
     let mut config = json!({
         "Env": env,
@@ -681,18 +973,41 @@ fn image_config(
         object.insert("WorkingDir".into(), json!(dir));
     }
     if !ports.is_empty() {
-        object.insert("ExposedPorts".into(), ports.iter().map(|p| (p.clone(), json!({}))).collect::<serde_json::Map<_, _>>().into());
+        object.insert(
+            "ExposedPorts".into(),
+            ports
+                .iter()
+                .map(|p| (p.clone(), json!({})))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
     }
     if !volumes.is_empty() {
-        object.insert("Volumes".into(), volumes.iter().map(|v| (v.clone(), json!({}))).collect::<serde_json::Map<_, _>>().into());
+        object.insert(
+            "Volumes".into(),
+            volumes
+                .iter()
+                .map(|v| (v.clone(), json!({})))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        );
     }
     if let Some(signal) = inherited.stop_signal() {
         object.insert("StopSignal".into(), json!(signal));
     }
 
-    let created = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch)).to_string();
-    let history: Vec<Value> = layers.iter().map(|(_, line)| json!({"created": created, "created_by": line})).collect();
-    let diff_ids: Vec<String> = layers.iter().map(|(blob, _)| blob.diff_id.to_string()).collect();
+    let created = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch),
+    )
+    .to_string();
+    let history: Vec<Value> = layers
+        .iter()
+        .map(|(_, line)| json!({"created": created, "created_by": line}))
+        .collect();
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|(blob, _)| blob.diff_id.to_string())
+        .collect();
     let document = json!({
         "created": created,
         "architecture": host_architecture(),
@@ -715,7 +1030,11 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-fn image_manifest(manifest: &ImageManifest, config: Descriptor, layers: &[(LayerBlob, String)]) -> Result<OciManifest> {
+fn image_manifest(
+    manifest: &ImageManifest,
+    config: Descriptor,
+    layers: &[(LayerBlob, String)],
+) -> Result<OciManifest> {
     let layer_descriptors: Vec<Value> = layers
         .iter()
         .map(|(blob, _)| json!({"mediaType": blob.media_type, "digest": blob.digest.to_string(), "size": blob.size}))
@@ -727,7 +1046,12 @@ fn image_manifest(manifest: &ImageManifest, config: Descriptor, layers: &[(Layer
         "layers": layer_descriptors,
     });
     if !manifest.aci.annotations.is_empty() {
-        let annotations: BTreeMap<&str, &str> = manifest.aci.annotations.iter().map(|a| (a.name.as_str(), a.value.as_str())).collect();
+        let annotations: BTreeMap<&str, &str> = manifest
+            .aci
+            .annotations
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str()))
+            .collect();
         document["annotations"] = json!(annotations);
     }
     serde_json::from_value(document).context("assembling the image manifest")

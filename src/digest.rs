@@ -43,7 +43,9 @@ impl FromStr for Digest {
             .strip_prefix("sha256:")
             .ok_or_else(|| format!("digest {text:?} is not of the form sha256:<hex>"))?;
         if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err(format!("digest {text:?} does not have 64 lowercase hex digits"));
+            return Err(format!(
+                "digest {text:?} does not have 64 lowercase hex digits"
+            ));
         }
         Ok(Digest(text.to_string()))
     }
@@ -58,7 +60,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), bytes: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 
     /// The inner writer, the digest and the byte count of what went through.
@@ -114,7 +120,11 @@ mod tests {
     #[test]
     fn parsing_rejects_malformed_digests() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse::<Digest>().is_err());
+        assert!(
+            "md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
         let good = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert_eq!(good.parse::<Digest>().unwrap().as_str(), good);
     }

@@ -28,7 +28,10 @@ pub fn install(store: &Store, name: &ImageName) -> Result<Vec<ImageName>> {
             .output()
             .context("running skopeo (install the skopeo package)")?;
         if !output.status.success() {
-            bail!("installing {image} failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+            bail!(
+                "installing {image} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
         }
     }
     Ok(images)

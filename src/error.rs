@@ -16,11 +16,19 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(file: &Path, message: impl Into<String>) -> Self {
-        InputError { file: file.to_path_buf(), line: None, column: None, message: message.into() }
+        InputError {
+            file: file.to_path_buf(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 
     pub fn at(file: &Path, line: usize, message: impl Into<String>) -> Self {
-        InputError { line: Some(line), ..InputError::new(file, message) }
+        InputError {
+            line: Some(line),
+            ..InputError::new(file, message)
+        }
     }
 }
 

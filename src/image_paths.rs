@@ -25,7 +25,12 @@ pub const TEMPLATES: &str = "herd/templates";
 pub const IMAGES: &str = "herd/images";
 
 /// The runlevel directories an image carries for later use.
-pub const STORED_RUNLEVELS: [&str; 4] = ["prestart-early", "prestart-late", "inherit-build-early", "inherit-build-late"];
+pub const STORED_RUNLEVELS: [&str; 4] = [
+    "prestart-early",
+    "prestart-late",
+    "inherit-build-early",
+    "inherit-build-late",
+];
 
 /// `herd/images/<tiny>/<what>`, relative to the image root.
 pub fn image_dir(tiny_name: &str, what: &str) -> String {

@@ -69,24 +69,53 @@ pub struct Entry {
 pub enum EntryKind {
     Directory,
     /// A file whose content is read from disk while the layer is written.
-    File { source: PathBuf, size: u64 },
+    File {
+        source: PathBuf,
+        size: u64,
+    },
     /// A file whose content herd generated.
     Bytes(Vec<u8>),
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// A hard link to an earlier entry of the same layer.
-    HardLink { target: Vec<u8> },
-    CharDevice { major: u32, minor: u32 },
-    BlockDevice { major: u32, minor: u32 },
+    HardLink {
+        target: Vec<u8>,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
     Fifo,
 }
 
 impl Entry {
     pub fn directory(path: &str, mode: u32, mtime: u64) -> Entry {
-        Entry { path: path.as_bytes().to_vec(), kind: EntryKind::Directory, mode, uid: 0, gid: 0, mtime, xattrs: vec![] }
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::Directory,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: vec![],
+        }
     }
 
     pub fn bytes(path: &str, content: Vec<u8>, mode: u32, mtime: u64) -> Entry {
-        Entry { path: path.as_bytes().to_vec(), kind: EntryKind::Bytes(content), mode, uid: 0, gid: 0, mtime, xattrs: vec![] }
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: EntryKind::Bytes(content),
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: vec![],
+        }
     }
 
     pub fn path_display(&self) -> String {
@@ -113,34 +142,55 @@ pub struct ScanOptions {
 pub fn scan_tree(root: &Path, prefix: &str, options: &ScanOptions) -> Result<Vec<Entry>> {
     let mut entries = Vec::new();
     let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name();
+    let walker = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name();
     for item in walker {
         let item = item.with_context(|| format!("reading {}", root.display()))?;
-        let relative = item.path().strip_prefix(root).expect("walkdir yields paths below its root");
+        let relative = item
+            .path()
+            .strip_prefix(root)
+            .expect("walkdir yields paths below its root");
         let path = join_layer_path(prefix, relative.as_os_str());
         if path.is_empty() {
             continue; // the root of the layer itself has no entry
         }
-        let metadata = item.path().symlink_metadata().with_context(|| format!("reading {}", item.path().display()))?;
+        let metadata = item
+            .path()
+            .symlink_metadata()
+            .with_context(|| format!("reading {}", item.path().display()))?;
         let file_type = metadata.file_type();
         let kind = if file_type.is_dir() {
             EntryKind::Directory
         } else if file_type.is_symlink() {
             let target = std::fs::read_link(item.path())?;
-            EntryKind::Symlink { target: target.as_os_str().as_bytes().to_vec() }
+            EntryKind::Symlink {
+                target: target.as_os_str().as_bytes().to_vec(),
+            }
         } else if file_type.is_file() {
             let key = (metadata.dev(), metadata.ino());
             match first_link.get(&key) {
-                Some(target) if metadata.nlink() > 1 => EntryKind::HardLink { target: target.clone() },
+                Some(target) if metadata.nlink() > 1 => EntryKind::HardLink {
+                    target: target.clone(),
+                },
                 _ => {
                     if metadata.nlink() > 1 {
                         first_link.insert(key, path.clone());
                     }
-                    EntryKind::File { source: item.path().to_path_buf(), size: metadata.len() }
+                    EntryKind::File {
+                        source: item.path().to_path_buf(),
+                        size: metadata.len(),
+                    }
                 }
             }
         } else if !options.allow_special_files {
-            let what = if file_type.is_socket() { "a socket" } else if file_type.is_fifo() { "a fifo" } else { "a device node" };
+            let what = if file_type.is_socket() {
+                "a socket"
+            } else if file_type.is_fifo() {
+                "a fifo"
+            } else {
+                "a device node"
+            };
             bail!(
                 "{} is {what}; image directories may hold only files, directories and symlinks \
                  (create special files in a build script instead)",
@@ -150,14 +200,32 @@ pub fn scan_tree(root: &Path, prefix: &str, options: &ScanOptions) -> Result<Vec
             EntryKind::Fifo
         } else if file_type.is_char_device() || file_type.is_block_device() {
             let (major, minor) = (libc::major(metadata.rdev()), libc::minor(metadata.rdev()));
-            if file_type.is_char_device() { EntryKind::CharDevice { major, minor } } else { EntryKind::BlockDevice { major, minor } }
+            if file_type.is_char_device() {
+                EntryKind::CharDevice { major, minor }
+            } else {
+                EntryKind::BlockDevice { major, minor }
+            }
         } else {
             continue; // sockets are recreated by the programs that own them
         };
         let (uid, gid) = options.owner.unwrap_or((metadata.uid(), metadata.gid()));
-        let mtime = u64::try_from(metadata.mtime()).unwrap_or(0).min(options.mtime_clamp);
-        let xattrs = if file_type.is_symlink() { vec![] } else { read_xattrs(item.path()) };
-        entries.push(Entry { path, kind, mode: metadata.mode() & 0o7777, uid, gid, mtime, xattrs });
+        let mtime = u64::try_from(metadata.mtime())
+            .unwrap_or(0)
+            .min(options.mtime_clamp);
+        let xattrs = if file_type.is_symlink() {
+            vec![]
+        } else {
+            read_xattrs(item.path())
+        };
+        entries.push(Entry {
+            path,
+            kind,
+            mode: metadata.mode() & 0o7777,
+            uid,
+            gid,
+            mtime,
+            xattrs,
+        });
     }
     Ok(entries)
 }
@@ -176,7 +244,9 @@ fn join_layer_path(prefix: &str, relative: &OsStr) -> Vec<u8> {
 /// Extended attributes worth carrying into an image: file capabilities and
 /// user attributes. SELinux labels belong to the host, not the image.
 fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Ok(names) = xattr::list(path) else { return vec![] };
+    let Ok(names) = xattr::list(path) else {
+        return vec![];
+    };
     let mut xattrs: Vec<(Vec<u8>, Vec<u8>)> = names
         .filter(|name| {
             let name = name.as_bytes();
@@ -195,7 +265,8 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// (mode 0755, root-owned), and sorts: a tar lists a directory before what
 /// is in it, and sorted paths make the archive independent of disk order.
 pub fn complete_and_sort(entries: &mut Vec<Entry>, mtime: u64) {
-    let present: std::collections::HashSet<Vec<u8>> = entries.iter().map(|e| e.path.clone()).collect();
+    let present: std::collections::HashSet<Vec<u8>> =
+        entries.iter().map(|e| e.path.clone()).collect();
     let mut missing = std::collections::BTreeSet::new();
     for entry in entries.iter() {
         let mut path = entry.path.as_slice();
@@ -217,7 +288,11 @@ pub fn complete_and_sort(entries: &mut Vec<Entry>, mtime: u64) {
     }));
     // Sorting by path components puts "a" before "a/b" before "a.b", so a
     // directory always precedes its contents.
-    entries.sort_by(|a, b| a.path.split(|&c| c == b'/').cmp(b.path.split(|&c| c == b'/')));
+    entries.sort_by(|a, b| {
+        a.path
+            .split(|&c| c == b'/')
+            .cmp(b.path.split(|&c| c == b'/'))
+    });
     entries.dedup_by(|later, earlier| later.path == earlier.path);
 }
 
@@ -242,18 +317,28 @@ pub fn write_layer(entries: &[Entry], compression: Compression, out: File) -> Re
     std::thread::scope(|scope| {
         let compressor = scope.spawn(move || compress(receiver, compression, out));
         let archived = (|| {
-            let mut archive = HashingWriter::new(ChunkSender { buffer: Vec::with_capacity(CHUNK), sender });
+            let mut archive = HashingWriter::new(ChunkSender {
+                buffer: Vec::with_capacity(CHUNK),
+                sender,
+            });
             write_tar(entries, &mut archive)?;
             let (mut chunks, diff_id, _) = archive.finish();
             chunks.flush()?;
             Ok::<_, anyhow::Error>(diff_id)
         })();
-        let compressed = compressor.join().map_err(|_| anyhow::anyhow!("the compression thread panicked"))?;
+        let compressed = compressor
+            .join()
+            .map_err(|_| anyhow::anyhow!("the compression thread panicked"))?;
         // An archiving error is the cause; a compression error after it is
         // only the closed channel.
         let diff_id = archived?;
         let (digest, size) = compressed.context("compressing the layer")?;
-        Ok(LayerBlob { digest, diff_id, size, media_type: compression.media_type() })
+        Ok(LayerBlob {
+            digest,
+            diff_id,
+            size,
+            media_type: compression.media_type(),
+        })
     })
 }
 
@@ -277,24 +362,35 @@ impl Write for ChunkSender {
     fn flush(&mut self) -> io::Result<()> {
         if !self.buffer.is_empty() {
             let full = std::mem::replace(&mut self.buffer, Vec::with_capacity(CHUNK));
-            self.sender.send(full).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "compression stopped"))?;
+            self.sender
+                .send(full)
+                .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "compression stopped"))?;
         }
         Ok(())
     }
 }
 
-fn compress(chunks: mpsc::Receiver<Vec<u8>>, compression: Compression, out: File) -> Result<(Digest, u64)> {
+fn compress(
+    chunks: mpsc::Receiver<Vec<u8>>,
+    compression: Compression,
+    out: File,
+) -> Result<(Digest, u64)> {
     let sink = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
     let sink = match compression {
         Compression::Gzip => {
-            let mut encoder = flate2::write::GzEncoder::new(sink, flate2::Compression::new(GZIP_LEVEL));
-            chunks.iter().try_for_each(|chunk| encoder.write_all(&chunk))?;
+            let mut encoder =
+                flate2::write::GzEncoder::new(sink, flate2::Compression::new(GZIP_LEVEL));
+            chunks
+                .iter()
+                .try_for_each(|chunk| encoder.write_all(&chunk))?;
             encoder.finish()?
         }
         Compression::Zstd => {
             let mut encoder = zstd::Encoder::new(sink, ZSTD_LEVEL)?;
             encoder.multithread(ZSTD_WORKERS)?;
-            chunks.iter().try_for_each(|chunk| encoder.write_all(&chunk))?;
+            chunks
+                .iter()
+                .try_for_each(|chunk| encoder.write_all(&chunk))?;
             encoder.finish()?
         }
         Compression::None => {
@@ -313,7 +409,8 @@ fn compress(chunks: mpsc::Receiver<Vec<u8>>, compression: Compression, out: File
 pub fn write_tar(entries: &[Entry], out: &mut impl Write) -> Result<()> {
     let mut buffer = vec![0u8; 256 * 1024];
     for entry in entries {
-        write_entry(entry, out, &mut buffer).with_context(|| format!("archiving {}", entry.path_display()))?;
+        write_entry(entry, out, &mut buffer)
+            .with_context(|| format!("archiving {}", entry.path_display()))?;
     }
     out.write_all(&[0u8; 1024])?;
     Ok(())
@@ -334,9 +431,20 @@ fn write_entry(entry: &Entry, out: &mut impl Write, buffer: &mut [u8]) -> Result
     if type_flag == b'5' {
         name.push(b'/');
     }
-    let header = Header { name: &name, mode: entry.mode, uid: entry.uid, gid: entry.gid, size, mtime: entry.mtime, type_flag, link };
+    let header = Header {
+        name: &name,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size,
+        mtime: entry.mtime,
+        type_flag,
+        link,
+    };
     let (major, minor) = match entry.kind {
-        EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => (major, minor),
+        EntryKind::CharDevice { major, minor } | EntryKind::BlockDevice { major, minor } => {
+            (major, minor)
+        }
         _ => (0, 0),
     };
     let pax = header.pax_records(&entry.xattrs);
@@ -356,7 +464,9 @@ fn copy_file(source: &Path, size: u64, out: &mut impl Write, buffer: &mut [u8]) 
     let mut file = File::open(source).with_context(|| format!("opening {}", source.display()))?;
     let mut remaining = size;
     while remaining > 0 {
-        let want = buffer.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let want = buffer
+            .len()
+            .min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let read = file.read(&mut buffer[..want])?;
         if read == 0 {
             bail!("{} shrank while it was being archived", source.display());
@@ -515,7 +625,10 @@ mod tests {
         for value_len in [0usize, 5, 88, 89, 90, 95, 990, 995] {
             let mut records = Vec::new();
             pax_record(&mut records, b"path", &vec![b'a'; value_len]);
-            let (length, _) = std::str::from_utf8(&records).unwrap().split_once(' ').unwrap();
+            let (length, _) = std::str::from_utf8(&records)
+                .unwrap()
+                .split_once(' ')
+                .unwrap();
             assert_eq!(length.parse::<usize>().unwrap(), records.len());
         }
     }
@@ -524,12 +637,29 @@ mod tests {
     fn the_tar_crate_reads_back_modes_owners_links_and_long_names() {
         let long = format!("dir/{}", "x".repeat(150));
         let mut entries = vec![
-            Entry { uid: 1000, gid: 27, ..Entry::bytes("dir/secret", b"s".to_vec(), 0o600, 5) },
+            Entry {
+                uid: 1000,
+                gid: 27,
+                ..Entry::bytes("dir/secret", b"s".to_vec(), 0o600, 5)
+            },
             Entry::bytes("dir/suid", b"#!/bin/sh\n".to_vec(), 0o4755, 5),
             Entry::bytes(&long, b"long".to_vec(), 0o644, 5),
-            Entry { kind: EntryKind::Symlink { target: b"/etc/passwd".to_vec() }, ..Entry::bytes("dir/link", vec![], 0o777, 5) },
-            Entry { kind: EntryKind::HardLink { target: b"dir/suid".to_vec() }, ..Entry::bytes("dir/hard", vec![], 0o4755, 5) },
-            Entry { xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())], ..Entry::bytes("dir/x", vec![], 0o644, 5) },
+            Entry {
+                kind: EntryKind::Symlink {
+                    target: b"/etc/passwd".to_vec(),
+                },
+                ..Entry::bytes("dir/link", vec![], 0o777, 5)
+            },
+            Entry {
+                kind: EntryKind::HardLink {
+                    target: b"dir/suid".to_vec(),
+                },
+                ..Entry::bytes("dir/hard", vec![], 0o4755, 5)
+            },
+            Entry {
+                xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())],
+                ..Entry::bytes("dir/x", vec![], 0o644, 5)
+            },
         ];
         complete_and_sort(&mut entries, 5);
         let bytes = archive(&entries);
@@ -539,11 +669,28 @@ mod tests {
             let mut entry = entry.unwrap();
             let path = entry.path().unwrap().to_string_lossy().into_owned();
             let header = entry.header().clone();
-            let link = entry.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
-            let xattr = entry.pax_extensions().unwrap().and_then(|mut p| p.next()).map(|e| e.unwrap().key().unwrap().to_string());
+            let link = entry
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned());
+            let xattr = entry
+                .pax_extensions()
+                .unwrap()
+                .and_then(|mut p| p.next())
+                .map(|e| e.unwrap().key().unwrap().to_string());
             let mut content = String::new();
             entry.read_to_string(&mut content).unwrap();
-            seen.insert(path, (header.mode().unwrap(), header.uid().unwrap(), header.entry_type(), link, content, xattr));
+            seen.insert(
+                path,
+                (
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    header.entry_type(),
+                    link,
+                    content,
+                    xattr,
+                ),
+            );
         }
         assert_eq!(seen["dir/"].0, 0o755);
         assert_eq!(seen["dir/secret"].0, 0o600);
@@ -557,7 +704,10 @@ mod tests {
 
     #[test]
     fn directories_precede_their_contents_and_parents_are_added() {
-        let mut entries = vec![Entry::bytes("a.b", vec![], 0o644, 0), Entry::bytes("a/b/c", vec![], 0o644, 0)];
+        let mut entries = vec![
+            Entry::bytes("a.b", vec![], 0o644, 0),
+            Entry::bytes("a/b/c", vec![], 0o644, 0),
+        ];
         complete_and_sort(&mut entries, 0);
         let paths: Vec<String> = entries.iter().map(Entry::path_display).collect();
         assert_eq!(paths, ["a", "a/b", "a/b/c", "a.b"]);
@@ -581,7 +731,10 @@ mod tests {
             assert_eq!(blobs[0].digest, Digest::of(&bytes));
             assert_eq!(blobs[0].size, bytes.len() as u64);
             let mut plain = Vec::new();
-            open_decompressed(&path, compression.media_type()).unwrap().read_to_end(&mut plain).unwrap();
+            open_decompressed(&path, compression.media_type())
+                .unwrap()
+                .read_to_end(&mut plain)
+                .unwrap();
             assert_eq!(blobs[0].diff_id, Digest::of(&plain));
         }
     }
@@ -589,8 +742,16 @@ mod tests {
     #[test]
     fn scanning_refuses_fifos_in_user_directories() {
         let dir = tempfile::tempdir().unwrap();
-        nix::unistd::mkfifo(&dir.path().join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
-        let options = ScanOptions { owner: Some((0, 0)), mtime_clamp: 0, allow_special_files: false };
+        nix::unistd::mkfifo(
+            &dir.path().join("pipe"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let options = ScanOptions {
+            owner: Some((0, 0)),
+            mtime_clamp: 0,
+            allow_special_files: false,
+        };
         let err = scan_tree(dir.path(), "", &options).unwrap_err();
         assert!(err.to_string().contains("is a fifo"), "{err}");
     }
@@ -598,9 +759,14 @@ mod tests {
 
 /// Opens a layer blob for reading its uncompressed tar stream.
 pub fn open_decompressed(path: &Path, media_type: &str) -> Result<Box<dyn Read>> {
-    let file = io::BufReader::with_capacity(CHUNK, File::open(path).with_context(|| format!("opening {}", path.display()))?);
+    let file = io::BufReader::with_capacity(
+        CHUNK,
+        File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    );
     Ok(match media_type {
-        MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        }
         MEDIA_TYPE_ZSTD => Box::new(zstd::Decoder::with_buffer(file)?),
         MEDIA_TYPE_TAR => Box::new(file),
         other => bail!("layer media type {other:?} is not supported"),

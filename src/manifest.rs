@@ -178,81 +178,155 @@ pub struct Located<T> {
 
 /// Renders `text` (the manifest is a template over `attributes`) and
 /// parses it as an image manifest, checking every name in it.
-pub fn parse_image(path: &Path, text: &str, attributes: &serde_json::Value) -> Result<ImageManifest, InputError> {
+pub fn parse_image(
+    path: &Path,
+    text: &str,
+    attributes: &serde_json::Value,
+) -> Result<ImageManifest, InputError> {
     let text = render(path, text, attributes)?;
     let manifest: ImageManifest = crate::yaml::parse(path, &text)?;
     check_name(path, &text, "name", &manifest.name, true)?;
-    for dependency in manifest.aci.dependencies.iter().chain(&manifest.builder.dependencies).chain(&manifest.tester.dependencies) {
+    for dependency in manifest
+        .aci
+        .dependencies
+        .iter()
+        .chain(&manifest.builder.dependencies)
+        .chain(&manifest.tester.dependencies)
+    {
         check_name(path, &text, "dependencies", dependency, false)?;
     }
     for port in &manifest.aci.app.ports {
         if !matches!(port.protocol.as_str(), "tcp" | "udp" | "sctp") {
             let line = line_of(&text, &port.protocol);
-            return Err(InputError { line, ..InputError::new(path, format!("port `{}`: protocol {:?} is not tcp, udp or sctp", port.name, port.protocol)) });
+            return Err(InputError {
+                line,
+                ..InputError::new(
+                    path,
+                    format!(
+                        "port `{}`: protocol {:?} is not tcp, udp or sctp",
+                        port.name, port.protocol
+                    ),
+                )
+            });
         }
     }
     let mut seen = std::collections::HashSet::new();
     for mount in &manifest.aci.app.mount_points {
         if !mount.path.starts_with('/') {
             let line = line_of(&text, &mount.path);
-            return Err(InputError { line, ..InputError::new(path, format!("mount point `{}`: path {:?} must be absolute", mount.name, mount.path)) });
+            return Err(InputError {
+                line,
+                ..InputError::new(
+                    path,
+                    format!(
+                        "mount point `{}`: path {:?} must be absolute",
+                        mount.name, mount.path
+                    ),
+                )
+            });
         }
         if !seen.insert(&mount.name) {
             let line = line_of(&text, &mount.name);
-            return Err(InputError { line, ..InputError::new(path, format!("mount point name `{}` is used twice", mount.name)) });
+            return Err(InputError {
+                line,
+                ..InputError::new(
+                    path,
+                    format!("mount point name `{}` is used twice", mount.name),
+                )
+            });
         }
     }
     if let Some(dir) = &manifest.aci.app.working_directory {
         if !dir.starts_with('/') {
             let line = line_of(&text, dir);
-            return Err(InputError { line, ..InputError::new(path, format!("workingDirectory {dir:?} must be absolute")) });
+            return Err(InputError {
+                line,
+                ..InputError::new(path, format!("workingDirectory {dir:?} must be absolute"))
+            });
         }
     }
     Ok(manifest)
 }
 
 /// Renders and parses a pod manifest, checking every name in it.
-pub fn parse_pod(path: &Path, text: &str, attributes: &serde_json::Value) -> Result<PodManifest, InputError> {
+pub fn parse_pod(
+    path: &Path,
+    text: &str,
+    attributes: &serde_json::Value,
+) -> Result<PodManifest, InputError> {
     let text = render(path, text, attributes)?;
     let manifest: PodManifest = crate::yaml::parse(path, &text)?;
     check_name(path, &text, "name", &manifest.name, true)?;
     if manifest.pod.apps.is_empty() {
-        return Err(InputError { line: line_of(&text, "apps"), ..InputError::new(path, "a pod needs at least one app under `pod.apps`") });
+        return Err(InputError {
+            line: line_of(&text, "apps"),
+            ..InputError::new(path, "a pod needs at least one app under `pod.apps`")
+        });
     }
     let mut names = std::collections::HashSet::new();
     for app in &manifest.pod.apps {
         if app.dependencies.is_empty() {
-            return Err(InputError { line: line_of(&text, "apps"), ..InputError::new(path, "every pod app needs at least one dependency") });
+            return Err(InputError {
+                line: line_of(&text, "apps"),
+                ..InputError::new(path, "every pod app needs at least one dependency")
+            });
         }
         for dependency in &app.dependencies {
             check_name(path, &text, "dependencies", dependency, false)?;
         }
-        let name = app.name.clone().unwrap_or_else(|| tiny_name_of(&app.dependencies[0]));
+        let name = app
+            .name
+            .clone()
+            .unwrap_or_else(|| tiny_name_of(&app.dependencies[0]));
         if !names.insert(name.clone()) {
-            return Err(InputError { line: line_of(&text, &name), ..InputError::new(path, format!("two pod apps are named `{name}`; give one a `name:`")) });
+            return Err(InputError {
+                line: line_of(&text, &name),
+                ..InputError::new(
+                    path,
+                    format!("two pod apps are named `{name}`; give one a `name:`"),
+                )
+            });
         }
     }
     Ok(manifest)
 }
 
 fn tiny_name_of(reference: &str) -> String {
-    reference.parse::<ImageName>().map(|n| n.tiny_name().to_string()).unwrap_or_default()
+    reference
+        .parse::<ImageName>()
+        .map(|n| n.tiny_name().to_string())
+        .unwrap_or_default()
 }
 
 fn render(path: &Path, text: &str, attributes: &serde_json::Value) -> Result<String, InputError> {
     if !crate::templates::has_template_syntax(text) {
         return Ok(text.to_string());
     }
-    crate::templates::render_str(&path.display().to_string(), text, attributes).map_err(|e| e.into_input_error(path))
+    crate::templates::render_str(&path.display().to_string(), text, attributes)
+        .map_err(|e| e.into_input_error(path))
 }
 
-fn check_name(path: &Path, text: &str, key: &str, name: &str, needs_domain: bool) -> Result<(), InputError> {
+fn check_name(
+    path: &Path,
+    text: &str,
+    key: &str,
+    name: &str,
+    needs_domain: bool,
+) -> Result<(), InputError> {
     let line = line_of(text, name);
-    let parsed: ImageName = name.parse().map_err(|e: String| InputError { line, ..InputError::new(path, format!("`{key}`: {e}")) })?;
+    let parsed: ImageName = name.parse().map_err(|e: String| InputError {
+        line,
+        ..InputError::new(path, format!("`{key}`: {e}"))
+    })?;
     if needs_domain && parsed.domain().is_none() {
         return Err(InputError {
             line,
-            ..InputError::new(path, format!("`{key}`: {name:?} has no registry domain; expected a name like aci.example.com/{name}"))
+            ..InputError::new(
+                path,
+                format!(
+                    "`{key}`: {name:?} has no registry domain; expected a name like aci.example.com/{name}"
+                ),
+            )
         });
     }
     Ok(())
@@ -269,7 +343,11 @@ mod tests {
     use serde_json::json;
 
     fn parse(text: &str) -> Result<ImageManifest, InputError> {
-        parse_image(Path::new("aci-manifest.yml"), text, &json!({"version": "1.2"}))
+        parse_image(
+            Path::new("aci-manifest.yml"),
+            text,
+            &json!({"version": "1.2"}),
+        )
     }
 
     #[test]
@@ -287,14 +365,34 @@ mod tests {
     #[test]
     fn bad_manifests_name_file_and_line() {
         let cases = [
-            ("name: aci.example.com/a:1\naci:\n  ap: {}\n", 3, "did you mean `app`"),
+            (
+                "name: aci.example.com/a:1\naci:\n  ap: {}\n",
+                3,
+                "did you mean `app`",
+            ),
             ("aci: {}\n", 1, "missing field `name`"),
             ("name: aci.example.com/UPPER:1\n", 1, "repository path"),
             ("name: no-domain:1\n", 1, "no registry domain"),
-            ("name: aci.example.com/a:1\naci:\n  app:\n    exec: /bin/sh\n", 4, "invalid type"),
-            ("name: aci.example.com/a:{{ missing }}\n", 1, "`missing` has no value"),
-            ("name: aci.example.com/a:1\naci:\n  app:\n    ports: [{name: p, port: 99999}]\n", 4, ""),
-            ("name: aci.example.com/a:1\naci:\n  app:\n    mountPoints: [{name: d, path: relative}]\n", 4, "absolute"),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    exec: /bin/sh\n",
+                4,
+                "invalid type",
+            ),
+            (
+                "name: aci.example.com/a:{{ missing }}\n",
+                1,
+                "`missing` has no value",
+            ),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    ports: [{name: p, port: 99999}]\n",
+                4,
+                "",
+            ),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    mountPoints: [{name: d, path: relative}]\n",
+                4,
+                "absolute",
+            ),
         ];
         for (text, line, needle) in cases {
             let err = parse(text).unwrap_err();

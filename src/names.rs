@@ -43,12 +43,18 @@ impl ImageName {
 
     pub fn with_tag(&self, tag: &str) -> Result<ImageName, String> {
         check_tag(tag)?;
-        Ok(ImageName { tag: Some(tag.to_string()), ..self.clone() })
+        Ok(ImageName {
+            tag: Some(tag.to_string()),
+            ..self.clone()
+        })
     }
 
     pub fn with_domain(&self, domain: &str) -> Result<ImageName, String> {
         check_domain(domain)?;
-        Ok(ImageName { domain: Some(domain.to_string()), ..self.clone() })
+        Ok(ImageName {
+            domain: Some(domain.to_string()),
+            ..self.clone()
+        })
     }
 
     /// A name for another image in the same repository namespace:
@@ -81,7 +87,9 @@ impl FromStr for ImageName {
             return Err("the image name is empty".into());
         }
         let (domain, rest) = match text.split_once('/') {
-            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (Some(first), rest),
+            Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+                (Some(first), rest)
+            }
             _ => (None, text),
         };
         // A ':' after the last '/' starts the tag; one before it is a port.
@@ -97,9 +105,15 @@ impl FromStr for ImageName {
             check_tag(tag).map_err(|e| format!("in {text:?}: {e}"))?;
         }
         if text.len() > 255 {
-            return Err(format!("the image name {text:?} is longer than 255 characters"));
+            return Err(format!(
+                "the image name {text:?} is longer than 255 characters"
+            ));
         }
-        Ok(ImageName { domain: domain.map(str::to_string), path: path.to_string(), tag: tag.map(str::to_string) })
+        Ok(ImageName {
+            domain: domain.map(str::to_string),
+            path: path.to_string(),
+            tag: tag.map(str::to_string),
+        })
     }
 }
 
@@ -125,7 +139,9 @@ fn check_domain(domain: &str) -> Result<(), String> {
     if host.split('.').all(component_ok) {
         Ok(())
     } else {
-        Err(format!("the registry host {host:?} is not a valid host name (letters, digits, '-' and '.')"))
+        Err(format!(
+            "the registry host {host:?} is not a valid host name (letters, digits, '-' and '.')"
+        ))
     }
 }
 
@@ -165,8 +181,8 @@ fn path_component_ok(component: &str) -> bool {
             i += 1;
         }
         let separator = &component[separator_start..i];
-        let separator_ok =
-            matches!(separator, "." | "_" | "__") || (!separator.is_empty() && separator.bytes().all(|b| b == b'-'));
+        let separator_ok = matches!(separator, "." | "_" | "__")
+            || (!separator.is_empty() && separator.bytes().all(|b| b == b'-'));
         if !separator_ok {
             return false;
         }
@@ -227,7 +243,9 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => numeric_prefix(x).cmp(&numeric_prefix(y)).then_with(|| x.cmp(y)),
+        (Some(x), Some(y)) => numeric_prefix(x)
+            .cmp(&numeric_prefix(y))
+            .then_with(|| x.cmp(y)),
     }
 }
 
@@ -268,15 +286,30 @@ mod tests {
 
     #[test]
     fn rejects_names_outside_the_grammar() {
-        for bad in ["", "Aci.example.com/UPPER:1", "aci.example.com/app:", "aci.example.com/app:-x", "x.com/a//b", "x.com/a-", "-x.com/a", "x.com:port/a"] {
-            assert!(bad.parse::<ImageName>().is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "",
+            "Aci.example.com/UPPER:1",
+            "aci.example.com/app:",
+            "aci.example.com/app:-x",
+            "x.com/a//b",
+            "x.com/a-",
+            "-x.com/a",
+            "x.com:port/a",
+        ] {
+            assert!(
+                bad.parse::<ImageName>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 
     #[test]
     fn accepts_separators_of_the_grammar() {
         for good in ["a.b/c__d", "a.b/c-----d", "a.b/c.d_e", "a.b/c:V_1.0-rc"] {
-            assert!(good.parse::<ImageName>().is_ok(), "{good:?} should be accepted");
+            assert!(
+                good.parse::<ImageName>().is_ok(),
+                "{good:?} should be accepted"
+            );
         }
     }
 
@@ -292,6 +325,9 @@ mod tests {
     #[test]
     fn generated_versions_are_date_and_time() {
         assert_eq!(generated_version(0, None), "19700101.000000");
-        assert_eq!(generated_version(1_700_000_000, Some("abc1234")), "20231114.221320-vabc1234");
+        assert_eq!(
+            generated_version(1_700_000_000, Some("abc1234")),
+            "20231114.221320-vabc1234"
+        );
     }
 }

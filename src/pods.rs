@@ -33,7 +33,8 @@ pub struct BuiltPod {
 /// Reads and checks `pod-manifest.yml` of `dir`.
 pub fn read_manifest(dir: &Path) -> Result<(PodManifest, std::path::PathBuf)> {
     let path = dir.join(manifest::POD_MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| InputError::new(&path, format!("cannot read the pod manifest: {e}")))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| InputError::new(&path, format!("cannot read the pod manifest: {e}")))?;
     let files = crate::attributes::read_dir(&dir.join("attributes"))?;
     let mut attributes = crate::attributes::MergedAttributes::new();
     attributes.apply_files(&files);
@@ -42,34 +43,50 @@ pub fn read_manifest(dir: &Path) -> Result<(PodManifest, std::path::PathBuf)> {
 
 /// The name of each app's image: `<pod repository>_<app>:<pod version>`.
 fn app_image_name(pod: &ImageName, app: &str) -> Result<ImageName> {
-    pod.with_path_suffix(&format!("_{app}")).map_err(anyhow::Error::msg)
+    pod.with_path_suffix(&format!("_{app}"))
+        .map_err(anyhow::Error::msg)
 }
 
 /// The app's name: given, or the tiny name of its first dependency.
 pub fn app_name(app: &manifest::PodApp) -> String {
     app.name.clone().unwrap_or_else(|| {
-        app.dependencies[0].parse::<ImageName>().map(|n| n.tiny_name().to_string()).unwrap_or_default()
+        app.dependencies[0]
+            .parse::<ImageName>()
+            .map(|n| n.tiny_name().to_string())
+            .unwrap_or_default()
     })
 }
 
 /// Builds every app of the pod in `dir`, then the pod artifact.
 pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<BuiltPod> {
     let (pod, manifest_path) = read_manifest(dir)?;
-    let epoch = options.source_date_epoch.map_or_else(|| source_date_epoch(dir), Ok)?;
-    let mut name: ImageName = pod.name.parse().map_err(|e: String| InputError::new(&manifest_path, e))?;
+    let epoch = options
+        .source_date_epoch
+        .map_or_else(|| source_date_epoch(dir), Ok)?;
+    let mut name: ImageName = pod
+        .name
+        .parse()
+        .map_err(|e: String| InputError::new(&manifest_path, e))?;
     if name.tag().is_none() {
         let version = names::generated_version(epoch, crate::build::git_short_hash(dir).as_deref());
         name = name.with_tag(&version).map_err(anyhow::Error::msg)?;
     }
-    let options = BuildOptions { source_date_epoch: Some(epoch), ..options.clone() };
+    let options = BuildOptions {
+        source_date_epoch: Some(epoch),
+        ..options.clone()
+    };
     let shared = (name.tiny_name().to_string(), dir.join("attributes"));
     // Every dependency must be there before any app is built: a pod that
     // cannot be built whole leaves nothing behind.
     for app in &pod.pod.apps {
         for dependency in &app.dependencies {
             let dependency: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
-            crate::registry::pull_if_missing(store, &dependency)
-                .with_context(|| format!("resolving dependency {dependency} of app {} of pod {name}", app_name(app)))?;
+            crate::registry::pull_if_missing(store, &dependency).with_context(|| {
+                format!(
+                    "resolving dependency {dependency} of app {} of pod {name}",
+                    app_name(app)
+                )
+            })?;
         }
     }
     let mut apps = Vec::new();
@@ -78,21 +95,40 @@ pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<Bu
         let image = app_image_name(&name, &app_name)?;
         let manifest = ImageManifest {
             name: image.to_string(),
-            aci: Aci { dependencies: app.dependencies.clone(), app: app.app.clone(), annotations: pod.pod.annotations.clone() },
+            aci: Aci {
+                dependencies: app.dependencies.clone(),
+                app: app.app.clone(),
+                annotations: pod.pod.annotations.clone(),
+            },
             ..Default::default()
         };
-        let source = ImageSource::for_pod_app(&dir.join(&app_name), &manifest_path, manifest, shared.clone())?;
-        let built = build_source(source, store, &options).with_context(|| format!("building app {app_name} of pod {name}"))?;
+        let source = ImageSource::for_pod_app(
+            &dir.join(&app_name),
+            &manifest_path,
+            manifest,
+            shared.clone(),
+        )?;
+        let built = build_source(source, store, &options)
+            .with_context(|| format!("building app {app_name} of pod {name}"))?;
         apps.push(built);
     }
     let document = pod_document(store, &name, &pod, &apps)?;
     let manifest = store_artifact(store, &name, &document, &apps)?;
     store.set_tag(&name, &manifest)?;
-    Ok(BuiltPod { name, manifest, apps })
+    Ok(BuiltPod {
+        name,
+        manifest,
+        apps,
+    })
 }
 
 /// A Kubernetes Pod document: one container per app, images by digest.
-fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crate::build::BuiltImage]) -> Result<String> {
+fn pod_document(
+    store: &Store,
+    name: &ImageName,
+    pod: &PodManifest,
+    apps: &[crate::build::BuiltImage],
+) -> Result<String> {
     let mut containers = Vec::new();
     let mut volumes: Vec<Value> = Vec::new();
     let mut port_annotations = Vec::new();
@@ -101,9 +137,15 @@ fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crat
         // its dependency where the pod left them empty).
         let oci = store.read_manifest(&built.manifest)?;
         let config = store.read_config(&oci)?;
-        let labels = config.config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
-        let mount_points: Vec<Value> =
-            labels.get(crate::build::labels::MOUNT_POINTS).and_then(|v| serde_json::from_str(v).ok()).unwrap_or_default();
+        let labels = config
+            .config()
+            .as_ref()
+            .and_then(|c| c.labels().clone())
+            .unwrap_or_default();
+        let mount_points: Vec<Value> = labels
+            .get(crate::build::labels::MOUNT_POINTS)
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
         let mut container = json!({
             "name": kube_name(&app_name(app)),
             "image": format!("{}@{}", built.name.repository(), built.manifest.digest()),
@@ -123,9 +165,16 @@ fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crat
         // Ports are recorded as an annotation, not as `ports:`: podman
         // refuses port mappings for pods on the host network, which is how
         // these pods run (`podman kube play --network host`).
-        let ports = config.config().as_ref().and_then(|c| c.exposed_ports().clone()).unwrap_or_default();
+        let ports = config
+            .config()
+            .as_ref()
+            .and_then(|c| c.exposed_ports().clone())
+            .unwrap_or_default();
         if !ports.is_empty() {
-            port_annotations.push((format!("io.herd.ports.{}", kube_name(&app_name(app))), ports.join(" ")));
+            port_annotations.push((
+                format!("io.herd.ports.{}", kube_name(&app_name(app))),
+                ports.join(" "),
+            ));
         }
         containers.push(container);
     }
@@ -153,13 +202,21 @@ fn pod_document(store: &Store, name: &ImageName, pod: &PodManifest, apps: &[crat
 /// A name Kubernetes accepts (RFC 1123 label): lowercase letters, digits
 /// and '-', starting and ending with a letter or digit, at most 63 long.
 pub fn kube_name(name: &str) -> String {
-    let mut label: String =
-        name.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let mut label: String = name
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
     label.truncate(63);
     label.trim_matches('-').to_string()
 }
 
-fn store_artifact(store: &Store, name: &ImageName, document: &str, apps: &[crate::build::BuiltImage]) -> Result<Descriptor> {
+fn store_artifact(
+    store: &Store,
+    name: &ImageName,
+    document: &str,
+    apps: &[crate::build::BuiltImage],
+) -> Result<Descriptor> {
     let config_digest = store.write_blob(b"{}")?;
     let layer_digest = store.write_blob(document.as_bytes())?;
     let app_names: Vec<String> = apps.iter().map(|a| a.name.to_string()).collect();
@@ -185,21 +242,45 @@ fn store_artifact(store: &Store, name: &ImageName, document: &str, apps: &[crate
 /// when it is not a pod.
 pub fn app_images(store: &Store, descriptor: &Descriptor) -> Result<Option<Vec<ImageName>>> {
     let manifest = store.read_manifest(descriptor)?;
-    if manifest.artifact_type().as_ref().map(ToString::to_string).as_deref() != Some(ARTIFACT_TYPE) {
+    if manifest
+        .artifact_type()
+        .as_ref()
+        .map(ToString::to_string)
+        .as_deref()
+        != Some(ARTIFACT_TYPE)
+    {
         return Ok(None);
     }
-    let apps = manifest.annotations().as_ref().and_then(|a| a.get(APPS_ANNOTATION)).cloned().unwrap_or_default();
-    Ok(Some(apps.split_whitespace().map(|n| n.parse().map_err(anyhow::Error::msg)).collect::<Result<_>>()?))
+    let apps = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(APPS_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    Ok(Some(
+        apps.split_whitespace()
+            .map(|n| n.parse().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?,
+    ))
 }
 
 /// The Kubernetes Pod document of the pod `name`.
 pub fn kube_document(store: &Store, name: &ImageName) -> Result<String> {
     let descriptor = store.require(name)?;
     let manifest = store.read_manifest(&descriptor)?;
-    if manifest.artifact_type().as_ref().map(ToString::to_string).as_deref() != Some(ARTIFACT_TYPE) {
+    if manifest
+        .artifact_type()
+        .as_ref()
+        .map(ToString::to_string)
+        .as_deref()
+        != Some(ARTIFACT_TYPE)
+    {
         bail!("{name} is an image, not a pod");
     }
-    let layer = manifest.layers().first().context("the pod artifact has no document")?;
+    let layer = manifest
+        .layers()
+        .first()
+        .context("the pod artifact has no document")?;
     let bytes = store.read_blob(&store::from_oci_digest(layer.digest()))?;
     String::from_utf8(bytes).context("the pod document is not UTF-8")
 }

@@ -32,7 +32,9 @@ pub fn extracted_layer(store: &Store, blob: &LayerBlob) -> Result<PathBuf> {
         return Ok(target);
     }
     fs::create_dir_all(&cache)?;
-    let partial = tempfile::Builder::new().prefix(".partial-").tempdir_in(&cache)?;
+    let partial = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempdir_in(&cache)?;
     let reader = layers::open_decompressed(&store.blob_path(&blob.digest), blob.media_type)?;
     extract(reader, partial.path()).with_context(|| format!("extracting layer {}", blob.digest))?;
     let partial = partial.keep();
@@ -55,19 +57,29 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
         let raw_path = entry.path_bytes().into_owned();
         let relative = safe_relative_path(&raw_path)?;
         let Some(relative) = relative else { continue }; // "./" itself
-        let name = relative.file_name().map(OsStr::as_bytes).unwrap_or_default().to_vec();
+        let name = relative
+            .file_name()
+            .map(OsStr::as_bytes)
+            .unwrap_or_default()
+            .to_vec();
         let parent = root.join(relative.parent().unwrap_or(Path::new("")));
         ensure_inside(root, &parent)?;
         fs::create_dir_all(&parent)?;
         if name == OPAQUE_WHITEOUT.as_bytes() {
-            xattr::set(&parent, OVERLAY_OPAQUE_XATTR, b"y").context("marking an opaque directory")?;
+            xattr::set(&parent, OVERLAY_OPAQUE_XATTR, b"y")
+                .context("marking an opaque directory")?;
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             let target = parent.join(OsStr::from_bytes(hidden));
             remove_any(&target)?;
-            nix::sys::stat::mknod(&target, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::empty(), 0)
-                .context("creating a whiteout (building images with scripts needs root)")?;
+            nix::sys::stat::mknod(
+                &target,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::empty(),
+                0,
+            )
+            .context("creating a whiteout (building images with scripts needs root)")?;
             continue;
         }
         let target = root.join(&relative);
@@ -82,19 +94,33 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
         } else {
             remove_any(&target)?;
             if entry_type.is_symlink() {
-                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)?;
             } else if entry_type.is_hard_link() {
-                let link = entry.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
-                let Some(link) = safe_relative_path(&link)? else { bail!("hard link {} points at the root", relative.display()) };
+                let link = entry
+                    .link_name_bytes()
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default();
+                let Some(link) = safe_relative_path(&link)? else {
+                    bail!("hard link {} points at the root", relative.display())
+                };
                 let source = root.join(link);
                 ensure_inside(root, &source)?;
                 fs::hard_link(&source, &target)?;
                 continue; // shares the metadata of its target
             } else if entry_type.is_file() || entry_type == tar::EntryType::Continuous {
-                let mut file = fs::File::options().write(true).create_new(true).open(&target)?;
+                let mut file = fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)?;
                 std::io::copy(&mut entry, &mut file)?;
-            } else if entry_type.is_character_special() || entry_type.is_block_special() || entry_type.is_fifo() {
+            } else if entry_type.is_character_special()
+                || entry_type.is_block_special()
+                || entry_type.is_fifo()
+            {
                 let kind = if entry_type.is_fifo() {
                     nix::sys::stat::SFlag::S_IFIFO
                 } else if entry_type.is_character_special() {
@@ -138,9 +164,15 @@ fn safe_relative_path(raw: &[u8]) -> Result<Option<PathBuf>> {
             Component::Normal(part) => clean.push(part),
             Component::CurDir => {}
             Component::RootDir | Component::Prefix(_) => {
-                bail!("layer entry {:?} has an absolute path; layers hold relative paths", path.display().to_string())
+                bail!(
+                    "layer entry {:?} has an absolute path; layers hold relative paths",
+                    path.display().to_string()
+                )
             }
-            Component::ParentDir => bail!("layer entry {:?} climbs out of the root with '..'", path.display().to_string()),
+            Component::ParentDir => bail!(
+                "layer entry {:?} climbs out of the root with '..'",
+                path.display().to_string()
+            ),
         }
     }
     Ok((!clean.as_os_str().is_empty()).then_some(clean))
@@ -155,7 +187,10 @@ fn ensure_inside(root: &Path, path: &Path) -> Result<()> {
         current.push(component);
         match current.symlink_metadata() {
             Ok(metadata) if metadata.file_type().is_symlink() => {
-                bail!("layer entry goes through the symlink {}; refusing to write outside the root", relative.display())
+                bail!(
+                    "layer entry goes through the symlink {}; refusing to write outside the root",
+                    relative.display()
+                )
             }
             Ok(_) => {}
             Err(_) => break, // does not exist yet: nothing below it can be a link
@@ -186,15 +221,25 @@ impl Overlay {
     /// Mounts `lowers` (lowest first) under a new upper directory inside
     /// the store's temporary area.
     pub fn mount(store: &Store, lowers: &[PathBuf]) -> Result<Overlay> {
-        let work = tempfile::Builder::new().prefix("build-").tempdir_in(store.root().join("tmp"))?;
-        let (merged, upper, scratch) = (work.path().join("merged"), work.path().join("upper"), work.path().join("work"));
+        let work = tempfile::Builder::new()
+            .prefix("build-")
+            .tempdir_in(store.root().join("tmp"))?;
+        let (merged, upper, scratch) = (
+            work.path().join("merged"),
+            work.path().join("upper"),
+            work.path().join("work"),
+        );
         for dir in [&merged, &upper, &scratch] {
             fs::create_dir(dir)?;
         }
         // overlayfs needs at least one lower directory.
         let empty = work.path().join("empty");
         fs::create_dir(&empty)?;
-        let mut lower_list: Vec<String> = lowers.iter().rev().map(|p| p.display().to_string()).collect();
+        let mut lower_list: Vec<String> = lowers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         if lower_list.is_empty() {
             lower_list.push(empty.display().to_string());
         }
@@ -206,15 +251,30 @@ impl Overlay {
             upper.display(),
             scratch.display()
         );
-        nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(options.as_str()))
-            .context("mounting the build root (overlayfs; building images with scripts needs root)")?;
-        Ok(Overlay { merged, upper, _work: work, mounted: true })
+        nix::mount::mount(
+            Some("overlay"),
+            &merged,
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .context("mounting the build root (overlayfs; building images with scripts needs root)")?;
+        Ok(Overlay {
+            merged,
+            upper,
+            _work: work,
+            mounted: true,
+        })
     }
 
     /// The layer entries for what changed: the upper directory with
     /// overlayfs whiteouts turned into OCI ones.
     pub fn changes(&self, mtime_clamp: u64) -> Result<Vec<Entry>> {
-        let options = ScanOptions { owner: None, mtime_clamp, allow_special_files: true };
+        let options = ScanOptions {
+            owner: None,
+            mtime_clamp,
+            allow_special_files: true,
+        };
         let mut entries = Vec::new();
         for entry in layers::scan_tree(&self.upper, "", &options)? {
             let on_disk = self.upper.join(OsStr::from_bytes(&entry.path));
@@ -225,15 +285,34 @@ impl Overlay {
                         None => (&b""[..], &entry.path[..]),
                     };
                     let whiteout = [parent, WHITEOUT_PREFIX.as_bytes(), name].concat();
-                    entries.push(Entry { path: whiteout, kind: EntryKind::Bytes(vec![]), mode: 0o644, uid: 0, gid: 0, xattrs: vec![], ..entry });
+                    entries.push(Entry {
+                        path: whiteout,
+                        kind: EntryKind::Bytes(vec![]),
+                        mode: 0o644,
+                        uid: 0,
+                        gid: 0,
+                        xattrs: vec![],
+                        ..entry
+                    });
                 }
                 EntryKind::Directory => {
-                    let opaque = xattr::get(&on_disk, OVERLAY_OPAQUE_XATTR).ok().flatten().is_some_and(|v| v == b"y");
+                    let opaque = xattr::get(&on_disk, OVERLAY_OPAQUE_XATTR)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|v| v == b"y");
                     let marker = [&entry.path[..], b"/", OPAQUE_WHITEOUT.as_bytes()].concat();
                     let mtime = entry.mtime;
                     entries.push(entry);
                     if opaque {
-                        entries.push(Entry { path: marker, kind: EntryKind::Bytes(vec![]), mode: 0o644, uid: 0, gid: 0, mtime, xattrs: vec![] });
+                        entries.push(Entry {
+                            path: marker,
+                            kind: EntryKind::Bytes(vec![]),
+                            mode: 0o644,
+                            uid: 0,
+                            gid: 0,
+                            mtime,
+                            xattrs: vec![],
+                        });
                     }
                 }
                 _ => entries.push(entry),
@@ -258,7 +337,9 @@ impl Drop for Overlay {
 /// build root before `build-late` runs.
 pub fn materialize(entries: &[Entry], root: &Path) -> Result<()> {
     for entry in entries {
-        let Some(relative) = safe_relative_path(&entry.path)? else { continue };
+        let Some(relative) = safe_relative_path(&entry.path)? else {
+            continue;
+        };
         let target = root.join(&relative);
         ensure_inside(root, target.parent().unwrap_or(root))?;
         match &entry.kind {
@@ -270,7 +351,8 @@ pub fn materialize(entries: &[Entry], root: &Path) -> Result<()> {
             }
             EntryKind::File { source, .. } => {
                 remove_any(&target)?;
-                fs::copy(source, &target).with_context(|| format!("copying {}", source.display()))?;
+                fs::copy(source, &target)
+                    .with_context(|| format!("copying {}", source.display()))?;
             }
             EntryKind::Bytes(content) => {
                 remove_any(&target)?;
@@ -287,7 +369,10 @@ pub fn materialize(entries: &[Entry], root: &Path) -> Result<()> {
                 continue;
             }
             EntryKind::CharDevice { .. } | EntryKind::BlockDevice { .. } | EntryKind::Fifo => {
-                bail!("{}: special files cannot be copied into a build root", entry.path_display())
+                bail!(
+                    "{}: special files cannot be copied into a build root",
+                    entry.path_display()
+                )
             }
         }
         std::os::unix::fs::lchown(&target, Some(entry.uid), Some(entry.gid))?;
@@ -305,11 +390,17 @@ pub fn remove_mount_targets(overlay: &Overlay, targets: &[&str], existed_before:
             continue;
         }
         let path = overlay.upper.join(target.trim_start_matches('/'));
-        let Ok(metadata) = path.symlink_metadata() else { continue };
+        let Ok(metadata) = path.symlink_metadata() else {
+            continue;
+        };
         if metadata.is_dir() {
             // Mount points nest (/.herd-build/home): remove the empty
             // directories from the inside out; a file stops the removal.
-            for entry in walkdir::WalkDir::new(&path).contents_first(true).into_iter().filter_map(Result::ok) {
+            for entry in walkdir::WalkDir::new(&path)
+                .contents_first(true)
+                .into_iter()
+                .filter_map(Result::ok)
+            {
                 if entry.file_type().is_dir() {
                     let _ = fs::remove_dir(entry.path());
                 }

@@ -4,8 +4,8 @@
 
 use anyhow::{Context, Result, bail};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceType, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceType, Mount,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
 };
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -49,7 +49,11 @@ impl Isolation {
         }
         bail!(
             "no OCI runtime found ({}); install runc or crun, or build with --isolation chroot",
-            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+            candidates
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }
@@ -58,7 +62,11 @@ fn find_executable(name: &Path) -> Option<PathBuf> {
     if name.components().count() > 1 {
         return name.is_file().then(|| name.to_path_buf());
     }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
 }
 
 /// The root filesystem a script runs in.
@@ -99,7 +107,9 @@ pub struct Outcome {
 const TAIL_LINES: usize = 20;
 
 /// Host directories a builder without its own root sees read-only.
-const HOST_SYSTEM_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt"];
+const HOST_SYSTEM_DIRS: &[&str] = &[
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt",
+];
 
 /// Runs `run` and waits for it. Output is passed to stderr as it comes
 /// (a build log) and its tail kept.
@@ -111,7 +121,9 @@ pub fn run(isolation: &Isolation, run: &Run, scratch: &Path) -> Result<Outcome> 
 }
 
 fn run_in_container(binary: &Path, run: &Run, scratch: &Path) -> Result<Outcome> {
-    let bundle = tempfile::Builder::new().prefix("bundle-").tempdir_in(scratch)?;
+    let bundle = tempfile::Builder::new()
+        .prefix("bundle-")
+        .tempdir_in(scratch)?;
     let root = match &run.root {
         Root::Directory(dir) => dir.clone(),
         Root::HostReadOnly => {
@@ -121,14 +133,23 @@ fn run_in_container(binary: &Path, run: &Run, scratch: &Path) -> Result<Outcome>
         }
     };
     let spec = container_spec(run, &root)?;
-    spec.save(bundle.path().join("config.json")).context("writing the runtime config")?;
+    spec.save(bundle.path().join("config.json"))
+        .context("writing the runtime config")?;
     let id = format!("herd-build-{}-{}", std::process::id(), unique());
     let mut command = Command::new(binary);
-    command.arg("run").arg("--bundle").arg(bundle.path()).arg(&id);
+    command
+        .arg("run")
+        .arg("--bundle")
+        .arg(bundle.path())
+        .arg(&id);
     let outcome = run_logged(command);
     // A container that did not exit cleanly (herd interrupted) stays known
     // to the runtime; make sure it is gone.
-    let _ = Command::new(binary).args(["delete", "--force", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let _ = Command::new(binary)
+        .args(["delete", "--force", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     outcome
 }
 
@@ -143,7 +164,9 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
     if matches!(run.root, Root::HostReadOnly) {
         for dir in HOST_SYSTEM_DIRS {
             let host = Path::new("/").join(dir);
-            let Ok(metadata) = host.symlink_metadata() else { continue };
+            let Ok(metadata) = host.symlink_metadata() else {
+                continue;
+            };
             if metadata.file_type().is_symlink() {
                 // Merged-/usr systems: /bin -> usr/bin. Recreate the link.
                 let link = root.join(dir);
@@ -159,7 +182,11 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
         }
     }
     if Path::new("/etc/resolv.conf").exists() {
-        mounts.push(bind(Path::new("/etc/resolv.conf"), "/etc/resolv.conf", true)?);
+        mounts.push(bind(
+            Path::new("/etc/resolv.conf"),
+            "/etc/resolv.conf",
+            true,
+        )?);
     }
     for mount in &run.mounts {
         mounts.push(bind(&mount.source, &mount.destination, mount.read_only)?);
@@ -199,14 +226,19 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
         .build()?;
     // Own mount, pid, ipc and uts namespaces; no network namespace, so
     // scripts can download packages.
-    let namespaces: Vec<LinuxNamespace> = [LinuxNamespaceType::Mount, LinuxNamespaceType::Pid, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts]
-        .into_iter()
-        .map(|typ| {
-            let mut namespace = LinuxNamespace::default();
-            namespace.set_typ(typ);
-            namespace
-        })
-        .collect();
+    let namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ]
+    .into_iter()
+    .map(|typ| {
+        let mut namespace = LinuxNamespace::default();
+        namespace.set_typ(typ);
+        namespace
+    })
+    .collect();
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
@@ -215,7 +247,12 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
     let read_only_root = matches!(run.root, Root::HostReadOnly);
     Ok(SpecBuilder::default()
         .version("1.0.2")
-        .root(RootBuilder::default().path(root).readonly(read_only_root).build()?)
+        .root(
+            RootBuilder::default()
+                .path(root)
+                .readonly(read_only_root)
+                .build()?,
+        )
         .hostname("herd-build")
         .process(process)
         .mounts(mounts)
@@ -226,7 +263,12 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
 fn bind(source: &Path, destination: &str, read_only: bool) -> Result<Mount> {
     let mut options = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
     options.push(if read_only { "ro".into() } else { "rw".into() });
-    Ok(MountBuilder::default().destination(destination).typ("bind").source(source).options(options).build()?)
+    Ok(MountBuilder::default()
+        .destination(destination)
+        .typ("bind")
+        .source(source)
+        .options(options)
+        .build()?)
 }
 
 fn tmpfs(destination: &str) -> Result<Mount> {
@@ -246,7 +288,10 @@ fn run_in_chroot(run: &Run, _scratch: &Path) -> Result<Outcome> {
         // image root is reached through $ROOTFS, which the caller set to
         // the real path in this mode.
         let mut command = Command::new(&run.args[0]);
-        command.args(&run.args[1..]).env_clear().envs(split_env(&run.env));
+        command
+            .args(&run.args[1..])
+            .env_clear()
+            .envs(split_env(&run.env));
         return run_logged(command);
     };
     let mut mounted = Vec::new();
@@ -254,12 +299,26 @@ fn run_in_chroot(run: &Run, _scratch: &Path) -> Result<Outcome> {
         for mount in &run.mounts {
             let target = root.join(mount.destination.trim_start_matches('/'));
             std::fs::create_dir_all(&target)?;
-            nix::mount::mount(Some(&mount.source), &target, None::<&str>, nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC, None::<&str>)
-                .with_context(|| format!("bind-mounting {} (chroot isolation needs root)", mount.source.display()))?;
+            nix::mount::mount(
+                Some(&mount.source),
+                &target,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .with_context(|| {
+                format!(
+                    "bind-mounting {} (chroot isolation needs root)",
+                    mount.source.display()
+                )
+            })?;
             mounted.push(target);
         }
         let mut command = Command::new(&run.args[0]);
-        command.args(&run.args[1..]).env_clear().envs(split_env(&run.env));
+        command
+            .args(&run.args[1..])
+            .env_clear()
+            .envs(split_env(&run.env));
         let root = root.clone();
         // SAFETY: chroot and chdir are async-signal-safe system calls.
         unsafe {
@@ -278,15 +337,25 @@ fn run_in_chroot(run: &Run, _scratch: &Path) -> Result<Outcome> {
 }
 
 fn split_env(env: &[String]) -> Vec<(String, String)> {
-    env.iter().filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))).collect()
+    env.iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// Runs `command` with stdout and stderr on one pipe, copying each line to
 /// our stderr and keeping the last ones.
 fn run_logged(mut command: Command) -> Result<Outcome> {
     let (reader, writer) = std::io::pipe()?;
-    command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
-    let mut child = command.spawn().with_context(|| format!("starting {:?}", command.get_program()))?;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting {:?}", command.get_program()))?;
     drop(command); // closes our copies of the pipe's write end
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
     for line in BufReader::new(reader).split(b'\n') {
@@ -298,6 +367,11 @@ fn run_logged(mut command: Command) -> Result<Outcome> {
         tail.push_back(line);
     }
     let status = child.wait()?;
-    let code = status.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
-    Ok(Outcome { code, tail: tail.into() })
+    let code = status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    });
+    Ok(Outcome {
+        code,
+        tail: tail.into(),
+    })
 }

@@ -41,7 +41,9 @@ impl Store {
         let data = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
             None => {
-                let home = std::env::var_os("HOME").ok_or_else(|| anyhow!("neither --store, HERD_STORE, XDG_DATA_HOME nor HOME is set"))?;
+                let home = std::env::var_os("HOME").ok_or_else(|| {
+                    anyhow!("neither --store, HERD_STORE, XDG_DATA_HOME nor HOME is set")
+                })?;
                 PathBuf::from(home).join(".local/share")
             }
         };
@@ -50,14 +52,19 @@ impl Store {
 
     /// Opens the layout at `root`, creating an empty one if there is none.
     pub fn open(root: &Path) -> Result<Store> {
-        let store = Store { root: root.to_path_buf() };
+        let store = Store {
+            root: root.to_path_buf(),
+        };
         std::fs::create_dir_all(store.root.join("blobs/sha256"))
             .with_context(|| format!("creating the store at {}", root.display()))?;
         std::fs::create_dir_all(store.tmp_dir())?;
         if !store.root.join("oci-layout").exists() || !store.index_path().exists() {
             let _lock = store.lock()?;
             if !store.root.join("oci-layout").exists() {
-                crate::fsutil::write_atomic(&store.root.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+                crate::fsutil::write_atomic(
+                    &store.root.join("oci-layout"),
+                    br#"{"imageLayoutVersion":"1.0.0"}"#,
+                )?;
             }
             if !store.index_path().exists() {
                 store.write_index(&[])?;
@@ -86,7 +93,8 @@ impl Store {
             .write(true)
             .open(self.root.join(".lock"))
             .with_context(|| format!("opening the lock of {}", self.root.display()))?;
-        file.lock().with_context(|| format!("locking {}", self.root.display()))?;
+        file.lock()
+            .with_context(|| format!("locking {}", self.root.display()))?;
         Ok(StoreLock { _file: file })
     }
 
@@ -101,7 +109,10 @@ impl Store {
     /// A temporary file in the store, on the same file system as `blobs/`
     /// so that committing it is a rename.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new().prefix("blob-").tempfile_in(self.tmp_dir()).context("creating a temporary blob")
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(self.tmp_dir())
+            .context("creating a temporary blob")
     }
 
     /// Moves a fully written temporary file into `blobs/` under `digest`.
@@ -112,7 +123,8 @@ impl Store {
             return Ok(()); // same content already there; the temp file is dropped
         }
         temp.as_file().sync_all()?;
-        temp.persist(&target).with_context(|| format!("storing blob {digest}"))?;
+        temp.persist(&target)
+            .with_context(|| format!("storing blob {digest}"))?;
         crate::fsutil::sync_dir(target.parent().expect("blob paths have a parent"));
         Ok(())
     }
@@ -129,7 +141,8 @@ impl Store {
     }
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
-        std::fs::read(self.blob_path(digest)).with_context(|| format!("reading blob {digest} from {}", self.root.display()))
+        std::fs::read(self.blob_path(digest))
+            .with_context(|| format!("reading blob {digest} from {}", self.root.display()))
     }
 
     /// Stores `value` as canonical JSON (sorted keys, no spaces) and
@@ -137,17 +150,23 @@ impl Store {
     pub fn write_json(&self, media_type: MediaType, value: &impl Serialize) -> Result<Descriptor> {
         let bytes = canonical_json(value)?;
         let digest = self.write_blob(&bytes)?;
-        Ok(Descriptor::new(media_type, bytes.len() as u64, to_oci_digest(&digest)))
+        Ok(Descriptor::new(
+            media_type,
+            bytes.len() as u64,
+            to_oci_digest(&digest),
+        ))
     }
 
     pub fn read_manifest(&self, descriptor: &Descriptor) -> Result<ImageManifest> {
         let bytes = self.read_blob(&from_oci_digest(descriptor.digest()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing manifest {}", descriptor.digest()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing manifest {}", descriptor.digest()))
     }
 
     pub fn read_config(&self, manifest: &ImageManifest) -> Result<ImageConfiguration> {
         let bytes = self.read_blob(&from_oci_digest(manifest.config().digest()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing config {}", manifest.config().digest()))
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing config {}", manifest.config().digest()))
     }
 
     /// Every named image, in index order.
@@ -158,7 +177,10 @@ impl Store {
             .iter()
             .filter_map(|d| {
                 let name = d.annotations().as_ref()?.get(REF_NAME)?.clone();
-                Some(Tag { name, descriptor: d.clone() })
+                Some(Tag {
+                    name,
+                    descriptor: d.clone(),
+                })
             })
             .collect())
     }
@@ -166,7 +188,11 @@ impl Store {
     /// The descriptor stored under `name`, if any.
     pub fn resolve(&self, name: &ImageName) -> Result<Option<Descriptor>> {
         let wanted = name.to_string();
-        Ok(self.tags()?.into_iter().find(|t| t.name == wanted).map(|t| t.descriptor))
+        Ok(self
+            .tags()?
+            .into_iter()
+            .find(|t| t.name == wanted)
+            .map(|t| t.descriptor))
     }
 
     /// Like `resolve`, but a missing name is an error that lists what the
@@ -176,11 +202,23 @@ impl Store {
             return Ok(descriptor);
         }
         let repository = name.repository();
-        let similar: Vec<String> = self.tags()?.into_iter().map(|t| t.name).filter(|n| n.starts_with(&repository)).collect();
+        let similar: Vec<String> = self
+            .tags()?
+            .into_iter()
+            .map(|t| t.name)
+            .filter(|n| n.starts_with(&repository))
+            .collect();
         if similar.is_empty() {
-            bail!("{name} is not in the store {} (build or pull it first)", self.root.display())
+            bail!(
+                "{name} is not in the store {} (build or pull it first)",
+                self.root.display()
+            )
         }
-        bail!("{name} is not in the store {}; it has {}", self.root.display(), similar.join(", "))
+        bail!(
+            "{name} is not in the store {}; it has {}",
+            self.root.display(),
+            similar.join(", ")
+        )
     }
 
     /// Points `name` at `descriptor`, replacing what the name pointed at
@@ -208,8 +246,11 @@ impl Store {
         let _lock = self.lock()?;
         let wanted = name.to_string();
         let before = self.read_index()?.manifests().clone();
-        let after: Vec<Descriptor> =
-            before.iter().filter(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&wanted)).cloned().collect();
+        let after: Vec<Descriptor> = before
+            .iter()
+            .filter(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) != Some(&wanted))
+            .cloned()
+            .collect();
         if after.len() == before.len() {
             return Ok(false);
         }
@@ -276,7 +317,12 @@ impl Store {
         }
         let manifest = self.read_manifest(descriptor)?;
         blobs.push(from_oci_digest(manifest.config().digest()));
-        blobs.extend(manifest.layers().iter().map(|l| from_oci_digest(l.digest())));
+        blobs.extend(
+            manifest
+                .layers()
+                .iter()
+                .map(|l| from_oci_digest(l.digest())),
+        );
         Ok(blobs)
     }
 
@@ -316,7 +362,11 @@ impl Store {
             if age.as_secs() < 60 {
                 continue;
             }
-            if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?
+            } else {
+                std::fs::remove_file(&path)?
+            }
             removed += 1;
         }
         Ok(removed)
@@ -334,16 +384,27 @@ pub fn canonical_json(value: &impl Serialize) -> Result<Vec<u8>> {
 }
 
 pub fn to_oci_digest(digest: &Digest) -> oci_spec::image::Digest {
-    digest.as_str().parse().expect("herd digests are valid sha256 digests")
+    digest
+        .as_str()
+        .parse()
+        .expect("herd digests are valid sha256 digests")
 }
 
 pub fn from_oci_digest(digest: &oci_spec::image::Digest) -> Digest {
-    digest.to_string().parse().unwrap_or_else(|_| Digest::of(digest.to_string().as_bytes()))
+    digest
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| Digest::of(digest.to_string().as_bytes()))
 }
 
 /// Annotations as a HashMap, as oci-spec wants them.
-pub fn annotations<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> HashMap<String, String> {
-    pairs.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+pub fn annotations<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> HashMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -358,14 +419,28 @@ mod tests {
     fn tags_replace_their_own_name_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = store.write_json(MediaType::ImageManifest, &serde_json::json!({"a": 1})).unwrap();
-        let b = store.write_json(MediaType::ImageManifest, &serde_json::json!({"b": 1})).unwrap();
+        let a = store
+            .write_json(MediaType::ImageManifest, &serde_json::json!({"a": 1}))
+            .unwrap();
+        let b = store
+            .write_json(MediaType::ImageManifest, &serde_json::json!({"b": 1}))
+            .unwrap();
         store.set_tag(&name("x.io/app:1"), &a).unwrap();
         store.set_tag(&name("x.io/app:2"), &a).unwrap();
         store.set_tag(&name("x.io/app:1"), &b).unwrap();
-        let tags: Vec<(String, String)> =
-            store.tags().unwrap().into_iter().map(|t| (t.name, t.descriptor.digest().to_string())).collect();
-        assert_eq!(tags, vec![("x.io/app:2".into(), a.digest().to_string()), ("x.io/app:1".into(), b.digest().to_string())]);
+        let tags: Vec<(String, String)> = store
+            .tags()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.name, t.descriptor.digest().to_string()))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                ("x.io/app:2".into(), a.digest().to_string()),
+                ("x.io/app:1".into(), b.digest().to_string())
+            ]
+        );
         assert!(store.resolve(&name("x.io/app:3")).unwrap().is_none());
         let err = store.require(&name("x.io/app:3")).unwrap_err().to_string();
         assert!(err.contains("x.io/app:2"), "{err}");

@@ -8,7 +8,8 @@ use std::path::Path;
 
 /// Reads and parses `path` as a `T`.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, InputError> {
-    let text = std::fs::read_to_string(path).map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
     parse(path, &text)
 }
 
@@ -58,7 +59,12 @@ fn closest_key_hint(message: &str) -> Option<String> {
 pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     candidates
         .iter()
-        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), *c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                *c,
+            )
+        })
         .filter(|(score, _)| *score > 0.75)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)
@@ -81,8 +87,16 @@ mod tests {
     fn unknown_key_names_line_and_closest_key() {
         let err = parse::<Sample>(Path::new("m.yml"), "name: a\ndependencys: []\n").unwrap_err();
         assert_eq!(err.line, Some(2));
-        assert!(err.message.contains("unknown field `dependencys`"), "{}", err.message);
-        assert!(err.message.contains("did you mean `dependencies`?"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `dependencys`"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("did you mean `dependencies`?"),
+            "{}",
+            err.message
+        );
         assert!(err.to_string().starts_with("m.yml:2:"), "{err}");
     }
 

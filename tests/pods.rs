@@ -26,46 +26,109 @@ impl Drop for PlayedPod {
 fn the_example_pod_runs_with_kube_play_and_merges_attributes_in_order() {
     let work = workdir();
     let store = work.path().join("store");
-    let built = run_ok(herd().arg("build").arg(example("aci-busybox")).arg(example("pod-web")).arg("--store").arg(&store));
-    assert!(built.contains("aci.example.com/pod-web_web:1.0-1 sha256:"), "{built}");
-    assert!(built.contains("aci.example.com/pod-web_reporter:1.0-1 sha256:"), "{built}");
+    let built = run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg(example("pod-web"))
+            .arg("--store")
+            .arg(&store),
+    );
+    assert!(
+        built.contains("aci.example.com/pod-web_web:1.0-1 sha256:"),
+        "{built}"
+    );
+    assert!(
+        built.contains("aci.example.com/pod-web_reporter:1.0-1 sha256:"),
+        "{built}"
+    );
 
     let document = run_ok(herd().args(["kube", POD, "--store"]).arg(&store));
     let pod_file = work.path().join("pod.yaml");
     std::fs::write(&pod_file, &document).unwrap();
-    run_ok(Command::new(tool("kubernetes-validate")).arg("--strict").arg(&pod_file));
-    assert!(document.contains("image: aci.example.com/pod-web_web@sha256:"), "{document}");
+    run_ok(
+        Command::new(tool("kubernetes-validate"))
+            .arg("--strict")
+            .arg(&pod_file),
+    );
+    assert!(
+        document.contains("image: aci.example.com/pod-web_web@sha256:"),
+        "{document}"
+    );
 
     let installed = run_ok(herd().args(["install", POD, "--store"]).arg(&store));
-    assert!(installed.contains("installed aci.example.com/pod-web_reporter:1.0-1"), "{installed}");
+    assert!(
+        installed.contains("installed aci.example.com/pod-web_reporter:1.0-1"),
+        "{installed}"
+    );
 
     let _ = podman().args(["pod", "rm", "--force", "pod-web"]).output();
     let _cleanup = PlayedPod("pod-web");
-    run_ok(podman().args(["kube", "play", "--network", "host"]).arg(&pod_file));
+    run_ok(
+        podman()
+            .args(["kube", "play", "--network", "host"])
+            .arg(&pod_file),
+    );
 
     // Both apps run: the sidecar sees the service.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let logs = loop {
-        let logs = text(&podman().args(["logs", "pod-web-reporter"]).output().unwrap().stdout);
+        let logs = text(
+            &podman()
+                .args(["logs", "pod-web-reporter"])
+                .output()
+                .unwrap()
+                .stdout,
+        );
         if logs.contains("web is up") || std::time::Instant::now() > deadline {
             break logs;
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
     };
-    assert!(logs.contains("reporter: web is up: greeting: set by the web app"), "{logs}");
+    assert!(
+        logs.contains("reporter: web is up: greeting: set by the web app"),
+        "{logs}"
+    );
 
     // Precedence: base image < pod's shared attributes < the app's own.
     let page = run_ok(podman().args(["exec", "pod-web-web", "cat", "/srv/www/index.html"]));
-    assert_eq!(page, "greeting: set by the web app\nowner: set by the pod\nservice: web on port 18080\ntimezone: UTC\n");
+    assert_eq!(
+        page,
+        "greeting: set by the web app\nowner: set by the pod\nservice: web on port 18080\ntimezone: UTC\n"
+    );
 }
 
 #[test]
 fn rebuilding_an_unchanged_pod_gives_the_same_digest() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(example("aci-busybox")).arg("--store").arg(&store));
-    let first = built_digest(&run_ok(herd().arg("build").arg(example("pod-web")).arg("--store").arg(&store)), POD);
-    let second = built_digest(&run_ok(herd().arg("build").arg(example("pod-web")).arg("--store").arg(&store)), POD);
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg("--store")
+            .arg(&store),
+    );
+    let first = built_digest(
+        &run_ok(
+            herd()
+                .arg("build")
+                .arg(example("pod-web"))
+                .arg("--store")
+                .arg(&store),
+        ),
+        POD,
+    );
+    let second = built_digest(
+        &run_ok(
+            herd()
+                .arg("build")
+                .arg(example("pod-web"))
+                .arg("--store")
+                .arg(&store),
+        ),
+        POD,
+    );
     assert_eq!(first, second);
 }
 
@@ -73,21 +136,48 @@ fn rebuilding_an_unchanged_pod_gives_the_same_digest() {
 fn a_pod_without_a_version_gets_a_generated_one() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(example("aci-busybox")).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg("--store")
+            .arg(&store),
+    );
     let pod = work.path().join("pod-unversioned");
     copy_tree(&example("pod-web"), &pod);
-    let manifest = std::fs::read_to_string(pod.join("pod-manifest.yml")).unwrap().replace("pod-web:1.0-1", "pod-web");
+    let manifest = std::fs::read_to_string(pod.join("pod-manifest.yml"))
+        .unwrap()
+        .replace("pod-web:1.0-1", "pod-web");
     std::fs::write(pod.join("pod-manifest.yml"), manifest).unwrap();
-    let out = run_ok(herd().arg("build").arg(&pod).arg("--store").arg(&store).env("SOURCE_DATE_EPOCH", "1700000000"));
-    assert!(out.contains("aci.example.com/pod-web:20231114.221320 sha256:"), "{out}");
-    assert!(out.contains("aci.example.com/pod-web_web:20231114.221320 sha256:"), "{out}");
+    let out = run_ok(
+        herd()
+            .arg("build")
+            .arg(&pod)
+            .arg("--store")
+            .arg(&store)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
+    assert!(
+        out.contains("aci.example.com/pod-web:20231114.221320 sha256:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("aci.example.com/pod-web_web:20231114.221320 sha256:"),
+        "{out}"
+    );
 }
 
 #[test]
 fn a_pod_with_a_missing_dependency_fails_clearly_and_writes_nothing() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(example("aci-busybox")).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg("--store")
+            .arg(&store),
+    );
     let before = snapshot(&store);
     let pod = work.path().join("pod-broken");
     std::fs::create_dir_all(&pod).unwrap();
@@ -96,10 +186,20 @@ fn a_pod_with_a_missing_dependency_fails_clearly_and_writes_nothing() {
         "name: aci.example.com/pod-broken:1\npod:\n  apps:\n    - dependencies: [aci.example.com/aci-busybox:1.36-1]\n    - dependencies: [aci.example.com/aci-nothere:1]\n",
     )
     .unwrap();
-    let output = run_fails(herd().arg("build").arg(&pod).arg("--store").arg(&store).env("HERD_CONFIG", work.path().join("no-config.yml")));
+    let output = run_fails(
+        herd()
+            .arg("build")
+            .arg(&pod)
+            .arg("--store")
+            .arg(&store)
+            .env("HERD_CONFIG", work.path().join("no-config.yml")),
+    );
     let stderr = text(&output.stderr);
     assert!(stderr.contains("aci.example.com/aci-nothere:1"), "{stderr}");
-    assert!(stderr.contains("app aci-nothere of pod aci.example.com/pod-broken:1"), "{stderr}");
+    assert!(
+        stderr.contains("app aci-nothere of pod aci.example.com/pod-broken:1"),
+        "{stderr}"
+    );
     let after = snapshot(&store);
     assert_eq!(
         before.get(&store.join("index.json")),

@@ -12,13 +12,27 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn layers(store: &Path, name: &str) -> Vec<String> {
-    let out = run_ok(Command::new(tool("skopeo")).arg("inspect").arg(format!("oci:{}:{name}", store.display())));
+    let out = run_ok(
+        Command::new(tool("skopeo"))
+            .arg("inspect")
+            .arg(format!("oci:{}:{name}", store.display())),
+    );
     let value: serde_json::Value = serde_json::from_str(&out).unwrap();
-    value["Layers"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect()
+    value["Layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect()
 }
 
 fn shell_in(store: &Path, name: &str, script: &str) -> String {
-    run_ok(podman().args(["run", "--rm", "--entrypoint", "/bin/sh"]).arg(format!("oci:{}:{name}", store.display())).args(["-c", script]))
+    run_ok(
+        podman()
+            .args(["run", "--rm", "--entrypoint", "/bin/sh"])
+            .arg(format!("oci:{}:{name}", store.display()))
+            .args(["-c", script]),
+    )
 }
 
 const BASE: &str = "aci.example.com/aci-busybox:1.36-1";
@@ -28,25 +42,47 @@ const GREETER: &str = "aci.example.com/aci-greeter:2.4-1";
 fn example_images_build_on_each_other_through_their_scripts() {
     let work = workdir();
     let store = work.path().join("store");
-    let out = run_ok(herd().arg("build").arg(example("aci-busybox")).arg(example("aci-greeter")).arg("--store").arg(&store));
+    let out = run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg(example("aci-greeter"))
+            .arg("--store")
+            .arg(&store),
+    );
     // The tag carries the version the build script wrote.
     assert!(out.contains(GREETER), "{out}");
 
     // The base's layers are reused as they are, by digest.
     let base_layers = layers(&store, BASE);
     let greeter_layers = layers(&store, GREETER);
-    assert_eq!(greeter_layers[..base_layers.len()], base_layers[..], "dependent layers: {greeter_layers:?}");
+    assert_eq!(
+        greeter_layers[..base_layers.len()],
+        base_layers[..],
+        "dependent layers: {greeter_layers:?}"
+    );
     assert_eq!(greeter_layers.len(), base_layers.len() + 1);
 
     // The build script deleted a file of the base; the inherit script of
     // the base ran in the dependent only; files/ were copied before
     // build-late, which changed their mode.
-    let seen = shell_in(&store, GREETER, "test -e /etc/motd && echo motd-present; cat /etc/herd/base; stat -c '%a' /usr/share/greeter/greeting; ls -a / | tr '\\n' ' '");
+    let seen = shell_in(
+        &store,
+        GREETER,
+        "test -e /etc/motd && echo motd-present; cat /etc/herd/base; stat -c '%a' /usr/share/greeter/greeting; ls -a / | tr '\\n' ' '",
+    );
     assert!(!seen.contains("motd-present"), "{seen}");
     assert!(seen.contains("built on aci-busybox"), "{seen}");
     assert!(seen.contains("444"), "{seen}");
-    assert!(!seen.contains(".herd-build"), "mount points leaked into the image: {seen}");
-    let base_seen = shell_in(&store, BASE, "cat /etc/motd; test -e /etc/herd/base && echo inherit-ran-in-base; true");
+    assert!(
+        !seen.contains(".herd-build"),
+        "mount points leaked into the image: {seen}"
+    );
+    let base_seen = shell_in(
+        &store,
+        BASE,
+        "cat /etc/motd; test -e /etc/herd/base && echo inherit-ran-in-base; true",
+    );
     assert!(base_seen.contains("Welcome"), "{base_seen}");
     assert!(!base_seen.contains("inherit-ran-in-base"), "{base_seen}");
 }
@@ -54,27 +90,52 @@ fn example_images_build_on_each_other_through_their_scripts() {
 /// An image on the example base with the given build script.
 fn image_with_script(dir: &Path, name: &str, level: &str, script: &str) {
     std::fs::create_dir_all(dir.join("runlevels").join(level)).unwrap();
-    std::fs::write(dir.join("aci-manifest.yml"), format!("name: aci.example.com/{name}:1\naci:\n  dependencies: [{BASE}]\n")).unwrap();
-    std::fs::write(dir.join("runlevels").join(level).join("10-script.sh"), script).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        format!("name: aci.example.com/{name}:1\naci:\n  dependencies: [{BASE}]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("runlevels").join(level).join("10-script.sh"),
+        script,
+    )
+    .unwrap();
 }
 
 #[test]
 fn a_failing_script_names_itself_and_leaves_the_store_unchanged() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(example("aci-busybox")).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg("--store")
+            .arg(&store),
+    );
     let before = snapshot(&store.join("blobs"));
     let index = std::fs::read(store.join("index.json")).unwrap();
 
     let dir = work.path().join("failing");
-    image_with_script(&dir, "failing", "build", "for i in $(seq 1 30); do echo line $i; done\nexit 3\n");
+    image_with_script(
+        &dir,
+        "failing",
+        "build",
+        "for i in $(seq 1 30); do echo line $i; done\nexit 3\n",
+    );
     let output = run_fails(herd().arg("build").arg(&dir).arg("--store").arg(&store));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("build script 10-script.sh failed with exit status 3"), "{stderr}");
+    assert!(
+        stderr.contains("build script 10-script.sh failed with exit status 3"),
+        "{stderr}"
+    );
     assert!(stderr.contains("  | line 30"), "{stderr}");
     assert!(stderr.contains("  | line 11"), "{stderr}");
     let last_lines = stderr.split("the last lines of its output").nth(1).unwrap();
-    assert!(!last_lines.contains("line 10\n"), "more than 20 lines kept: {stderr}");
+    assert!(
+        !last_lines.contains("line 10\n"),
+        "more than 20 lines kept: {stderr}"
+    );
     assert_eq!(snapshot(&store.join("blobs")), before);
     assert_eq!(std::fs::read(store.join("index.json")).unwrap(), index);
 }
@@ -87,7 +148,11 @@ fn a_builder_script_cannot_write_to_the_host() {
     let _ = std::fs::remove_file(&escape);
     let dir = work.path().join("escaping");
     std::fs::create_dir_all(dir.join("runlevels/builder")).unwrap();
-    std::fs::write(dir.join("aci-manifest.yml"), "name: aci.example.com/escaping:1\n").unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        "name: aci.example.com/escaping:1\n",
+    )
+    .unwrap();
     let root_escape = format!("/root/herd-escape-{}", std::process::id());
     std::fs::write(
         dir.join("runlevels/builder/10-escape.sh"),
@@ -95,25 +160,56 @@ fn a_builder_script_cannot_write_to_the_host() {
     )
     .unwrap();
     run_ok(herd().arg("build").arg(&dir).arg("--store").arg(&store));
-    assert!(!escape.exists(), "a builder script wrote {}", escape.display());
-    assert!(!Path::new(&root_escape).exists(), "a builder script wrote {root_escape}");
+    assert!(
+        !escape.exists(),
+        "a builder script wrote {}",
+        escape.display()
+    );
+    assert!(
+        !Path::new(&root_escape).exists(),
+        "a builder script wrote {root_escape}"
+    );
     // And what it wrote under $ROOTFS is in the image.
     let bundle = work.path().join("bundle");
-    run_ok(Command::new(tool("umoci")).arg("unpack").arg("--image").arg(format!("{}:aci.example.com/escaping:1", store.display())).arg(&bundle));
-    assert_eq!(std::fs::read_to_string(bundle.join("rootfs/ok/file")).unwrap(), "inside\n");
+    run_ok(
+        Command::new(tool("umoci"))
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:aci.example.com/escaping:1", store.display()))
+            .arg(&bundle),
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/ok/file")).unwrap(),
+        "inside\n"
+    );
 }
 
 #[test]
 fn a_version_no_script_writes_is_an_error_naming_it() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(example("aci-busybox")).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg("--store")
+            .arg(&store),
+    );
     let dir = work.path().join("unversioned");
     image_with_script(&dir, "unversioned", "build", "true\n");
-    std::fs::write(dir.join("aci-manifest.yml"), format!("name: aci.example.com/unversioned:{{{{ version }}}}\naci:\n  dependencies: [{BASE}]\n")).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        format!(
+            "name: aci.example.com/unversioned:{{{{ version }}}}\naci:\n  dependencies: [{BASE}]\n"
+        ),
+    )
+    .unwrap();
     let output = run_fails(herd().arg("build").arg(&dir).arg("--store").arg(&store));
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("aci-manifest.yml:1: attribute `version` has no value"), "{stderr}");
+    assert!(
+        stderr.contains("aci-manifest.yml:1: attribute `version` has no value"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -122,11 +218,31 @@ fn a_builder_script_writing_to_a_host_system_directory_fails() {
     let target = format!("/usr/local/herd-escape-{}", std::process::id());
     let dir = work.path().join("escaping");
     std::fs::create_dir_all(dir.join("runlevels/builder")).unwrap();
-    std::fs::write(dir.join("aci-manifest.yml"), "name: aci.example.com/escaping:1\n").unwrap();
-    std::fs::write(dir.join("runlevels/builder/10-escape.sh"), format!("set -e\ntouch {target}\n")).unwrap();
-    let output = run_fails(herd().arg("build").arg(&dir).arg("--store").arg(work.path().join("store")));
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        "name: aci.example.com/escaping:1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("runlevels/builder/10-escape.sh"),
+        format!("set -e\ntouch {target}\n"),
+    )
+    .unwrap();
+    let output = run_fails(
+        herd()
+            .arg("build")
+            .arg(&dir)
+            .arg("--store")
+            .arg(work.path().join("store")),
+    );
     let stderr = text(&output.stderr);
-    assert!(stderr.contains("builder script 10-escape.sh failed"), "{stderr}");
+    assert!(
+        stderr.contains("builder script 10-escape.sh failed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Read-only file system"), "{stderr}");
-    assert!(!Path::new(&target).exists(), "a builder script wrote {target}");
+    assert!(
+        !Path::new(&target).exists(),
+        "a builder script wrote {target}"
+    );
 }

@@ -24,12 +24,22 @@ pub struct InspectArgs {
 
 pub fn run_images(args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
-    let mut rows = vec![["NAME".to_string(), "DIGEST".into(), "SIZE".into(), "CREATED".into()]];
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "DIGEST".into(),
+        "SIZE".into(),
+        "CREATED".into(),
+    ]];
     for tag in store.tags()? {
         let (size, created) = match store.read_manifest(&tag.descriptor) {
             Ok(manifest) => {
-                let size = manifest.config().size() + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
-                let created = store.read_config(&manifest).ok().and_then(|c| c.created().clone()).unwrap_or_default();
+                let size = manifest.config().size()
+                    + manifest.layers().iter().map(|l| l.size()).sum::<u64>();
+                let created = store
+                    .read_config(&manifest)
+                    .ok()
+                    .and_then(|c| c.created().clone())
+                    .unwrap_or_default();
                 (human_size(size), created)
             }
             Err(_) => ("-".into(), "-".into()),
@@ -37,9 +47,20 @@ pub fn run_images(args: ImagesArgs) -> anyhow::Result<ExitCode> {
         let digest = tag.descriptor.digest().to_string();
         rows.push([tag.name, digest, size, created]);
     }
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     for row in rows {
-        println!("{:w0$}  {:w1$}  {:>w2$}  {}", row[0], row[1], row[2], row[3], w0 = widths[0], w1 = widths[1], w2 = widths[2]);
+        println!(
+            "{:w0$}  {:w1$}  {:>w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -49,9 +70,10 @@ pub fn run_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let name: ImageName = args.name.parse().map_err(anyhow::Error::msg)?;
     let descriptor = store.require(&name)?;
     let manifest = store.read_manifest(&descriptor)?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&herd::store::from_oci_digest(manifest.config().digest()))?)
-            .context("parsing the config")?;
+    let config: serde_json::Value = serde_json::from_slice(
+        &store.read_blob(&herd::store::from_oci_digest(manifest.config().digest()))?,
+    )
+    .context("parsing the config")?;
     let output = serde_json::json!({"name": name.to_string(), "digest": descriptor.digest(), "manifest": manifest, "config": config});
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(ExitCode::SUCCESS)
@@ -65,5 +87,9 @@ fn human_size(bytes: u64) -> String {
         value /= 1000.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -2,11 +2,11 @@
 
 pub mod attributes;
 pub mod build;
+pub mod r#gen;
 pub mod images;
 pub mod pods;
 pub mod pull;
 pub mod push;
-pub mod r#gen;
 pub mod try_;
 
 use std::path::PathBuf;

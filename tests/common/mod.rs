@@ -13,7 +13,13 @@ pub fn herd_binary() -> PathBuf {
 /// A `herd` command with a clean environment for herd's own variables.
 pub fn herd() -> Command {
     let mut command = Command::new(herd_binary());
-    for variable in ["HERD_STORE", "HERD_INIT", "HERD_CONFIG", "SOURCE_DATE_EPOCH", "LOG_LEVEL"] {
+    for variable in [
+        "HERD_STORE",
+        "HERD_INIT",
+        "HERD_CONFIG",
+        "SOURCE_DATE_EPOCH",
+        "LOG_LEVEL",
+    ] {
         command.env_remove(variable);
     }
     command
@@ -39,7 +45,10 @@ impl Drop for Workdir {
 pub fn workdir() -> Workdir {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let path = std::env::temp_dir().join(format!("herd-test-{}-{nanos}-{n}", std::process::id()));
     std::fs::create_dir_all(&path).unwrap();
     Workdir(path)
@@ -47,15 +56,30 @@ pub fn workdir() -> Workdir {
 
 /// Runs `command`, panics with its output unless it succeeds, returns stdout.
 pub fn run_ok(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(output.status.success(), "{command:?} failed with {}:\nstdout:\n{}\nstderr:\n{}", output.status, text(&output.stdout), text(&output.stderr));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
     text(&output.stdout)
 }
 
 /// Runs `command`, panics unless it fails, returns its output.
 pub fn run_fails(command: &mut Command) -> Output {
-    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    assert!(!output.status.success(), "{command:?} should have failed:\nstdout:\n{}\nstderr:\n{}", text(&output.stdout), text(&output.stderr));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        !output.status.success(),
+        "{command:?} should have failed:\nstdout:\n{}\nstderr:\n{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
     output
 }
 
@@ -66,7 +90,11 @@ pub fn text(bytes: &[u8]) -> String {
 /// A tool the tests need. Missing tools fail the test with a hint: CI
 /// installs them (.ci/run), and a skipped check would hide a regression.
 pub fn tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin"])
+    {
         let path = Path::new(dir).join(name);
         if path.is_file() {
             return path;
@@ -78,17 +106,27 @@ pub fn tool(name: &str) -> PathBuf {
 /// A `podman` command using tests/containers.conf.
 pub fn podman() -> Command {
     let mut command = Command::new(tool("podman"));
-    command.env("CONTAINERS_CONF", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/containers.conf"));
+    command.env(
+        "CONTAINERS_CONF",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/containers.conf"),
+    );
     command
 }
 
 /// Commands busybox provides that the tests' images use.
-const APPLETS: &[&str] = &["sh", "cat", "echo", "ls", "sleep", "stat", "rm", "mkdir", "touch", "test", "grep", "ps", "kill", "id", "true", "false", "wc", "env", "sed", "head", "tail", "readlink", "find", "chmod", "date", "printf", "cp", "mv", "seq", "tr", "od"];
+const APPLETS: &[&str] = &[
+    "sh", "cat", "echo", "ls", "sleep", "stat", "rm", "mkdir", "touch", "test", "grep", "ps",
+    "kill", "id", "true", "false", "wc", "env", "sed", "head", "tail", "readlink", "find", "chmod",
+    "date", "printf", "cp", "mv", "seq", "tr", "od",
+];
 
 /// Copies the host's static busybox into `files_dir/bin` with a symlink per
 /// applet, so an image built from it has a shell and core tools.
 pub fn add_busybox(files_dir: &Path) {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(Path::new).find(|p| p.is_file())
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
         .unwrap_or_else(|| panic!("busybox is not installed (Debian package busybox-static)"));
     let bin = files_dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -135,6 +173,10 @@ pub fn copy_tree(from: &Path, to: &Path) {
 pub fn built_digest(stdout: &str, name: &str) -> String {
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().strip_prefix("sha256:")).map(|d| format!("sha256:{d}")))
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().strip_prefix("sha256:"))
+                .map(|d| format!("sha256:{d}"))
+        })
         .unwrap_or_else(|| panic!("no digest for {name} in:\n{stdout}"))
 }

@@ -22,3 +22,5 @@ pub mod store;
 pub mod templates;
 pub mod units;
 pub mod yaml;
+pub mod cache;
+pub mod plan;

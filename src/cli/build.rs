@@ -1,17 +1,21 @@
-//! `herd build`.
+//! `herd build` and `herd graph`.
 
 use super::StoreArg;
-use herd::build::{BuildOptions, build_image};
+use herd::build::BuildOptions;
 use herd::layers::Compression;
+use herd::plan::{self, Event};
 use herd::runtime::IsolationKind;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
-/// Build images from image directories (each holding an aci-manifest.yml)
-/// into the store, tagged with the name in their manifest.
+/// Build images and pods into the store: each PATH is an image directory
+/// (aci-manifest.yml), a pod directory (pod-manifest.yml), or a tree of
+/// them, built in dependency order. Unchanged images come from the cache.
 #[derive(clap::Args)]
 pub struct BuildArgs {
-    /// Image directories to build.
+    /// Image or pod directories, or directories holding them.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
 
@@ -34,9 +38,31 @@ pub struct BuildArgs {
     /// The OCI runtime that runs build scripts [default: runc, else crun, from PATH]
     #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
+
+    /// How many images to build at once [default: the number of cores]
+    #[arg(long, short)]
+    jobs: Option<usize>,
+
+    /// Build even what the cache says is unchanged.
+    #[arg(long)]
+    no_cache: bool,
+
+    /// Print a JSON summary on stdout instead of "NAME DIGEST" lines.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Print the dependency graph of image and pod directories in Graphviz dot.
+#[derive(clap::Args)]
+pub struct GraphArgs {
+    /// Image or pod directories, or directories holding them.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let plan = plan::discover(&args.paths)?;
+    plan.order()?;
     let store = args.store.open()?;
     let options = BuildOptions {
         compression: args.compression,
@@ -45,17 +71,74 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         isolation: args.isolation,
         runtime: args.runtime,
     };
-    for path in &args.paths {
-        if path.join(herd::manifest::POD_MANIFEST).is_file() {
-            let pod = herd::pods::build_pod(path, &store, &options)?;
-            for app in &pod.apps {
-                println!("{} {}", app.name, app.manifest.digest());
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let started = std::time::Instant::now();
+    let terminal = std::io::stderr().is_terminal();
+    let print_lock = Mutex::new(());
+    let report = |event: &Event| {
+        let _guard = print_lock.lock();
+        match event {
+            Event::Started(unit) if terminal => eprintln!("building {}", plan.units[*unit].name),
+            Event::Started(_) => {}
+            Event::Finished(unit, outcome) => {
+                let state = match &outcome.result {
+                    Ok(built) if built.cached => "cached",
+                    Ok(_) => "built",
+                    Err(reason) if reason.starts_with("skipped") => "skipped",
+                    Err(_) => "failed",
+                };
+                // The final name: build scripts may have set the version.
+                let name = match &outcome.result {
+                    Ok(built) => built.tags.last().map_or(plan.units[*unit].name.as_str(), |(n, _)| n.as_str()),
+                    Err(_) => plan.units[*unit].name.as_str(),
+                };
+                eprintln!("{state:>7} {name} ({:.2}s)", outcome.duration.as_secs_f64());
             }
-            println!("{} {}", pod.name, pod.manifest.digest());
-        } else {
-            let built = build_image(path, &store, &options)?;
-            println!("{} {}", built.name, built.manifest.digest());
         }
+    };
+    let outcomes = plan.execute(&store, &options, !args.no_cache, jobs, &report);
+
+    let (mut built, mut cached, mut failed) = (0, 0, Vec::new());
+    let mut summary = Vec::new();
+    for (unit, outcome) in plan.units.iter().zip(&outcomes) {
+        let mut row = serde_json::json!({"path": unit.dir, "seconds": outcome.duration.as_secs_f64()});
+        match &outcome.result {
+            Ok(result) => {
+                if result.cached { cached += 1 } else { built += 1 }
+                row["state"] = if result.cached { "cached" } else { "built" }.into();
+                row["tags"] = result.tags.iter().map(|(n, d)| serde_json::json!({"name": n, "digest": d})).collect();
+                if !args.json {
+                    for (name, digest) in &result.tags {
+                        println!("{name} {digest}");
+                    }
+                }
+            }
+            Err(error) => {
+                row["state"] = if error.starts_with("skipped") { "skipped" } else { "failed" }.into();
+                row["error"] = error.clone().into();
+                failed.push((unit, error));
+            }
+        }
+        summary.push(row);
     }
+    if args.json {
+        let total = serde_json::json!({"built": built, "cached": cached, "failed": failed.len(), "seconds": started.elapsed().as_secs_f64(), "units": summary});
+        println!("{}", serde_json::to_string_pretty(&total)?);
+    }
+    if plan.units.len() > 1 {
+        eprintln!("{built} built, {cached} cached, {} failed in {:.2}s", failed.len(), started.elapsed().as_secs_f64());
+    }
+    if failed.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Each failure in full, so the first error is not lost in progress lines.
+    for (unit, error) in &failed {
+        eprintln!("error: {}: {error}", unit.dir.display());
+    }
+    Ok(ExitCode::from(2))
+}
+
+pub fn run_graph(args: GraphArgs) -> anyhow::Result<ExitCode> {
+    print!("{}", plan::discover(&args.paths)?.dot());
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ pub mod build;
 pub mod r#gen;
 pub mod images;
 pub mod pods;
+pub mod store;
 pub mod pull;
 pub mod push;
 pub mod try_;

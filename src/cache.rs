@@ -1,0 +1,109 @@
+//! The build cache: an image whose inputs did not change is not rebuilt.
+//!
+//! The key is a digest over everything a build reads: the directory's
+//! content (names, modes, symlink targets, file bytes), the digests the
+//! dependencies resolve to, herd's version and its init, and the build
+//! options. A record under that key lists the tags the build produced; a
+//! hit re-points those tags if needed and does nothing else, so a no-op
+//! rebuild only reads its inputs.
+
+use crate::build::BuildOptions;
+use crate::digest::{Digest, HashingWriter};
+use crate::names::ImageName;
+use crate::store::Store;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What a build produced: each tag and the manifest digest it points at.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub tags: Vec<(String, String)>,
+}
+
+/// Computes the cache key of building `dir` with dependencies that resolve
+/// to `dependency_digests` (in manifest order).
+/// `extra` is anything else the caller knows the output depends on.
+pub fn key(dir: &Path, dependency_digests: &[String], options: &BuildOptions, epoch: u64, extra: &str) -> Result<Digest> {
+    let mut hasher = HashingWriter::new(std::io::sink());
+    writeln!(hasher, "herd {}", env!("CARGO_PKG_VERSION"))?;
+    // The init is part of every image: a new one must rebuild.
+    if let Ok(init) = crate::build::init_binary(options) {
+        if let Ok(metadata) = std::fs::metadata(&init) {
+            writeln!(hasher, "init {} {} {}", metadata.len(), metadata.mtime(), metadata.mtime_nsec())?;
+        }
+    }
+    writeln!(hasher, "options {:?} {:?} {:?} epoch {epoch} {extra}", options.compression, options.isolation, options.runtime)?;
+    for digest in dependency_digests {
+        writeln!(hasher, "dependency {digest}")?;
+    }
+    hash_tree(dir, &mut hasher).with_context(|| format!("reading {}", dir.display()))?;
+    let (_, digest, _) = hasher.finish();
+    Ok(digest)
+}
+
+/// Feeds every entry under `dir` into `hasher`, in sorted order.
+fn hash_tree(dir: &Path, hasher: &mut impl Write) -> Result<()> {
+    let mut buffer = vec![0u8; 256 * 1024];
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let entry = entry?;
+        let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        let metadata = entry.path().symlink_metadata()?;
+        hasher.write_all(relative.as_os_str().as_bytes())?;
+        write!(hasher, "\0{:o}\0", metadata.mode())?;
+        if metadata.file_type().is_symlink() {
+            hasher.write_all(std::fs::read_link(entry.path())?.as_os_str().as_bytes())?;
+        } else if metadata.is_file() {
+            let mut file = std::fs::File::open(entry.path())?;
+            write!(hasher, "{}\0", metadata.len())?;
+            loop {
+                let read = std::io::Read::read(&mut file, &mut buffer)?;
+                if read == 0 {
+                    break;
+                }
+                hasher.write_all(&buffer[..read])?;
+            }
+        }
+        hasher.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn record_path(store: &Store, key: &Digest) -> PathBuf {
+    store.root().join("cache/builds").join(key.hex())
+}
+
+/// The record under `key`, if its tags still resolve (re-pointing a tag
+/// that another build moved, as long as the manifest is still stored).
+pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Record>> {
+    let Ok(bytes) = std::fs::read(record_path(store, key)) else { return Ok(None) };
+    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else { return Ok(None) };
+    for (name, digest) in &record.tags {
+        let name: ImageName = name.parse().map_err(anyhow::Error::msg)?;
+        let digest: Digest = digest.parse().map_err(anyhow::Error::msg)?;
+        if !store.has_blob(&digest) {
+            return Ok(None); // collected since; build again
+        }
+        match store.resolve(&name)? {
+            Some(current) if current.digest().to_string() == digest.to_string() => {}
+            _ => {
+                let manifest = store.read_blob(&digest)?;
+                let descriptor = oci_spec::image::Descriptor::new(
+                    oci_spec::image::MediaType::ImageManifest,
+                    manifest.len() as u64,
+                    crate::store::to_oci_digest(&digest),
+                );
+                store.set_tag(&name, &descriptor)?;
+            }
+        }
+    }
+    Ok(Some(record))
+}
+
+/// Remembers what the build under `key` produced.
+pub fn remember(store: &Store, key: &Digest, record: &Record) -> Result<()> {
+    crate::fsutil::write_atomic(&record_path(store, key), &serde_json::to_vec(record)?)
+}

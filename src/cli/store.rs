@@ -1,0 +1,50 @@
+//! `herd gc`, `herd clean` and `herd fsck`: store maintenance.
+
+use super::StoreArg;
+use std::process::ExitCode;
+
+/// Remove blobs that no tag references.
+#[derive(clap::Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Remove leftovers of interrupted builds (temporary files, build roots).
+#[derive(clap::Args)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+/// Check the store: every blob matches its digest, every tag resolves.
+#[derive(clap::Args)]
+pub struct FsckArgs {
+    #[command(flatten)]
+    store: StoreArg,
+}
+
+pub fn run_gc(args: GcArgs) -> anyhow::Result<ExitCode> {
+    let (blobs, bytes) = args.store.open()?.gc()?;
+    println!("removed {blobs} blobs, {bytes} bytes");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
+    let removed = args.store.open()?.clean()?;
+    println!("removed {removed} leftovers");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_fsck(args: FsckArgs) -> anyhow::Result<ExitCode> {
+    let problems = args.store.open()?.fsck()?;
+    for problem in &problems {
+        println!("{problem}");
+    }
+    if problems.is_empty() {
+        println!("ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
+}

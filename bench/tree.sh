@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Benchmark: a tree of 50 images (a chain of 10 bases, 40 leaves on them,
+# each a few MB of files): cold build, then a no-op rebuild (target < 0.5 s).
+#
+#   bash bench/tree.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin herd --bin herd-init
+herd=$(ls -d target/*/release/herd | head -1)
+work=$(mktemp -d /tmp/herd-bench-tree.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+python3 - "$work/tree" <<'PY'
+import os, random, sys
+root = sys.argv[1]
+random.seed(7)
+def image(name, deps):
+    d = os.path.join(root, name)
+    os.makedirs(os.path.join(d, "files", "opt", name), exist_ok=True)
+    with open(os.path.join(d, "aci-manifest.yml"), "w") as f:
+        f.write(f"name: bench.example.com/{name}:1\n")
+        if deps:
+            f.write("aci:\n  dependencies: [" + ", ".join(f"bench.example.com/{x}:1" for x in deps) + "]\n")
+    for i in range(20):  # ~3 MB per image: half text, half random
+        path = os.path.join(d, "files", "opt", name, f"f{i}")
+        with open(path, "wb") as f:
+            f.write(os.urandom(75_000) if i % 2 else (("%s line %d\n" % (name, i)) * 5000).encode()[:75_000])
+for i in range(10):
+    image(f"base{i}", [f"base{i-1}"] if i else [])
+for i in range(40):
+    image(f"leaf{i}", [f"base{i % 10}"])
+PY
+du -sh "$work/tree"
+
+measure() {
+  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
+  cat "$work/time"
+}
+read -r cold cold_rss < <(measure "$herd" build "$work/tree" --store "$work/store")
+noop=()
+for i in 1 2 3 4 5; do
+  read -r t rss < <(measure "$herd" build "$work/tree" --store "$work/store")
+  noop+=("$t")
+done
+grep -c cached "$work/err" | sed 's/^/images reported cached in the last run: /'
+echo "cold build of 50 images: ${cold} s (peak RSS $((cold_rss / 1024)) MB)"
+echo "no-op rebuilds: ${noop[*]} s (target < 0.5 s)"

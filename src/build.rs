@@ -473,7 +473,7 @@ enum ManifestSource {
     /// `aci-manifest.yml`, a template over attributes.
     Template(String),
     /// A manifest herd made (the app of a pod).
-    Given(ImageManifest),
+    Given(Box<ImageManifest>),
 }
 
 impl ImageSource {
@@ -521,7 +521,7 @@ impl ImageSource {
         Ok(ImageSource {
             dir: dir.to_path_buf(),
             manifest_path: manifest_path.to_path_buf(),
-            manifest: ManifestSource::Given(manifest),
+            manifest: ManifestSource::Given(Box::new(manifest)),
             attributes: merged,
             shared: Some(shared),
         })
@@ -558,7 +558,7 @@ impl ImageSource {
                 attributes::merge_value(&mut values, extra);
                 manifest::parse_image(&self.manifest_path, text, &values)
             }
-            ManifestSource::Given(manifest) => Ok(manifest.clone()),
+            ManifestSource::Given(manifest) => Ok((**manifest).clone()),
         }
     }
 }

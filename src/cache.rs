@@ -27,16 +27,32 @@ pub struct Record {
 /// Computes the cache key of building `dir` with dependencies that resolve
 /// to `dependency_digests` (in manifest order).
 /// `extra` is anything else the caller knows the output depends on.
-pub fn key(dir: &Path, dependency_digests: &[String], options: &BuildOptions, epoch: u64, extra: &str) -> Result<Digest> {
+pub fn key(
+    dir: &Path,
+    dependency_digests: &[String],
+    options: &BuildOptions,
+    epoch: u64,
+    extra: &str,
+) -> Result<Digest> {
     let mut hasher = HashingWriter::new(std::io::sink());
     writeln!(hasher, "herd {}", env!("CARGO_PKG_VERSION"))?;
     // The init is part of every image: a new one must rebuild.
-    if let Ok(init) = crate::build::init_binary(options) {
-        if let Ok(metadata) = std::fs::metadata(&init) {
-            writeln!(hasher, "init {} {} {}", metadata.len(), metadata.mtime(), metadata.mtime_nsec())?;
-        }
+    if let Ok(metadata) =
+        crate::build::init_binary(options).and_then(|init| Ok(std::fs::metadata(init)?))
+    {
+        writeln!(
+            hasher,
+            "init {} {} {}",
+            metadata.len(),
+            metadata.mtime(),
+            metadata.mtime_nsec()
+        )?;
     }
-    writeln!(hasher, "options {:?} {:?} {:?} epoch {epoch} {extra}", options.compression, options.isolation, options.runtime)?;
+    writeln!(
+        hasher,
+        "options {:?} {:?} {:?} epoch {epoch} {extra}",
+        options.compression, options.isolation, options.runtime
+    )?;
     for digest in dependency_digests {
         writeln!(hasher, "dependency {digest}")?;
     }
@@ -79,8 +95,12 @@ fn record_path(store: &Store, key: &Digest) -> PathBuf {
 /// The record under `key`, if its tags still resolve (re-pointing a tag
 /// that another build moved, as long as the manifest is still stored).
 pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Record>> {
-    let Ok(bytes) = std::fs::read(record_path(store, key)) else { return Ok(None) };
-    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else { return Ok(None) };
+    let Ok(bytes) = std::fs::read(record_path(store, key)) else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+        return Ok(None);
+    };
     for (name, digest) in &record.tags {
         let name: ImageName = name.parse().map_err(anyhow::Error::msg)?;
         let digest: Digest = digest.parse().map_err(anyhow::Error::msg)?;

@@ -610,6 +610,22 @@ fn set_checksum(block: &mut [u8; 512]) {
     block[148..156].copy_from_slice(digits.as_bytes());
 }
 
+/// Opens a layer blob for reading its uncompressed tar stream.
+pub fn open_decompressed(path: &Path, media_type: &str) -> Result<Box<dyn Read>> {
+    let file = io::BufReader::with_capacity(
+        CHUNK,
+        File::open(path).with_context(|| format!("opening {}", path.display()))?,
+    );
+    Ok(match media_type {
+        MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            Box::new(flate2::read::MultiGzDecoder::new(file))
+        }
+        MEDIA_TYPE_ZSTD => Box::new(zstd::Decoder::with_buffer(file)?),
+        MEDIA_TYPE_TAR => Box::new(file),
+        other => bail!("layer media type {other:?} is not supported"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -755,20 +771,4 @@ mod tests {
         let err = scan_tree(dir.path(), "", &options).unwrap_err();
         assert!(err.to_string().contains("is a fifo"), "{err}");
     }
-}
-
-/// Opens a layer blob for reading its uncompressed tar stream.
-pub fn open_decompressed(path: &Path, media_type: &str) -> Result<Box<dyn Read>> {
-    let file = io::BufReader::with_capacity(
-        CHUNK,
-        File::open(path).with_context(|| format!("opening {}", path.display()))?,
-    );
-    Ok(match media_type {
-        MEDIA_TYPE_GZIP | "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            Box::new(flate2::read::MultiGzDecoder::new(file))
-        }
-        MEDIA_TYPE_ZSTD => Box::new(zstd::Decoder::with_buffer(file)?),
-        MEDIA_TYPE_TAR => Box::new(file),
-        other => bail!("layer media type {other:?} is not supported"),
-    })
 }

@@ -236,14 +236,14 @@ pub fn parse_image(
             });
         }
     }
-    if let Some(dir) = &manifest.aci.app.working_directory {
-        if !dir.starts_with('/') {
-            let line = line_of(&text, dir);
-            return Err(InputError {
-                line,
-                ..InputError::new(path, format!("workingDirectory {dir:?} must be absolute"))
-            });
-        }
+    if let Some(dir) = &manifest.aci.app.working_directory
+        && !dir.starts_with('/')
+    {
+        let line = line_of(&text, dir);
+        return Err(InputError {
+            line,
+            ..InputError::new(path, format!("workingDirectory {dir:?} must be absolute"))
+        });
     }
     Ok(manifest)
 }

@@ -122,10 +122,10 @@ fn check_domain(domain: &str) -> Result<(), String> {
         Some((host, port)) if !host.ends_with(']') || domain.starts_with('[') => (host, Some(port)),
         _ => (domain, None),
     };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("the registry port {port:?} is not a number"));
-        }
+    if let Some(port) = port
+        && (port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("the registry port {port:?} is not a number"));
     }
     if host.starts_with('[') && host.ends_with(']') {
         return Ok(());

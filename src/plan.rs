@@ -63,16 +63,28 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
         }
         find_units(path, &mut dirs)?;
         if dirs.is_empty() {
-            bail!("{} holds no {} or {} (not an image or pod directory, nor a tree of them)", path.display(), manifest::IMAGE_MANIFEST, manifest::POD_MANIFEST);
+            bail!(
+                "{} holds no {} or {} (not an image or pod directory, nor a tree of them)",
+                path.display(),
+                manifest::IMAGE_MANIFEST,
+                manifest::POD_MANIFEST
+            );
         }
     }
     dirs.dedup();
-    let units = dirs.iter().map(|dir| read_unit(dir)).collect::<Result<Vec<_>>>()?;
+    let units = dirs
+        .iter()
+        .map(|dir| read_unit(dir))
+        .collect::<Result<Vec<_>>>()?;
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (index, unit) in units.iter().enumerate() {
         for repository in &unit.produces {
             if let Some(other) = producer.insert(repository, index) {
-                bail!("{} and {} both build {repository}", units[other].dir.display(), unit.dir.display());
+                bail!(
+                    "{} and {} both build {repository}",
+                    units[other].dir.display(),
+                    unit.dir.display()
+                );
             }
         }
     }
@@ -85,7 +97,10 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
                     let repository = name.parse::<ImageName>().ok()?.repository();
                     // An image built on an older version of itself takes
                     // that version from the store.
-                    producer.get(repository.as_str()).filter(|&&i| !std::ptr::eq(&units[i], unit)).map(|&i| (i, *edge))
+                    producer
+                        .get(repository.as_str())
+                        .filter(|&&i| !std::ptr::eq(&units[i], unit))
+                        .map(|&i| (i, *edge))
                 })
                 .collect()
         })
@@ -101,7 +116,10 @@ fn find_units(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
     let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_dir())
+                && !e.file_name().to_string_lossy().starts_with('.')
+        })
         .map(|e| e.path())
         .collect();
     children.sort();
@@ -118,10 +136,24 @@ fn read_unit(dir: &Path) -> Result<Unit> {
         let mut produces = vec![name.repository()];
         let mut needs = Vec::new();
         for app in &pod.pod.apps {
-            produces.push(name.with_path_suffix(&format!("_{}", pods::app_name(app))).map_err(anyhow::Error::msg)?.repository());
-            needs.extend(app.dependencies.iter().map(|d| (d.clone(), Edge::Dependency)));
+            produces.push(
+                name.with_path_suffix(&format!("_{}", pods::app_name(app)))
+                    .map_err(anyhow::Error::msg)?
+                    .repository(),
+            );
+            needs.extend(
+                app.dependencies
+                    .iter()
+                    .map(|d| (d.clone(), Edge::Dependency)),
+            );
         }
-        return Ok(Unit { dir: dir.to_path_buf(), kind: Kind::Pod, name: pod.name, produces, needs });
+        return Ok(Unit {
+            dir: dir.to_path_buf(),
+            kind: Kind::Pod,
+            name: pod.name,
+            produces,
+            needs,
+        });
     }
     let manifest = ImageSource::read(dir)?.provisional_manifest()?;
     let name: ImageName = manifest.name.parse().map_err(anyhow::Error::msg)?;
@@ -130,17 +162,39 @@ fn read_unit(dir: &Path) -> Result<Unit> {
         .dependencies
         .iter()
         .map(|d| (d.clone(), Edge::Dependency))
-        .chain(manifest.builder.dependencies.iter().map(|d| (d.clone(), Edge::Builder)))
-        .chain(manifest.tester.dependencies.iter().map(|d| (d.clone(), Edge::Tester)))
+        .chain(
+            manifest
+                .builder
+                .dependencies
+                .iter()
+                .map(|d| (d.clone(), Edge::Builder)),
+        )
+        .chain(
+            manifest
+                .tester
+                .dependencies
+                .iter()
+                .map(|d| (d.clone(), Edge::Tester)),
+        )
         .collect();
-    Ok(Unit { dir: dir.to_path_buf(), kind: Kind::Image, name: manifest.name, produces: vec![name.repository()], needs })
+    Ok(Unit {
+        dir: dir.to_path_buf(),
+        kind: Kind::Image,
+        name: manifest.name,
+        produces: vec![name.repository()],
+        needs,
+    })
 }
 
 impl Plan {
     /// The edges that order builds: tester dependencies are needed by
     /// tests only.
     fn build_edges(&self, unit: usize) -> impl Iterator<Item = usize> + '_ {
-        let mut needed: Vec<usize> = self.edges[unit].iter().filter(|(_, e)| *e != Edge::Tester).map(|(i, _)| *i).collect();
+        let mut needed: Vec<usize> = self.edges[unit]
+            .iter()
+            .filter(|(_, e)| *e != Edge::Tester)
+            .map(|(i, _)| *i)
+            .collect();
         needed.sort_unstable();
         needed.dedup();
         needed.into_iter()
@@ -149,8 +203,11 @@ impl Plan {
     /// Units in an order where each comes after what it needs. A cycle is
     /// an error naming every unit in it.
     pub fn order(&self) -> Result<Vec<usize>> {
-        let mut pending: Vec<usize> = (0..self.units.len()).map(|u| self.build_edges(u).count()).collect();
-        let mut ready: VecDeque<usize> = (0..self.units.len()).filter(|&u| pending[u] == 0).collect();
+        let mut pending: Vec<usize> = (0..self.units.len())
+            .map(|u| self.build_edges(u).count())
+            .collect();
+        let mut ready: VecDeque<usize> =
+            (0..self.units.len()).filter(|&u| pending[u] == 0).collect();
         let mut order = Vec::new();
         while let Some(unit) = ready.pop_front() {
             order.push(unit);
@@ -171,14 +228,19 @@ impl Plan {
     }
 
     fn dependents(&self, unit: usize) -> Vec<usize> {
-        (0..self.units.len()).filter(|&d| self.build_edges(d).any(|n| n == unit)).collect()
+        (0..self.units.len())
+            .filter(|&d| self.build_edges(d).any(|n| n == unit))
+            .collect()
     }
 
     /// Follows needs from a stuck unit until one repeats: that loop is the
     /// cycle.
     fn find_cycle(&self, stuck: &[usize]) -> Vec<usize> {
         let mut path = vec![stuck[0]];
-        while let Some(next) = path.last().and_then(|&current| self.build_edges(current).find(|n| stuck.contains(n))) {
+        while let Some(next) = path
+            .last()
+            .and_then(|&current| self.build_edges(current).find(|n| stuck.contains(n)))
+        {
             if let Some(start) = path.iter().position(|&u| u == next) {
                 return path[start..].to_vec();
             }
@@ -192,15 +254,26 @@ impl Plan {
     /// dotted, images from outside the tree grey.
     pub fn dot(&self) -> String {
         let quote = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-        let mut out = String::from("digraph herd {\n  rankdir=BT;\n  node [fontname=\"sans-serif\"];\n");
+        let mut out =
+            String::from("digraph herd {\n  rankdir=BT;\n  node [fontname=\"sans-serif\"];\n");
         for unit in &self.units {
-            let shape = if unit.kind == Kind::Pod { "box" } else { "ellipse" };
+            let shape = if unit.kind == Kind::Pod {
+                "box"
+            } else {
+                "ellipse"
+            };
             out.push_str(&format!("  {} [shape={shape}];\n", quote(&unit.name)));
         }
         let mut external = std::collections::BTreeSet::new();
         for (index, unit) in self.units.iter().enumerate() {
             for (name, edge) in &unit.needs {
-                let target = match self.edges[index].iter().find(|(i, e)| e == edge && self.units[*i].produces.iter().any(|p| name.starts_with(p.as_str()))) {
+                let target = match self.edges[index].iter().find(|(i, e)| {
+                    e == edge
+                        && self.units[*i]
+                            .produces
+                            .iter()
+                            .any(|p| name.starts_with(p.as_str()))
+                }) {
                     Some((i, _)) => self.units[*i].name.clone(),
                     None => {
                         external.insert(name.clone());
@@ -212,11 +285,18 @@ impl Plan {
                     Edge::Builder => "dashed",
                     Edge::Tester => "dotted",
                 };
-                out.push_str(&format!("  {} -> {} [style={style}];\n", quote(&unit.name), quote(&target)));
+                out.push_str(&format!(
+                    "  {} -> {} [style={style}];\n",
+                    quote(&unit.name),
+                    quote(&target)
+                ));
             }
         }
         for name in external {
-            out.push_str(&format!("  {} [color=grey, fontcolor=grey];\n", quote(&name)));
+            out.push_str(&format!(
+                "  {} [color=grey, fontcolor=grey];\n",
+                quote(&name)
+            ));
         }
         out.push_str("}\n");
         out
@@ -225,19 +305,37 @@ impl Plan {
     /// Builds every unit, `jobs` at a time, each after what it needs,
     /// calling `report` as units start and end. A failed unit's dependents
     /// are skipped; the others go on.
-    pub fn execute(&self, store: &Store, options: &BuildOptions, use_cache: bool, jobs: usize, report: &(dyn Fn(&Event) + Sync)) -> Vec<Outcome> {
-        let order = self.order().unwrap_or_else(|_| (0..self.units.len()).collect());
-        let pending: Vec<usize> = (0..self.units.len()).map(|u| self.build_edges(u).count()).collect();
+    pub fn execute(
+        &self,
+        store: &Store,
+        options: &BuildOptions,
+        use_cache: bool,
+        jobs: usize,
+        report: &(dyn Fn(&Event) + Sync),
+    ) -> Vec<Outcome> {
+        let order = self
+            .order()
+            .unwrap_or_else(|_| (0..self.units.len()).collect());
+        let pending: Vec<usize> = (0..self.units.len())
+            .map(|u| self.build_edges(u).count())
+            .collect();
         let ready: VecDeque<usize> = order.iter().copied().filter(|&u| pending[u] == 0).collect();
-        let state = Mutex::new(Schedule { ready, pending, outcomes: vec![None; self.units.len()], running: 0 });
+        let state = Mutex::new(Schedule {
+            ready,
+            pending,
+            outcomes: vec![None; self.units.len()],
+            running: 0,
+        });
         let wake = Condvar::new();
-        let dependents: Vec<Vec<usize>> = (0..self.units.len()).map(|u| self.dependents(u)).collect();
+        let dependents: Vec<Vec<usize>> =
+            (0..self.units.len()).map(|u| self.dependents(u)).collect();
         std::thread::scope(|scope| {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
                     loop {
                         let unit = {
-                            let mut schedule = state.lock().expect("no worker panics holding the lock");
+                            let mut schedule =
+                                state.lock().expect("no worker panics holding the lock");
                             loop {
                                 if let Some(unit) = schedule.ready.pop_front() {
                                     schedule.running += 1;
@@ -246,7 +344,9 @@ impl Plan {
                                 if schedule.running == 0 {
                                     break None;
                                 }
-                                schedule = wake.wait(schedule).expect("no worker panics holding the lock");
+                                schedule = wake
+                                    .wait(schedule)
+                                    .expect("no worker panics holding the lock");
                             }
                         };
                         let Some(unit) = unit else {
@@ -256,7 +356,10 @@ impl Plan {
                         report(&Event::Started(unit));
                         let started = Instant::now();
                         let result = self.build_unit(unit, store, options, use_cache);
-                        let outcome = Outcome { result: result.map_err(|e| format!("{e:#}")), duration: started.elapsed() };
+                        let outcome = Outcome {
+                            result: result.map_err(|e| format!("{e:#}")),
+                            duration: started.elapsed(),
+                        };
                         report(&Event::Finished(unit, &outcome));
                         let mut schedule = state.lock().expect("no worker panics holding the lock");
                         schedule.running -= 1;
@@ -266,7 +369,13 @@ impl Plan {
                         while let Some(dependent) = stack.pop() {
                             if failed {
                                 if schedule.outcomes[dependent].is_none() {
-                                    let skipped = Outcome { result: Err(format!("skipped: {} failed", self.units[unit].name)), duration: Duration::ZERO };
+                                    let skipped = Outcome {
+                                        result: Err(format!(
+                                            "skipped: {} failed",
+                                            self.units[unit].name
+                                        )),
+                                        duration: Duration::ZERO,
+                                    };
                                     report(&Event::Finished(dependent, &skipped));
                                     schedule.outcomes[dependent] = Some(skipped);
                                     stack.extend(dependents[dependent].iter().copied());
@@ -287,31 +396,61 @@ impl Plan {
         outcomes
             .into_iter()
             .enumerate()
-            .map(|(u, o)| o.unwrap_or(Outcome { result: Err(format!("not built: {} is part of a dependency cycle", self.units[u].name)), duration: Duration::ZERO }))
+            .map(|(u, o)| {
+                o.unwrap_or(Outcome {
+                    result: Err(format!(
+                        "not built: {} is part of a dependency cycle",
+                        self.units[u].name
+                    )),
+                    duration: Duration::ZERO,
+                })
+            })
             .collect()
     }
 
-    fn build_unit(&self, unit: usize, store: &Store, options: &BuildOptions, use_cache: bool) -> Result<Built> {
+    fn build_unit(
+        &self,
+        unit: usize,
+        store: &Store,
+        options: &BuildOptions,
+        use_cache: bool,
+    ) -> Result<Built> {
         let unit = &self.units[unit];
-        let epoch = options.source_date_epoch.map_or_else(|| build::source_date_epoch(&unit.dir), Ok)?;
-        let options = BuildOptions { source_date_epoch: Some(epoch), ..options.clone() };
+        let epoch = options
+            .source_date_epoch
+            .map_or_else(|| build::source_date_epoch(&unit.dir), Ok)?;
+        let options = BuildOptions {
+            source_date_epoch: Some(epoch),
+            ..options.clone()
+        };
         let dependency_digests: Vec<String> = unit
             .needs
             .iter()
             .filter(|(_, e)| *e != Edge::Tester)
             .map(|(name, _)| {
-                let resolved = name.parse::<ImageName>().ok().and_then(|n| store.resolve(&n).ok().flatten());
+                let resolved = name
+                    .parse::<ImageName>()
+                    .ok()
+                    .and_then(|n| store.resolve(&n).ok().flatten());
                 resolved.map_or_else(|| format!("{name} missing"), |d| d.digest().to_string())
             })
             .collect();
         // A generated version follows the commit, so the commit is an input.
-        let generated_version = unit.name.parse::<ImageName>().is_ok_and(|n| n.tag().is_none());
-        let commit = if generated_version { build::git_short_hash(&unit.dir).unwrap_or_default() } else { String::new() };
+        let generated_version = unit
+            .name
+            .parse::<ImageName>()
+            .is_ok_and(|n| n.tag().is_none());
+        let commit = if generated_version {
+            build::git_short_hash(&unit.dir).unwrap_or_default()
+        } else {
+            String::new()
+        };
         let key = cache::key(&unit.dir, &dependency_digests, &options, epoch, &commit)?;
-        if use_cache {
-            if let Some(record) = cache::lookup(store, &key)? {
-                return Ok(Built { cached: true, tags: record.tags });
-            }
+        if use_cache && let Some(record) = cache::lookup(store, &key)? {
+            return Ok(Built {
+                cached: true,
+                tags: record.tags,
+            });
         }
         let tags: Vec<(String, String)> = match unit.kind {
             Kind::Image => {
@@ -320,14 +459,21 @@ impl Plan {
             }
             Kind::Pod => {
                 let pod = pods::build_pod(&unit.dir, store, &options)?;
-                let mut tags: Vec<(String, String)> = pod.apps.iter().map(|a| (a.name.to_string(), a.manifest.digest().to_string())).collect();
+                let mut tags: Vec<(String, String)> = pod
+                    .apps
+                    .iter()
+                    .map(|a| (a.name.to_string(), a.manifest.digest().to_string()))
+                    .collect();
                 tags.push((pod.name.to_string(), pod.manifest.digest().to_string()));
                 tags
             }
         };
         let record = cache::Record { tags };
         cache::remember(store, &key, &record)?;
-        Ok(Built { cached: false, tags: record.tags })
+        Ok(Built {
+            cached: false,
+            tags: record.tags,
+        })
     }
 }
 
@@ -366,7 +512,11 @@ mod tests {
     fn image(dir: &Path, name: &str, dependencies: &[&str]) {
         std::fs::create_dir_all(dir).unwrap();
         let list = dependencies.join(", ");
-        std::fs::write(dir.join("aci-manifest.yml"), format!("name: {name}\naci:\n  dependencies: [{list}]\n")).unwrap();
+        std::fs::write(
+            dir.join("aci-manifest.yml"),
+            format!("name: {name}\naci:\n  dependencies: [{list}]\n"),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -376,10 +526,19 @@ mod tests {
         image(&root.path().join("mid"), "x.io/mid:1", &["x.io/base:1"]);
         image(&root.path().join("nested/base"), "x.io/base:1", &[]);
         // A manifest inside a unit's files is content, not a unit.
-        image(&root.path().join("mid/files/opt/other"), "x.io/other:1", &[]);
+        image(
+            &root.path().join("mid/files/opt/other"),
+            "x.io/other:1",
+            &[],
+        );
         let plan = discover(&[root.path().to_path_buf()]).unwrap();
         assert_eq!(plan.units.len(), 3);
-        let names: Vec<&str> = plan.order().unwrap().into_iter().map(|u| plan.units[u].name.as_str()).collect();
+        let names: Vec<&str> = plan
+            .order()
+            .unwrap()
+            .into_iter()
+            .map(|u| plan.units[u].name.as_str())
+            .collect();
         assert_eq!(names, ["x.io/base:1", "x.io/mid:1", "x.io/leaf:1"]);
     }
 
@@ -390,7 +549,11 @@ mod tests {
         image(&root.path().join("b"), "x.io/b:1", &["x.io/a:1"]);
         image(&root.path().join("c"), "x.io/c:1", &["x.io/b:1"]);
         image(&root.path().join("d"), "x.io/d:1", &[]);
-        let err = discover(&[root.path().to_path_buf()]).unwrap().order().unwrap_err().to_string();
+        let err = discover(&[root.path().to_path_buf()])
+            .unwrap()
+            .order()
+            .unwrap_err()
+            .to_string();
         for name in ["x.io/a:1", "x.io/b:1", "x.io/c:1"] {
             assert!(err.contains(name), "{err}");
         }

@@ -21,12 +21,23 @@ fn tree(root: &Path) {
         std::fs::write(dir.join(format!("files/etc/{name}")), name).unwrap();
     }
     std::fs::create_dir_all(root.join("v-alone/files")).unwrap();
-    std::fs::write(root.join("v-alone/aci-manifest.yml"), "name: aci.example.com/v-alone:1\n").unwrap();
+    std::fs::write(
+        root.join("v-alone/aci-manifest.yml"),
+        "name: aci.example.com/v-alone:1\n",
+    )
+    .unwrap();
     std::fs::write(root.join("v-alone/files/alone"), "alone").unwrap();
 }
 
 fn build_json(root: &Path, store: &Path) -> serde_json::Value {
-    let out = run_ok(herd().arg("build").arg(root).arg("--store").arg(store).args(["--json", "--jobs", "2"]));
+    let out = run_ok(
+        herd()
+            .arg("build")
+            .arg(root)
+            .arg("--store")
+            .arg(store)
+            .args(["--json", "--jobs", "2"]),
+    );
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
 
@@ -35,7 +46,12 @@ fn states(summary: &serde_json::Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| (u["tags"][0]["name"].as_str().unwrap_or("?").to_string(), u["state"].as_str().unwrap().to_string()))
+        .map(|u| {
+            (
+                u["tags"][0]["name"].as_str().unwrap_or("?").to_string(),
+                u["state"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     states.sort();
     states
@@ -51,13 +67,26 @@ fn a_tree_builds_in_dependency_order_then_comes_from_the_cache() {
     assert_eq!(first["built"], 5, "{first}");
     // A leaf holds its whole chain: built after its dependencies.
     let bundle = work.path().join("bundle");
-    run_ok(Command::new(tool("umoci")).arg("unpack").arg("--image").arg(format!("{}:aci.example.com/x-leaf:1", store.display())).arg(&bundle));
+    run_ok(
+        Command::new(tool("umoci"))
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:aci.example.com/x-leaf:1", store.display()))
+            .arg(&bundle),
+    );
     for file in ["etc/y-mid", "etc/x-leaf", "bin/busybox"] {
-        assert!(bundle.join("rootfs").join(file).exists(), "{file} missing from x-leaf");
+        assert!(
+            bundle.join("rootfs").join(file).exists(),
+            "{file} missing from x-leaf"
+        );
     }
 
     let second = build_json(&root, &store);
-    assert_eq!((second["built"].as_u64(), second["cached"].as_u64()), (Some(0), Some(5)), "{second}");
+    assert_eq!(
+        (second["built"].as_u64(), second["cached"].as_u64()),
+        (Some(0), Some(5)),
+        "{second}"
+    );
 
     // One changed file rebuilds its image and what depends on it, only.
     std::fs::write(root.join("y-mid/files/etc/y-mid"), "changed").unwrap();
@@ -93,10 +122,17 @@ fn a_cycle_is_reported_by_name_and_nothing_is_built() {
     let output = run_fails(herd().arg("build").arg(&root).arg("--store").arg(&store));
     let stderr = text(&output.stderr);
     assert!(stderr.contains("dependency cycle"), "{stderr}");
-    for name in ["aci.example.com/a:1", "aci.example.com/b:1", "aci.example.com/c:1"] {
+    for name in [
+        "aci.example.com/a:1",
+        "aci.example.com/b:1",
+        "aci.example.com/c:1",
+    ] {
         assert!(stderr.contains(name), "{stderr}");
     }
-    assert!(!store.exists(), "a build that cannot start must not create the store");
+    assert!(
+        !store.exists(),
+        "a build that cannot start must not create the store"
+    );
 }
 
 #[test]
@@ -105,8 +141,15 @@ fn the_graph_is_valid_dot() {
     let root = work.path().join("tree");
     tree(&root);
     let dot = run_ok(herd().arg("graph").arg(&root));
-    assert!(dot.contains("\"aci.example.com/x-leaf:1\" -> \"aci.example.com/y-mid:1\" [style=solid]"), "{dot}");
-    let svg = run_ok(Command::new(tool("dot")).arg("-Tsvg").arg(write(&work.path().join("g.dot"), &dot)));
+    assert!(
+        dot.contains("\"aci.example.com/x-leaf:1\" -> \"aci.example.com/y-mid:1\" [style=solid]"),
+        "{dot}"
+    );
+    let svg = run_ok(
+        Command::new(tool("dot"))
+            .arg("-Tsvg")
+            .arg(write(&work.path().join("g.dot"), &dot)),
+    );
     assert!(svg.contains("<svg"), "{svg}");
 }
 

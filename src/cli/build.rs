@@ -71,7 +71,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         isolation: args.isolation,
         runtime: args.runtime,
     };
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let print_lock = Mutex::new(());
@@ -89,7 +91,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 };
                 // The final name: build scripts may have set the version.
                 let name = match &outcome.result {
-                    Ok(built) => built.tags.last().map_or(plan.units[*unit].name.as_str(), |(n, _)| n.as_str()),
+                    Ok(built) => built
+                        .tags
+                        .last()
+                        .map_or(plan.units[*unit].name.as_str(), |(n, _)| n.as_str()),
                     Err(_) => plan.units[*unit].name.as_str(),
                 };
                 eprintln!("{state:>7} {name} ({:.2}s)", outcome.duration.as_secs_f64());
@@ -101,12 +106,21 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let (mut built, mut cached, mut failed) = (0, 0, Vec::new());
     let mut summary = Vec::new();
     for (unit, outcome) in plan.units.iter().zip(&outcomes) {
-        let mut row = serde_json::json!({"path": unit.dir, "seconds": outcome.duration.as_secs_f64()});
+        let mut row =
+            serde_json::json!({"path": unit.dir, "seconds": outcome.duration.as_secs_f64()});
         match &outcome.result {
             Ok(result) => {
-                if result.cached { cached += 1 } else { built += 1 }
+                if result.cached {
+                    cached += 1
+                } else {
+                    built += 1
+                }
                 row["state"] = if result.cached { "cached" } else { "built" }.into();
-                row["tags"] = result.tags.iter().map(|(n, d)| serde_json::json!({"name": n, "digest": d})).collect();
+                row["tags"] = result
+                    .tags
+                    .iter()
+                    .map(|(n, d)| serde_json::json!({"name": n, "digest": d}))
+                    .collect();
                 if !args.json {
                     for (name, digest) in &result.tags {
                         println!("{name} {digest}");
@@ -114,7 +128,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(error) => {
-                row["state"] = if error.starts_with("skipped") { "skipped" } else { "failed" }.into();
+                row["state"] = if error.starts_with("skipped") {
+                    "skipped"
+                } else {
+                    "failed"
+                }
+                .into();
                 row["error"] = error.clone().into();
                 failed.push((unit, error));
             }
@@ -126,7 +145,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&total)?);
     }
     if plan.units.len() > 1 {
-        eprintln!("{built} built, {cached} cached, {} failed in {:.2}s", failed.len(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "{built} built, {cached} cached, {} failed in {:.2}s",
+            failed.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
     if failed.is_empty() {
         return Ok(ExitCode::SUCCESS);

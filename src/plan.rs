@@ -61,7 +61,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
         if !path.is_dir() {
             bail!("{} is not a directory", path.display());
         }
-        find_units(path, &mut dirs)?;
+        find_units(path, true, &mut dirs)?;
         if dirs.is_empty() {
             bail!(
                 "{} holds no {} or {} (not an image or pod directory, nor a tree of them)",
@@ -108,7 +108,14 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
     Ok(Plan { units, edges })
 }
 
-fn find_units(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
+/// A directory holding this file is only built when named explicitly
+/// (slow examples, work in progress).
+pub const SKIP_MARKER: &str = ".herd-skip";
+
+fn find_units(dir: &Path, named: bool, found: &mut Vec<PathBuf>) -> Result<()> {
+    if !named && dir.join(SKIP_MARKER).exists() {
+        return Ok(());
+    }
     if dir.join(manifest::IMAGE_MANIFEST).is_file() || dir.join(manifest::POD_MANIFEST).is_file() {
         found.push(dir.to_path_buf());
         return Ok(());
@@ -124,7 +131,7 @@ fn find_units(dir: &Path, found: &mut Vec<PathBuf>) -> Result<()> {
         .collect();
     children.sort();
     for child in children {
-        find_units(&child, found)?;
+        find_units(&child, false, found)?;
     }
     Ok(())
 }

@@ -377,14 +377,7 @@ fn compress(
 ) -> Result<(Digest, u64)> {
     let sink = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
     let sink = match compression {
-        Compression::Gzip => {
-            let mut encoder =
-                flate2::write::GzEncoder::new(sink, flate2::Compression::new(GZIP_LEVEL));
-            chunks
-                .iter()
-                .try_for_each(|chunk| encoder.write_all(&chunk))?;
-            encoder.finish()?
-        }
+        Compression::Gzip => parallel_gzip(chunks, sink)?,
         Compression::Zstd => {
             let mut encoder = zstd::Encoder::new(sink, ZSTD_LEVEL)?;
             encoder.multithread(ZSTD_WORKERS)?;
@@ -403,6 +396,99 @@ fn compress(
     let file = buffered.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok((digest, size))
+}
+
+/// Compresses the chunks as one gzip member, every chunk deflated on its
+/// own by a pool of threads, like `pigz --independent`.
+///
+/// Written here rather than taken from a crate (gzp does parallel gzip):
+/// the bytes must be the same on every machine, whatever its core count,
+/// so block boundaries are the fixed chunks and no block depends on its
+/// neighbour; and chunks that do not compress (random data, already
+/// compressed files) are stored rather than searched for matches, which is
+/// where deflate spends most of its time.
+fn parallel_gzip<W: Write>(chunks: mpsc::Receiver<Vec<u8>>, mut sink: W) -> Result<W> {
+    // Header: deflate, no flags, mtime 0, no extra flags, OS "unknown".
+    sink.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255])?;
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
+    let mut crc = crc32fast::Hasher::new();
+    let mut length: u64 = 0;
+    type Job = (Vec<u8>, mpsc::SyncSender<io::Result<Vec<u8>>>);
+    let (work_sender, work) = mpsc::sync_channel::<Job>(workers);
+    let work = std::sync::Mutex::new(work);
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..workers {
+            let work = &work;
+            scope.spawn(move || {
+                loop {
+                    let job = work.lock().map(|queue| queue.recv());
+                    let Ok(Ok((chunk, reply))) = job else { return };
+                    let _ = reply.send(deflate_chunk(&chunk));
+                }
+            });
+        }
+        // Results are written in chunk order; a bounded queue of pending
+        // replies keeps memory flat.
+        let mut pending = std::collections::VecDeque::new();
+        for chunk in chunks.iter() {
+            crc.update(&chunk);
+            length += chunk.len() as u64;
+            let (reply, result) = mpsc::sync_channel(1);
+            work_sender
+                .send((chunk, reply))
+                .map_err(|_| anyhow::anyhow!("the compression workers stopped"))?;
+            pending.push_back(result);
+            if pending.len() > workers * 2 {
+                let result: mpsc::Receiver<io::Result<Vec<u8>>> =
+                    pending.pop_front().expect("just checked");
+                sink.write_all(&result.recv()??)?;
+            }
+        }
+        drop(work_sender);
+        for result in pending {
+            sink.write_all(&result.recv()??)?;
+        }
+        Ok(())
+    })?;
+    // The last block: empty, stored, final. Every chunk ended on a byte
+    // boundary (a sync flush), so it can follow directly.
+    sink.write_all(&[0x01, 0x00, 0x00, 0xff, 0xff])?;
+    sink.write_all(&crc.finalize().to_le_bytes())?;
+    sink.write_all(&(length as u32).to_le_bytes())?; // ISIZE is the length modulo 2^32
+    Ok(sink)
+}
+
+/// Raw deflate of one chunk, ending with a sync flush (non-final, byte
+/// aligned). A chunk whose first 64 KiB do not shrink at the fastest level
+/// is stored.
+fn deflate_chunk(chunk: &[u8]) -> io::Result<Vec<u8>> {
+    let probe = &chunk[..chunk.len().min(64 * 1024)];
+    let probed = deflate_raw(probe, 1)?;
+    let level = if probed.len() as f64 > probe.len() as f64 * 0.97 {
+        0
+    } else {
+        GZIP_LEVEL
+    };
+    deflate_raw(chunk, level)
+}
+
+fn deflate_raw(input: &[u8], level: u32) -> io::Result<Vec<u8>> {
+    let mut compressor = flate2::Compress::new(flate2::Compression::new(level), false);
+    let mut out = Vec::with_capacity(input.len() + input.len() / 100 + 1024);
+    loop {
+        let consumed = compressor.total_in() as usize;
+        let status = compressor
+            .compress_vec(&input[consumed..], &mut out, flate2::FlushCompress::Sync)
+            .map_err(io::Error::other)?;
+        if compressor.total_in() as usize == input.len() && out.len() < out.capacity() {
+            return Ok(out);
+        }
+        if status == flate2::Status::BufError || out.len() == out.capacity() {
+            out.reserve(out.capacity() / 2 + 1024);
+        }
+    }
 }
 
 /// Writes a whole tar stream: every entry, then the two zero blocks.
@@ -753,6 +839,34 @@ mod tests {
                 .unwrap();
             assert_eq!(blobs[0].diff_id, Digest::of(&plain));
         }
+    }
+
+    #[test]
+    fn parallel_gzip_is_one_valid_member_for_compressible_and_random_chunks() {
+        let mut data = vec![b'x'; CHUNK + 5];
+        let mut state: u64 = 0x9e3779b97f4a7c15;
+        data.extend((0..2 * CHUNK).map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        }));
+        let (sender, receiver) = mpsc::sync_channel(4);
+        for chunk in data.chunks(CHUNK) {
+            sender.send(chunk.to_vec()).unwrap();
+        }
+        drop(sender);
+        let gzipped = parallel_gzip(receiver, Vec::new()).unwrap();
+        let mut plain = Vec::new();
+        // GzDecoder reads exactly one member: the stream must be a single one.
+        flate2::read::GzDecoder::new(gzipped.as_slice())
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert!(plain == data);
+        assert!(
+            gzipped.len() < data.len() - CHUNK + 4096,
+            "the compressible chunk did not shrink"
+        );
     }
 
     #[test]

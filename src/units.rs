@@ -139,9 +139,9 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
     let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>)>>> = work
         .par_iter()
         .map(|(i, service, node)| {
-            let unit = Unit::new(env, service, node, &images[*i]);
+            let mut unit = Unit::new(env, service, node, &images[*i]);
             match &templates {
-                Some(templates) => templates.render(&unit),
+                Some(templates) => templates.render(&mut unit),
                 None => Ok(vec![(
                     unit.path("yaml"),
                     kubernetes::pod(&unit)?.into_bytes(),
@@ -202,7 +202,7 @@ impl<'a> Unit<'a> {
         node: &'a Node,
         images: &'a [ResolvedImage],
     ) -> Self {
-        let attributes = service.node_attributes(node).into_value();
+        let attributes = service.node_value(node);
         let attributes_json = attributes.to_string();
         let attributes_base64 = base64::engine::general_purpose::STANDARD.encode(&attributes_json);
         let name = format!("{}_{}_{}", env.config.env_name, service.name, node.hostname);
@@ -225,9 +225,10 @@ impl<'a> Unit<'a> {
 
     /// What unit templates see: the merged attributes at the top level,
     /// and these names on top of them (a same-named attribute is hidden).
-    fn context(&self) -> Value {
-        let mut context = match &self.attributes {
-            Value::Object(map) => map.clone(),
+    /// Takes the attributes: a unit is rendered once.
+    fn context(&mut self) -> Value {
+        let mut context = match std::mem::take(&mut self.attributes) {
+            Value::Object(map) => map,
             _ => Default::default(),
         };
         let extra = json!({
@@ -287,7 +288,7 @@ impl Templates {
         Ok(Templates { tera, files })
     }
 
-    fn render(&self, unit: &Unit) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    fn render(&self, unit: &mut Unit) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         let context = tera::Context::from_value(unit.context())?;
         let service = unit.service;
         let template = service

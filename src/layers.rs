@@ -142,7 +142,10 @@ pub struct ScanOptions {
 pub fn scan_tree(root: &Path, prefix: &str, options: &ScanOptions) -> Result<Vec<Entry>> {
     // walkdir follows a root that is a symlink: `files -> /etc` would put
     // the host's /etc into the image.
-    if root.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+    if root
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
         bail!(
             "{} is a symlink; herd does not follow links out of an image directory",
             root.display()

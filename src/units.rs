@@ -25,6 +25,9 @@ use std::path::PathBuf;
 /// content.
 pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 
+/// The files of one unit: its `.service` (and `.timer`), or its `.yaml`.
+type UnitFiles = Vec<(PathBuf, Vec<u8>)>;
+
 /// Base64 characters per `Environment=HERD_ATTRIBUTES_<i>=` line. With the
 /// key, a line stays under 2048 bytes, the LINE_MAX that systemd before
 /// v235 and fleet enforced on unit file lines.
@@ -136,7 +139,7 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
         .enumerate()
         .flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node)))
         .collect();
-    let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>)>>> = work
+    let rendered: Vec<Result<UnitFiles>> = work
         .par_iter()
         .map(|(i, service, node)| {
             let mut unit = Unit::new(env, service, node, &images[*i]);
@@ -288,7 +291,7 @@ impl Templates {
         Ok(Templates { tera, files })
     }
 
-    fn render(&self, unit: &mut Unit) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    fn render(&self, unit: &mut Unit) -> Result<UnitFiles> {
         let context = tera::Context::from_value(unit.context())?;
         let service = unit.service;
         let template = service

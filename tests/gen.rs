@@ -693,7 +693,9 @@ struct PodGuard(String, String);
 
 impl Drop for PodGuard {
     fn drop(&mut self) {
-        let _ = podman().args(["pod", "rm", "--force", "--ignore", &self.0]).output();
+        let _ = podman()
+            .args(["pod", "rm", "--force", "--ignore", &self.0])
+            .output();
         let _ = podman().args(["untag", &self.1]).output();
     }
 }
@@ -705,15 +707,37 @@ impl Drop for PodGuard {
 /// Its lines quote only with '...', which systemd and sh read alike.
 fn run_unit_commands(unit: &str, key: &str, runtime_dir: &Path, unit_name: &str) {
     let mut environment = environment(unit);
-    environment.insert("CONTAINERS_CONF".into(), Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/containers.conf").display().to_string());
-    for line in unit.lines().filter_map(|l| l.strip_prefix(&format!("{key}="))) {
+    environment.insert(
+        "CONTAINERS_CONF".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/containers.conf")
+            .display()
+            .to_string(),
+    );
+    for line in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+    {
         let (may_fail, line) = match line.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, line),
         };
-        let command = line.replace("%t", &runtime_dir.display().to_string()).replace("%n", unit_name).replace("$$", "$");
-        let output = Command::new("/bin/sh").arg("-c").arg(&command).envs(&environment).output().unwrap();
-        assert!(may_fail || output.status.success(), "{key}={line}\nfailed: {}{}", text(&output.stdout), text(&output.stderr));
+        let command = line
+            .replace("%t", &runtime_dir.display().to_string())
+            .replace("%n", unit_name)
+            .replace("$$", "$");
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .envs(&environment)
+            .output()
+            .unwrap();
+        assert!(
+            may_fail || output.status.success(),
+            "{key}={line}\nfailed: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
     }
 }
 
@@ -721,15 +745,31 @@ fn run_unit_commands(unit: &str, key: &str, runtime_dir: &Path, unit_name: &str)
 fn the_default_unit_runs_its_pod_with_podman() {
     let work = tempfile::tempdir().unwrap();
     let name = "aci.example.com/aci-herd-gen-test:1.0";
-    busybox_image(&work.path().join("image"), &format!("name: {name}\naci:\n  app:\n    exec: [/bin/sh, -c, 'echo started; exec sleep 1000']\n"));
+    busybox_image(
+        &work.path().join("image"),
+        &format!(
+            "name: {name}\naci:\n  app:\n    exec: [/bin/sh, -c, 'echo started; exec sleep 1000']\n"
+        ),
+    );
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(work.path().join("image")).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(work.path().join("image"))
+            .arg("--store")
+            .arg(&store),
+    );
     let env_name = format!("t{}", std::process::id());
     let unit_name = format!("{env_name}_hello_host1");
     let _guard = PodGuard(unit_name.clone(), name.into());
     // The unit runs the image by digest: podman must have it under its name
     // (as `podman pull` from the registry would leave it).
-    run_ok(Command::new(tool("skopeo")).arg("copy").arg(format!("oci:{}:{name}", store.display())).arg(format!("containers-storage:{name}")));
+    run_ok(
+        Command::new(tool("skopeo"))
+            .arg("copy")
+            .arg(format!("oci:{}:{name}", store.display()))
+            .arg(format!("containers-storage:{name}")),
+    );
     let env_dir = work.path().join("env").join(&env_name);
     let data = work.path().join("data/vol");
     std::fs::create_dir_all(env_dir.join("services/hello/attributes")).unwrap();
@@ -739,9 +779,21 @@ fn the_default_unit_runs_its_pod_with_podman() {
         format!("containers: [{name}]\nstopTimeout: 5\nmountPoints: [{{name: data, path: /data, from: {}}}]\nnodes: [{{hostname: host1}}]\n", data.display()),
     )
     .unwrap();
-    std::fs::write(env_dir.join("services/hello/attributes/a.yml"), "default: {greeting: hello}\n").unwrap();
+    std::fs::write(
+        env_dir.join("services/hello/attributes/a.yml"),
+        "default: {greeting: hello}\n",
+    )
+    .unwrap();
     let out = work.path().join("units");
-    run_ok(herd().arg("gen").arg(&env_dir).arg("--out").arg(&out).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("gen")
+            .arg(&env_dir)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store),
+    );
     let unit = read(&out.join(format!("hello/{unit_name}.service")));
     verify_units(&out);
 
@@ -751,18 +803,49 @@ fn the_default_unit_runs_its_pod_with_podman() {
     run_unit_commands(&unit, "ExecStartPre", &runtime_dir, &service);
     run_unit_commands(&unit, "ExecStart", &runtime_dir, &service);
     // Type=forking: the main process is the one in PIDFile.
-    let pid: i32 = read(&runtime_dir.join(format!("{unit_name}.pid"))).trim().parse().unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the PIDFile process is not running");
+    let pid: i32 = read(&runtime_dir.join(format!("{unit_name}.pid")))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the PIDFile process is not running"
+    );
     let container = format!("{unit_name}-aci-herd-gen-test");
-    let inspect: Value = serde_json::from_str(&run_ok(podman().args(["container", "inspect", &container]))).unwrap();
+    let inspect: Value =
+        serde_json::from_str(&run_ok(podman().args(["container", "inspect", &container]))).unwrap();
     let config = &inspect[0]["Config"];
-    let attributes = config["Env"].as_array().unwrap().iter().filter_map(Value::as_str).find_map(|e| e.strip_prefix("HERD_ATTRIBUTES=base64,")).expect("HERD_ATTRIBUTES in the container");
-    let attributes: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(attributes).unwrap()).unwrap();
-    assert_eq!(attributes, json!({"greeting": "hello", "hostname": "host1"}));
-    assert!(inspect[0]["ImageName"].as_str().unwrap().starts_with("aci.example.com/aci-herd-gen-test@sha256:"), "{}", inspect[0]["ImageName"]);
+    let attributes = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|e| e.strip_prefix("HERD_ATTRIBUTES=base64,"))
+        .expect("HERD_ATTRIBUTES in the container");
+    let attributes: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(attributes)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        attributes,
+        json!({"greeting": "hello", "hostname": "host1"})
+    );
+    assert!(
+        inspect[0]["ImageName"]
+            .as_str()
+            .unwrap()
+            .starts_with("aci.example.com/aci-herd-gen-test@sha256:"),
+        "{}",
+        inspect[0]["ImageName"]
+    );
     assert_eq!(config["StopTimeout"], 5);
     let mounts = inspect[0]["Mounts"].to_string();
-    assert!(mounts.contains(&data.display().to_string()) && mounts.contains("\"/data\""), "{mounts}");
+    assert!(
+        mounts.contains(&data.display().to_string()) && mounts.contains("\"/data\""),
+        "{mounts}"
+    );
     let mut logs = String::new();
     for _ in 0..100 {
         logs = run_ok(podman().args(["logs", &container]));
@@ -775,7 +858,11 @@ fn the_default_unit_runs_its_pod_with_podman() {
 
     let stopping = std::time::Instant::now();
     run_unit_commands(&unit, "ExecStop", &runtime_dir, &service);
-    assert!(stopping.elapsed() < std::time::Duration::from_secs(5), "the app was killed, not stopped: {:?}", stopping.elapsed());
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(5),
+        "the app was killed, not stopped: {:?}",
+        stopping.elapsed()
+    );
     run_unit_commands(&unit, "ExecStopPost", &runtime_dir, &service);
     let pods = run_ok(podman().args(["pod", "ps", "--format", "{{.Name}}"]));
     assert!(!pods.lines().any(|p| p == unit_name), "{pods}");

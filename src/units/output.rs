@@ -34,7 +34,13 @@ pub fn check_units(dir: &Path, files: &Files, services: &[String]) -> Result<Che
 
 /// `check_units` over an already listed directory; `keep_existing` keeps
 /// the old content of what differs, for diffs.
-fn compare(dir: &Path, listed: &[PathBuf], files: &Files, services: &[String], keep_existing: bool) -> Result<Check> {
+fn compare(
+    dir: &Path,
+    listed: &[PathBuf],
+    files: &Files,
+    services: &[String],
+    keep_existing: bool,
+) -> Result<Check> {
     let on_disk: BTreeSet<&PathBuf> = listed.iter().filter(|p| in_scope(p, services)).collect();
     let mut check = Check::default();
     // Reading is most of the cost of an unchanged run: do it in parallel.
@@ -89,9 +95,15 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
         return Ok(false);
     }
     let fresh: HashSet<&PathBuf> = check.added.iter().chain(&check.changed).collect();
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let base = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "units".into());
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "units".into());
     let temp = tempfile::Builder::new()
         .prefix(&format!(".{base}.herd-"))
         .tempdir_in(parent)
@@ -112,10 +124,18 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
         .with_context(|| format!("writing {}", target.display()))
     })?;
     // One flush for the whole tree, rather than one fsync per file.
-    nix::unistd::syncfs(std::fs::File::open(temp.path())?).context("syncing the new units to disk")?;
+    nix::unistd::syncfs(std::fs::File::open(temp.path())?)
+        .context("syncing the new units to disk")?;
     // A temporary directory is private (0700); units are for everyone to read.
-    std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    tracing::debug!("wrote {} files, linked {}", fresh.len(), paths.len() - fresh.len());
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    tracing::debug!(
+        "wrote {} files, linked {}",
+        fresh.len(),
+        paths.len() - fresh.len()
+    );
     swap_in(temp, dir)?;
     crate::fsutil::sync_dir(parent);
     Ok(true)
@@ -134,17 +154,20 @@ fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
     let temp = temp.keep();
     if std::fs::symlink_metadata(dir).is_err() {
-        return std::fs::rename(&temp, dir).with_context(|| format!("moving the new units to {}", dir.display()));
+        return std::fs::rename(&temp, dir)
+            .with_context(|| format!("moving the new units to {}", dir.display()));
     }
     let old = match renameat2(AT_FDCWD, &temp, AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => temp,
         Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
             let old = temp.with_extension("old");
-            std::fs::rename(dir, &old).with_context(|| format!("moving {} aside", dir.display()))?;
+            std::fs::rename(dir, &old)
+                .with_context(|| format!("moving {} aside", dir.display()))?;
             if let Err(e) = std::fs::rename(&temp, dir) {
                 let _ = std::fs::rename(&old, dir);
                 let _ = remove_tree(&temp);
-                return Err(e).with_context(|| format!("moving the new units to {}", dir.display()));
+                return Err(e)
+                    .with_context(|| format!("moving the new units to {}", dir.display()));
             }
             old
         }
@@ -158,8 +181,16 @@ fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
 
 /// Removes a units tree, its service directories in parallel.
 fn remove_tree(dir: &Path) -> std::io::Result<()> {
-    let entries: Vec<PathBuf> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<std::io::Result<_>>()?;
-    entries.par_iter().try_for_each(|path| if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) })?;
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.par_iter().try_for_each(|path| {
+        if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        }
+    })?;
     std::fs::remove_dir(dir)
 }
 
@@ -244,7 +275,10 @@ mod tests {
         let first = files(&[("a/p_a_h1.service", "one\n"), ("b/p_b_h1.service", "two\n")]);
         assert!(write_units(&out, &first, &[]).unwrap());
         assert!(check_units(&out, &first, &[]).unwrap().is_clean());
-        assert!(!write_units(&out, &first, &[]).unwrap(), "nothing changed, nothing to write");
+        assert!(
+            !write_units(&out, &first, &[]).unwrap(),
+            "nothing changed, nothing to write"
+        );
         let second = files(&[
             ("a/p_a_h1.service", "one!\n"),
             ("c/p_c_h1.service", "three\n"),
@@ -267,7 +301,8 @@ mod tests {
             "a temporary directory was left"
         );
         // Only service a: c is kept (the same file, linked), a replaced.
-        let inode = |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(p)).unwrap());
+        let inode =
+            |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(p)).unwrap());
         let c_before = inode("c/p_c_h1.service");
         write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
         assert_eq!(inode("c/p_c_h1.service"), c_before);

@@ -82,6 +82,17 @@ fn compare(
 /// files is what costs, not rendering them. A directory holding anything
 /// `herd gen` would not have written is refused rather than replaced.
 pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<bool> {
+    // Replace what a symbolic link points at, not the link.
+    let resolved;
+    let dir = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            resolved = dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            resolved.as_path()
+        }
+        _ => dir,
+    };
     let existing = list(dir)?;
     if let Some(foreign) = existing.iter().find(|p| !looks_generated(p)) {
         bail!(
@@ -160,7 +171,9 @@ fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
     let old = match renameat2(AT_FDCWD, &temp, AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE) {
         Ok(()) => temp,
         Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-            let old = temp.with_extension("old");
+            let mut old = temp.clone().into_os_string();
+            old.push(".old");
+            let old = PathBuf::from(old);
             std::fs::rename(dir, &old)
                 .with_context(|| format!("moving {} aside", dir.display()))?;
             if let Err(e) = std::fs::rename(&temp, dir) {
@@ -307,6 +320,26 @@ mod tests {
         write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
         assert_eq!(inode("c/p_c_h1.service"), c_before);
         assert!(!out.join("a/p_a_h1.service").exists());
+    }
+
+    #[test]
+    fn a_symbolic_link_keeps_pointing_at_the_new_units() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        write_units(&real, &files(&[("a/x.service", "1\n")]), &[]).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_units(&link, &files(&[("a/x.service", "2\n")]), &[]).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("a/x.service")).unwrap(),
+            "2\n"
+        );
     }
 
     #[test]

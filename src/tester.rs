@@ -39,7 +39,18 @@
 //!
 //! **Waits end.** dgr waited for `wait.sh` forever; here the start and the
 //! wait share a timeout, after which the test fails with the last output of
-//! `wait.sh` and the end of the container's log.
+//! `wait.sh` and the end of the container's log. `wait.sh` runs through its
+//! own `#!` interpreter when it is executable, else through the toolbox's
+//! sh. A container that stops (a failing prestart script, a template error)
+//! fails the test at once, with its log.
+//!
+//! In the container, the tests are at `/.herd-test/tests` (a copy), run as
+//! root through `podman exec`, with `TMPDIR=/.herd-test/tmp` (a tmpfs, so
+//! the image's `/tmp` is as the app left it).
+//!
+//! The keep-alive never ends by itself, so an interrupted test (SIGINT,
+//! SIGTERM, SIGHUP) stops what it waits for and still removes its
+//! container.
 //!
 //! Nothing is added to the store: the image to run is written to a
 //! temporary OCI layout whose blobs are links to the store's. podman names
@@ -50,11 +61,13 @@ use crate::build::{self, BuildOptions, BuiltImage, ImageSource};
 use crate::names::ImageName;
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use oci_spec::image::{Descriptor, MediaType};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the container may take to start and `tests/wait.sh` to succeed,
@@ -86,6 +99,8 @@ exec \"$@\"";
 
 /// Pause between two runs of `tests/wait.sh`.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
+/// How often a running command is checked for its end or an interrupt.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 /// Lines of the container's log shown when it failed to get ready.
 const LOG_LINES: usize = 20;
 
@@ -119,7 +134,9 @@ pub enum Verdict {
 }
 
 /// Builds the image directory `dir` into `store`, then runs its tests in a
-/// container of it. bats's TAP output goes to stdout as it comes.
+/// container of it. bats's TAP output goes to stdout as it comes. While the
+/// container exists, SIGINT, SIGTERM and SIGHUP make this return an error
+/// (after removing it) instead of ending the process.
 pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Verdict> {
     let tests = dir.join("tests");
     let source = ImageSource::read(dir)?;
@@ -165,18 +182,17 @@ pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Ve
         }
     );
 
+    // Declared first, dropped last: restores the signal dispositions only
+    // once the container is gone.
+    let _interrupts = Interrupts::catch()?;
     let work = WorkDir::create()?;
     tools.install(&work.path().join("tools"))?;
     copy_tree(&tests, &work.path().join("tests"))?;
     let layout = work.path().join("image");
     let app = write_layout(store, &built, &testers, &layout)?;
 
-    let container = Container::start(&work, &layout, &built.name, &app)?;
-    let wait = tests.join("wait.sh");
-    let wait = wait
-        .is_file()
-        .then(|| (wait.clone(), script_command(&wait)));
-    container.wait_until_ready(wait.as_ref(), options.timeout)?;
+    let container = Container::start(&tools.podman, &work, &layout, &built.name, &app)?;
+    container.wait_until_ready(WaitScript::of(&tests).as_ref(), options.timeout)?;
 
     let bats: Vec<String> = match &tools.bats {
         Some(_) => vec![
@@ -223,23 +239,36 @@ fn bats_files(tests: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// How `tests/wait.sh` is run: through its own `#!` interpreter (from the
-/// image) when it is executable, else through the toolbox's sh, the rule
-/// build scripts follow too.
-fn script_command(script: &Path) -> Vec<String> {
-    let inside = format!("{TESTS}/wait.sh");
-    let executable = script
-        .metadata()
-        .is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
-    if executable {
-        vec![inside]
-    } else {
-        vec![format!("{TOOLS}/bin/sh"), inside]
+/// `tests/wait.sh`, and how it runs in the container.
+struct WaitScript {
+    path: PathBuf,
+    command: Vec<String>,
+}
+
+impl WaitScript {
+    /// Through its own `#!` interpreter (from the image) when it is
+    /// executable, else through the toolbox's sh: the rule build scripts
+    /// follow too.
+    fn of(tests: &Path) -> Option<WaitScript> {
+        let path = tests.join("wait.sh");
+        let metadata = path.metadata().ok().filter(|m| m.is_file())?;
+        let inside = format!("{TESTS}/wait.sh");
+        let command = if metadata.permissions().mode() & 0o111 != 0 {
+            vec![inside]
+        } else {
+            vec![format!("{TOOLS}/bin/sh"), inside]
+        };
+        Some(WaitScript { path, command })
     }
 }
 
-/// The host programs copied into the toolbox.
+/// Busybox applets herd's own commands in the container use.
+const APPLETS_USED: &[&str] = &["sh", "test", "touch", "sleep", "cat"];
+
+/// The host programs a test uses: podman, and those copied into the
+/// toolbox.
 struct HostTools {
+    podman: PathBuf,
     busybox: PathBuf,
     /// A static bash and the root of the bats installation, when the host's
     /// bats runs the tests.
@@ -248,6 +277,9 @@ struct HostTools {
 
 impl HostTools {
     fn find(host_bats: bool, manifest: &Path) -> Result<HostTools> {
+        let podman = on_path("podman").context(
+            "herd test runs the image with podman, which is not on PATH (Debian: apt-get install podman)",
+        )?;
         let busybox = find_static(&["busybox"]).with_context(|| {
             "herd test needs a statically linked busybox on the host for its helpers in the container (Debian: apt-get install busybox-static)"
         })?;
@@ -271,7 +303,11 @@ impl HostTools {
         } else {
             None
         };
-        Ok(HostTools { busybox, bats })
+        Ok(HostTools {
+            podman,
+            busybox,
+            bats,
+        })
     }
 
     /// Fills the toolbox directory `dir`: busybox with a link per applet,
@@ -284,7 +320,21 @@ impl HostTools {
             .arg("--list")
             .output()
             .with_context(|| format!("running {} --list", self.busybox.display()))?;
-        for applet in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+        let list = String::from_utf8_lossy(&list.stdout);
+        let applets: Vec<&str> = list.split_whitespace().collect();
+        let missing: Vec<&str> = APPLETS_USED
+            .iter()
+            .copied()
+            .filter(|a| !applets.contains(a))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "{} lacks the applets {} that herd test uses in the container",
+                self.busybox.display(),
+                missing.join(", ")
+            );
+        }
+        for applet in applets {
             if applet != "busybox" && !applet.contains('/') {
                 std::os::unix::fs::symlink("busybox", bin.join(applet))?;
             }
@@ -470,7 +520,7 @@ impl WorkDir {
             PathBuf::from("/tmp")
         };
         for n in 0..1000 {
-            let path = parent.join(format!("herd-test-{}-{n}", std::process::id()));
+            let path = parent.join(format!("herd-test-run-{}-{n}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
@@ -618,12 +668,15 @@ impl Container {
     /// Loads the image of `layout` into podman and starts it with the
     /// keep-alive in place of the app `app`, the toolbox and the tests of
     /// `work` mounted read-only.
-    fn start(work: &WorkDir, layout: &Path, name: &ImageName, app: &[String]) -> Result<Container> {
-        let podman = on_path("podman").context(
-            "herd test runs the image with podman, which is not on PATH (Debian: apt-get install podman)",
-        )?;
+    fn start(
+        podman: &Path,
+        work: &WorkDir,
+        layout: &Path,
+        name: &ImageName,
+        app: &[String],
+    ) -> Result<Container> {
         let mut container = Container {
-            podman,
+            podman: podman.to_path_buf(),
             name: work.name(),
             image: None,
         };
@@ -702,11 +755,7 @@ impl Container {
     /// Waits until herd-init started the keep-alive (prestart scripts ran,
     /// templates rendered), then until `wait` (`tests/wait.sh` and how to
     /// run it) succeeds; both within `timeout`.
-    fn wait_until_ready(
-        &self,
-        wait: Option<&(PathBuf, Vec<String>)>,
-        timeout: Duration,
-    ) -> Result<()> {
+    fn wait_until_ready(&self, wait: Option<&WaitScript>, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let started_check = vec![format!("{TOOLS}/bin/test"), "-e".into(), STARTED.into()];
         let mut started = false;
@@ -714,7 +763,7 @@ impl Container {
         loop {
             let check = match (started, wait) {
                 (false, _) => &started_check,
-                (true, Some((_, command))) => command,
+                (true, Some(wait)) => &wait.command,
                 (true, None) => return Ok(()),
             };
             match run_combined(self.exec(check), deadline)? {
@@ -730,7 +779,7 @@ impl Container {
             let now = Instant::now();
             if now >= deadline {
                 let after = humantime::format_duration(timeout);
-                let Some((script, _)) = wait.filter(|_| started) else {
+                let Some(wait) = wait.filter(|_| started) else {
                     bail!(
                         "timed out after {after}: the container did not finish starting (herd-init's prestart scripts and templates); the end of its log:\n{}",
                         self.log_tail()
@@ -749,23 +798,31 @@ impl Container {
                 };
                 bail!(
                     "timed out after {after} waiting for {} to succeed (wait longer with --timeout)\n{last}\nthe end of the container's log:\n{}",
-                    script.display(),
+                    wait.path.display(),
                     self.log_tail()
                 )
             }
-            std::thread::sleep(RETRY_EVERY.min(deadline - now));
+            pause(RETRY_EVERY.min(deadline - now))?;
         }
     }
 
     /// Runs `args` in the container with our stdout and stderr; returns its
     /// exit status.
     fn exec_inheriting(&self, args: &[String]) -> Result<i32> {
-        let status = self
+        let mut child = self
             .exec(args)
             .stdin(Stdio::null())
-            .status()
+            .spawn()
             .with_context(|| format!("running {}", self.podman.display()))?;
-        Ok(exit_code(status))
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(exit_code(status));
+            }
+            if let Err(interrupted) = pause(POLL_EVERY) {
+                stop(&mut child);
+                return Err(interrupted);
+            }
+        }
     }
 
     /// An error, with the end of the log, unless the container still runs.
@@ -846,6 +903,11 @@ fn exit_code(status: std::process::ExitStatus) -> i32 {
     })
 }
 
+fn stop(child: &mut std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Runs `command` with stdout and stderr on one pipe and returns its exit
 /// status and output; `None` when it still ran at `deadline` (it is then
 /// killed).
@@ -870,11 +932,13 @@ fn run_combined(mut command: Command, deadline: Instant) -> Result<Option<(i32, 
             break Some(status);
         }
         if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             break None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if let Err(interrupted) = pause(POLL_EVERY) {
+            stop(&mut child);
+            return Err(interrupted);
+        }
     };
     // A killed podman may leave a helper holding the pipe: do not wait on it
     // for long.
@@ -882,4 +946,54 @@ fn run_combined(mut command: Command, deadline: Instant) -> Result<Option<(i32, 
         .recv_timeout(Duration::from_secs(2))
         .unwrap_or_default();
     Ok(status.map(|s| (exit_code(s), String::from_utf8_lossy(&output).into_owned())))
+}
+
+/// Set by the signal handler while a test runs.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// While alive, SIGINT, SIGTERM and SIGHUP only set a flag that the test's
+/// loops check: an interrupted test then still removes its container, whose
+/// keep-alive would otherwise run forever.
+struct Interrupts(Vec<(Signal, SigAction)>);
+
+impl Interrupts {
+    fn catch() -> Result<Interrupts> {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(note_interrupt),
+            SaFlags::empty(),
+            SigSet::empty(),
+        );
+        let mut previous = Interrupts(vec![]);
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            // SAFETY: the handler only stores into an atomic, which is
+            // async-signal-safe.
+            let old = unsafe { sigaction(signal, &action) }
+                .with_context(|| format!("catching {signal}"))?;
+            previous.0.push((signal, old));
+        }
+        Ok(previous)
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        for (signal, old) in &self.0 {
+            // SAFETY: puts back the disposition that was there before.
+            let _ = unsafe { sigaction(*signal, old) };
+        }
+    }
+}
+
+/// Sleeps for `duration`; an error if the test was interrupted.
+fn pause(duration: Duration) -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted; the test container is being removed");
+    }
+    std::thread::sleep(duration);
+    Ok(())
 }

@@ -23,6 +23,24 @@ fn copy_of_examples() -> (tempfile::TempDir, PathBuf) {
     (work, env)
 }
 
+/// Runs `herd gen ENV_DIR --out OUT EXTRA...`, which must fail as errors
+/// do (exit status 2) with every one of `needles` in its stderr.
+fn gen_error(env_dir: &Path, out: &Path, extra: &[&str], needles: &[&str]) {
+    let output = run_fails(
+        herd()
+            .arg("gen")
+            .arg(env_dir)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+}
+
 fn gen_into(env_dir: &Path, out: &Path, extra: &[&str]) -> String {
     run_ok(
         herd()
@@ -374,20 +392,8 @@ fn a_broken_template_fails_the_whole_and_leaves_the_output_untouched() {
             .unwrap()
             + 1;
         std::fs::write(&template, &broken).unwrap();
-        let output = run_fails(
-            herd()
-                .arg("gen")
-                .arg(env.join("prod-dc1"))
-                .arg("--out")
-                .arg(&out),
-        );
-        assert_eq!(output.status.code(), Some(2));
-        let stderr = text(&output.stderr);
-        assert!(
-            stderr.contains(&format!("services/tripsearch/unit.tmpl:{line}")),
-            "{stderr}"
-        );
-        assert!(stderr.contains(needle), "{stderr}");
+        let location = format!("services/tripsearch/unit.tmpl:{line}");
+        gen_error(&env.join("prod-dc1"), &out, &[], &[&location, needle]);
         let mut after = snapshot(work.path());
         after.remove(&template);
         let mut expected = before.clone();
@@ -401,17 +407,11 @@ fn a_broken_template_fails_the_whole_and_leaves_the_output_untouched() {
         "# {{ owner.team }}\n",
     )
     .unwrap();
-    let output = run_fails(
-        herd()
-            .arg("gen")
-            .arg(env.join("prod-dc1"))
-            .arg("--out")
-            .arg(&out),
-    );
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains("templates/header.partial:1") && stderr.contains("owner.team"),
-        "{stderr}"
+    gen_error(
+        &env.join("prod-dc1"),
+        &out,
+        &[],
+        &["templates/header.partial:1", "owner.team"],
     );
     assert_eq!(
         std::fs::read_dir(work.path()).unwrap().count(),
@@ -540,18 +540,8 @@ fn manifest_errors_name_file_line_and_write_nothing() {
     let out = work.path().join("units");
     for (broken, line, needle) in cases {
         std::fs::write(&manifest, broken).unwrap();
-        let output = run_fails(
-            herd()
-                .arg("gen")
-                .arg(env.join("prod-dc1"))
-                .arg("--out")
-                .arg(&out),
-        );
-        let stderr = text(&output.stderr);
-        assert!(
-            stderr.contains(&format!("service-manifest.yml:{line}")) && stderr.contains(needle),
-            "{stderr}"
-        );
+        let location = format!("service-manifest.yml:{line}");
+        gen_error(&env.join("prod-dc1"), &out, &[], &[&location, needle]);
         assert!(!out.exists());
     }
     std::fs::write(&manifest, &original).unwrap();
@@ -562,18 +552,12 @@ fn manifest_errors_name_file_line_and_write_nothing() {
         .unwrap()
         + 1;
     std::fs::write(&nerve, read(&nerve).replace("nerve.base", "nerve.bsae")).unwrap();
-    let output = run_fails(
-        herd()
-            .arg("gen")
-            .arg(env.join("prod-dc1"))
-            .arg("--out")
-            .arg(&out),
-    );
-    let stderr = text(&output.stderr);
-    assert!(
-        stderr.contains(&format!("attributes/nerve.yml:{include_line}"))
-            && stderr.contains("include `nerve.bsae`"),
-        "{stderr}"
+    let location = format!("attributes/nerve.yml:{include_line}");
+    gen_error(
+        &env.join("prod-dc1"),
+        &out,
+        &[],
+        &[&location, "include `nerve.bsae`"],
     );
 }
 
@@ -619,19 +603,12 @@ fn a_store_pins_images_by_digest() {
     );
     verify_units(&out);
     // A store path that is not a store is an error, not silently unpinned.
-    let output = run_fails(
-        herd()
-            .arg("gen")
-            .arg(examples().join("prod-dc1"))
-            .arg("--out")
-            .arg(&out)
-            .arg("--store")
-            .arg(work.path().join("nope")),
-    );
-    assert!(
-        text(&output.stderr).contains("not an image store"),
-        "{}",
-        text(&output.stderr)
+    let nope = work.path().join("nope");
+    gen_error(
+        &examples().join("prod-dc1"),
+        &out,
+        &["--store", nope.to_str().unwrap()],
+        &["not an image store"],
     );
 }
 
@@ -661,11 +638,11 @@ fn naming_services_replaces_only_theirs_and_the_default_output_is_beside_env() {
             path.display()
         );
     }
-    let output = run_fails(herd().arg("gen").arg(&env_dir).arg("mysql-mian"));
-    assert!(
-        text(&output.stderr).contains("did you mean `mysql-main`?"),
-        "{}",
-        text(&output.stderr)
+    gen_error(
+        &env_dir,
+        &out,
+        &["mysql-mian"],
+        &["did you mean `mysql-main`?"],
     );
 }
 
@@ -673,17 +650,11 @@ fn naming_services_replaces_only_theirs_and_the_default_output_is_beside_env() {
 fn an_output_directory_with_foreign_files_is_not_replaced() {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("important.txt"), "mine").unwrap();
-    let output = run_fails(
-        herd()
-            .arg("gen")
-            .arg(examples().join("preprod"))
-            .arg("--out")
-            .arg(work.path()),
-    );
-    assert!(
-        text(&output.stderr).contains("important.txt"),
-        "{}",
-        text(&output.stderr)
+    gen_error(
+        &examples().join("preprod"),
+        work.path(),
+        &[],
+        &["important.txt"],
     );
     assert_eq!(read(&work.path().join("important.txt")), "mine");
 }

@@ -192,7 +192,17 @@ pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Ve
     let app = write_layout(store, &built, &testers, &layout)?;
 
     let container = Container::start(&tools.podman, &work, &layout, &built.name, &app)?;
-    container.wait_until_ready(WaitScript::of(&tests).as_ref(), options.timeout)?;
+    let wait = WaitScript::of(&tests);
+    tracing::info!(
+        "waiting up to {} for the container to start{}",
+        humantime::format_duration(options.timeout),
+        if wait.is_some() {
+            " and tests/wait.sh to succeed"
+        } else {
+            ""
+        }
+    );
+    container.wait_until_ready(wait.as_ref(), options.timeout)?;
 
     let bats: Vec<String> = match &tools.bats {
         Some(_) => vec![

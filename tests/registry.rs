@@ -232,6 +232,17 @@ fn skopeo_digest(reference: &str, extra: &[&str]) -> String {
     value["Digest"].as_str().unwrap().to_string()
 }
 
+fn basic_pair(pair: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(pair)
+}
+
+/// A docker config.json / containers auth.json holding one login.
+fn auth_json(host: &str, user: &str, secret: &str) -> String {
+    let auth = basic_pair(&format!("{user}:{secret}"));
+    serde_json::json!({"auths": {host: {"auth": auth}}}).to_string()
+}
+
 fn count(summary: &Value, key: &str) -> u64 {
     summary[key]
         .as_u64()
@@ -394,11 +405,7 @@ fn basic_auth_uses_docker_and_podman_credentials_and_never_shows_them() {
         &format!("name: {name}\n"),
         &[("etc/app.conf", b"x\n")],
     );
-    let auth_entry = |user: &str, secret: &str| {
-        use base64::Engine;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
-        serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string()
-    };
+    let auth_entry = |user: &str, secret: &str| auth_json(&host, user, secret);
 
     let output = run_fails(&mut scratch.herd(&["push", &name]));
     let error = text(&output.stderr);
@@ -416,7 +423,7 @@ fn basic_auth_uses_docker_and_podman_credentials_and_never_shows_them() {
         all.contains("refused user `herd`") && all.contains("config.json"),
         "{all}"
     );
-    let encoded = auth_entry("herd", wrong);
+    let encoded = basic_pair(&format!("herd:{wrong}"));
     for secret in [wrong, password, encoded.as_str()] {
         assert!(!all.contains(secret), "the output shows a secret:\n{all}");
     }
@@ -651,10 +658,7 @@ impl TokenServer {
             .unwrap()
             .stdout;
         let x5c = base64::engine::general_purpose::STANDARD.encode(der);
-        let expected = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
+        let expected = format!("Basic {}", basic_pair(&format!("{user}:{password}")));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -794,11 +798,7 @@ fn bearer_tokens_are_fetched_with_basic_credentials_and_reused() {
         &format!("name: {name}\n"),
         &[("etc/app.conf", b"t\n")],
     );
-    let auth_file = |secret: &str| {
-        use base64::Engine;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("herd:{secret}"));
-        serde_json::json!({"auths": {host.clone(): {"auth": auth}}}).to_string()
-    };
+    let auth_file = |secret: &str| auth_json(&host, "herd", secret);
 
     std::fs::write(
         scratch.path("docker/config.json"),

@@ -483,15 +483,7 @@ impl Client {
             url.query_pairs_mut().append_pair("digest", digest.as_str());
             let request = || {
                 progress.restart();
-                let file = std::fs::File::open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                let body = reqwest::blocking::Body::sized(
-                    Counted {
-                        inner: file,
-                        progress: progress.clone(),
-                    },
-                    size,
-                );
+                let body = blob_body(path, size, progress)?;
                 Ok(self
                     .http
                     .put(url.clone())
@@ -651,6 +643,42 @@ impl Client {
             Ok((bytes, media_type))
         })
     }
+}
+
+/// The body of a blob upload. With a progress bar, the file is read
+/// through a counter so the bar moves. Without one, the file is mapped and
+/// handed over whole: the HTTP stack then writes it straight from the page
+/// cache in large writes, instead of copying it 8 KiB at a time through
+/// reqwest's reader pipe, which costs more CPU than the registry's hashing.
+fn blob_body(
+    path: &std::path::Path,
+    size: u64,
+    progress: &BlobProgress,
+) -> Result<reqwest::blocking::Body> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    if progress.is_drawn() {
+        let counted = Counted {
+            inner: file,
+            progress: progress.clone(),
+        };
+        return Ok(reqwest::blocking::Body::sized(counted, size));
+    }
+    if size == 0 {
+        return Ok(reqwest::blocking::Body::from(Vec::new()));
+    }
+    // SAFETY: store blobs are immutable once committed (they are written
+    // to tmp/ and renamed into place, never rewritten), so the mapping
+    // cannot change under us; removing the file keeps the mapping valid.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("mapping {}", path.display()))?;
+    if map.len() as u64 != size {
+        bail!(
+            "{} has {} bytes, expected {size}",
+            path.display(),
+            map.len()
+        );
+    }
+    Ok(reqwest::blocking::Body::from(bytes::Bytes::from_owner(map)))
 }
 
 /// Basic credentials hold for every request to a repository, whatever

@@ -20,10 +20,11 @@ attributes=${2:-200}
 runs=${3:-30}
 repo=$PWD
 
-cargo build --release --quiet --bin herd --bin herd-init
+# NO_BUILD=1 uses the release binaries already built.
+[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet --bin herd --bin herd-init
 release=target/x86_64-unknown-linux-gnu/release
 herd=$repo/$release/herd
-export HERD_INIT=$repo/$release/herd-init
+export HERD_INIT=${HERD_INIT:-$repo/$release/herd-init}
 export CONTAINERS_CONF=$repo/tests/containers.conf
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] || { echo "busybox is needed (Debian package busybox-static)" >&2; exit 1; }
@@ -97,16 +98,22 @@ podman export "$cid" | tar -C "$rootfs" -xf -
 podman rm "$cid" >/dev/null
 chroot "$rootfs" /herd/init /bin/true
 [ -f "$rootfs/etc/bench/file0.conf" ] || { echo "the init rendered nothing" >&2; exit 1; }
-hyperfine --style basic --warmup 20 --runs 300 --export-json "$work/chroot.json" \
-  -n "app alone (chroot /bin/true)" "chroot $rootfs /bin/true" \
-  -n "init + app (chroot /herd/init /bin/true)" "chroot $rootfs /herd/init /bin/true" >/dev/null
-python3 - "$work/chroot.json" <<'PY'
+# "fresh": the rendered files removed before each run, as in a new
+# container; "restart": left in place, as when a container restarts.
+hyperfine -N --style basic --warmup 20 --runs 200 --export-json "$work/chroot.json" \
+  --prepare "rm -rf $rootfs/etc/bench" \
+  -n "app alone" "chroot $rootfs /bin/true" \
+  -n "init + app, fresh" "chroot $rootfs /herd/init /bin/true" >/dev/null 2>&1
+hyperfine -N --style basic --warmup 20 --runs 200 --export-json "$work/restart.json" \
+  -n "init + app, restart" "chroot $rootfs /herd/init /bin/true" >/dev/null 2>&1
+python3 - "$work/chroot.json" "$work/restart.json" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-alone, init = (sorted(x["times"]) for x in r)
+alone, fresh = (sorted(x["times"]) for x in json.load(open(sys.argv[1]))["results"])
+restart = sorted(json.load(open(sys.argv[2]))["results"][0]["times"])
 med = lambda t: t[len(t) // 2] * 1000
-print(f"isolated (chroot, {len(init)} runs): app alone median {med(alone):.2f} ms, "
-      f"with init {med(init):.2f} ms -> init cost {med(init) - med(alone):.2f} ms median")
+print(f"isolated (chroot, {len(fresh)} runs each): app alone median {med(alone):.2f} ms; "
+      f"with init, fresh root {med(fresh):.2f} ms -> init cost {med(fresh) - med(alone):.2f} ms; "
+      f"restart (files unchanged) {med(restart):.2f} ms -> init cost {med(restart) - med(alone):.2f} ms")
 PY
 
 # 2. Through podman, alternating so drift hits both alike.

@@ -255,6 +255,14 @@ impl Service {
         merged
     }
 
+    /// The same values as `node_attributes`, without recording where each
+    /// came from: what rendering thousands of units needs.
+    pub fn node_value(&self, node: &Node) -> Value {
+        let mut value = self.attributes.value().clone();
+        crate::attributes::merge_value(&mut value, &Value::Object(node.attributes.clone()));
+        value
+    }
+
     pub fn node(&self, hostname: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.hostname == hostname)
     }
@@ -861,6 +869,7 @@ mod tests {
             "{}",
             origin("port")
         );
+        assert_eq!(&service.node_value(&service.nodes[0]), h1.value());
         let via_api = node_attributes(&dir.path().join("env/prod"), "db", "h1").unwrap();
         assert_eq!(via_api.value(), h1.value());
         assert!(

@@ -140,6 +140,17 @@ pub struct ScanOptions {
 /// root, `"herd/templates"`), sorted by path, never following symlinks.
 /// `root` itself becomes the entry `prefix` when `prefix` is not empty.
 pub fn scan_tree(root: &Path, prefix: &str, options: &ScanOptions) -> Result<Vec<Entry>> {
+    // walkdir follows a root that is a symlink: `files -> /etc` would put
+    // the host's /etc into the image.
+    if root
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        bail!(
+            "{} is a symlink; herd does not follow links out of an image directory",
+            root.display()
+        );
+    }
     let mut entries = Vec::new();
     let mut first_link: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
     let walker = walkdir::WalkDir::new(root)
@@ -867,6 +878,21 @@ mod tests {
             gzipped.len() < data.len() - CHUNK + 4096,
             "the compressible chunk did not shrink"
         );
+    }
+
+    #[test]
+    fn scanning_refuses_a_root_that_is_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("outside")).unwrap();
+        std::fs::write(dir.path().join("outside/host-file"), b"host").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside"), dir.path().join("files")).unwrap();
+        let options = ScanOptions {
+            owner: Some((0, 0)),
+            mtime_clamp: 0,
+            allow_special_files: false,
+        };
+        let err = scan_tree(&dir.path().join("files"), "", &options).unwrap_err();
+        assert!(err.to_string().contains("is a symlink"), "{err}");
     }
 
     #[test]

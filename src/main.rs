@@ -21,7 +21,9 @@ struct Herd {
 
 #[derive(Subcommand)]
 enum Command {
+    Init(cli::scaffold::InitArgs),
     Build(cli::build::BuildArgs),
+    Test(cli::test::TestArgs),
     Try(cli::try_::TryArgs),
     Attributes(cli::attributes::AttributesArgs),
     Graph(cli::build::GraphArgs),
@@ -43,7 +45,9 @@ fn main() -> ExitCode {
     let herd = Herd::parse();
     cli::init_logging(herd.verbose);
     let result = match herd.command {
+        Command::Init(args) => cli::scaffold::run(args),
         Command::Build(args) => cli::build::run(args),
+        Command::Test(args) => cli::test::run(args),
         Command::Try(args) => cli::try_::run(args),
         Command::Attributes(args) => cli::attributes::run(args),
         Command::Graph(args) => cli::build::run_graph(args),

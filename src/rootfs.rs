@@ -71,6 +71,12 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
             continue;
         }
         if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if matches!(hidden, b"" | b"." | b"..") {
+                bail!(
+                    "layer entry {:?} is a whiteout of its own directory or its parent",
+                    relative.display().to_string()
+                );
+            }
             let target = parent.join(OsStr::from_bytes(hidden));
             remove_any(&target)?;
             nix::sys::stat::mknod(
@@ -453,6 +459,22 @@ mod tests {
             let root = tempfile::tempdir().unwrap();
             let err = extract(tar_with(path, kind, link).as_slice(), root.path()).unwrap_err();
             assert!(format!("{err:#}").contains(message), "{path:?}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn refuses_whiteouts_naming_the_directory_or_its_parent() {
+        // ".wh..." hides "..": removing it would delete the directory
+        // holding the root.
+        for path in [&b".wh..."[..], b".wh..", b".wh.", b"a/.wh...", b"a/.wh."] {
+            let sandbox = tempfile::tempdir().unwrap();
+            let root = sandbox.path().join("root");
+            fs::create_dir_all(root.join("a")).unwrap();
+            fs::write(sandbox.path().join("canary"), b"x").unwrap();
+            let err = extract(tar_with(path, b'0', b"").as_slice(), &root).unwrap_err();
+            assert!(format!("{err:#}").contains("whiteout"), "{path:?}: {err:#}");
+            assert!(sandbox.path().join("canary").is_file(), "{path:?}");
+            assert!(root.join("a").is_dir(), "{path:?}");
         }
     }
 

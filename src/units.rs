@@ -25,6 +25,9 @@ use std::path::PathBuf;
 /// content.
 pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 
+/// The files of one unit: its `.service` (and `.timer`), or its `.yaml`.
+type UnitFiles = Vec<(PathBuf, Vec<u8>)>;
+
 /// Base64 characters per `Environment=HERD_ATTRIBUTES_<i>=` line. With the
 /// key, a line stays under 2048 bytes, the LINE_MAX that systemd before
 /// v235 and fleet enforced on unit file lines.
@@ -136,12 +139,12 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
         .enumerate()
         .flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node)))
         .collect();
-    let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>)>>> = work
+    let rendered: Vec<Result<UnitFiles>> = work
         .par_iter()
         .map(|(i, service, node)| {
-            let unit = Unit::new(env, service, node, &images[*i]);
+            let mut unit = Unit::new(env, service, node, &images[*i]);
             match &templates {
-                Some(templates) => templates.render(&unit),
+                Some(templates) => templates.render(&mut unit),
                 None => Ok(vec![(
                     unit.path("yaml"),
                     kubernetes::pod(&unit)?.into_bytes(),
@@ -202,7 +205,7 @@ impl<'a> Unit<'a> {
         node: &'a Node,
         images: &'a [ResolvedImage],
     ) -> Self {
-        let attributes = service.node_attributes(node).into_value();
+        let attributes = service.node_value(node);
         let attributes_json = attributes.to_string();
         let attributes_base64 = base64::engine::general_purpose::STANDARD.encode(&attributes_json);
         let name = format!("{}_{}_{}", env.config.env_name, service.name, node.hostname);
@@ -225,9 +228,10 @@ impl<'a> Unit<'a> {
 
     /// What unit templates see: the merged attributes at the top level,
     /// and these names on top of them (a same-named attribute is hidden).
-    fn context(&self) -> Value {
-        let mut context = match &self.attributes {
-            Value::Object(map) => map.clone(),
+    /// Takes the attributes: a unit is rendered once.
+    fn context(&mut self) -> Value {
+        let mut context = match std::mem::take(&mut self.attributes) {
+            Value::Object(map) => map,
             _ => Default::default(),
         };
         let extra = json!({
@@ -287,7 +291,7 @@ impl Templates {
         Ok(Templates { tera, files })
     }
 
-    fn render(&self, unit: &Unit) -> Result<Vec<(PathBuf, Vec<u8>)>> {
+    fn render(&self, unit: &mut Unit) -> Result<UnitFiles> {
         let context = tera::Context::from_value(unit.context())?;
         let service = unit.service;
         let template = service

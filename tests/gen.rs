@@ -23,8 +23,33 @@ fn copy_of_examples() -> (tempfile::TempDir, PathBuf) {
     (work, env)
 }
 
+/// Runs `herd gen ENV_DIR --out OUT EXTRA...`, which must fail as errors
+/// do (exit status 2) with every one of `needles` in its stderr.
+fn gen_error(env_dir: &Path, out: &Path, extra: &[&str], needles: &[&str]) {
+    let output = run_fails(
+        herd()
+            .arg("gen")
+            .arg(env_dir)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+}
+
 fn gen_into(env_dir: &Path, out: &Path, extra: &[&str]) -> String {
-    run_ok(herd().arg("gen").arg(env_dir).arg("--out").arg(out).args(extra))
+    run_ok(
+        herd()
+            .arg("gen")
+            .arg(env_dir)
+            .arg("--out")
+            .arg(out)
+            .args(extra),
+    )
 }
 
 fn read(path: &Path) -> String {
@@ -33,7 +58,10 @@ fn read(path: &Path) -> String {
 
 /// Files of a directory tree relative to it.
 fn relative_files(dir: &Path) -> Vec<String> {
-    snapshot(dir).keys().map(|p| p.strip_prefix(dir).unwrap().display().to_string()).collect()
+    snapshot(dir)
+        .keys()
+        .map(|p| p.strip_prefix(dir).unwrap().display().to_string())
+        .collect()
 }
 
 /// `systemd-analyze verify` on every unit below `dir`, one service
@@ -45,9 +73,16 @@ fn verify_units(dir: &Path) -> usize {
     let mut count = 0;
     for service in std::fs::read_dir(dir).unwrap() {
         let service = service.unwrap().path();
-        let units: Vec<PathBuf> = std::fs::read_dir(&service).unwrap().map(|e| e.unwrap().path()).collect();
+        let units: Vec<PathBuf> = std::fs::read_dir(&service)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         count += units.len();
-        let output = Command::new(&analyze).args(["verify", "--man=no"]).args(&units).output().unwrap();
+        let output = Command::new(&analyze)
+            .args(["verify", "--man=no"])
+            .args(&units)
+            .output()
+            .unwrap();
         assert!(
             output.status.success() && output.stderr.is_empty(),
             "systemd-analyze verify {}:\n{}{}",
@@ -74,8 +109,12 @@ fn environment(unit: &str) -> BTreeMap<String, String> {
 fn unit_attributes(unit: &str) -> Value {
     let env = environment(unit);
     let count: usize = env["HERD_ATTRIBUTES_COUNT"].parse().unwrap();
-    let joined: String = (0..count).map(|i| env[&format!("HERD_ATTRIBUTES_{i}")].as_str()).collect();
-    let json = base64::engine::general_purpose::STANDARD.decode(joined).unwrap();
+    let joined: String = (0..count)
+        .map(|i| env[&format!("HERD_ATTRIBUTES_{i}")].as_str())
+        .collect();
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(joined)
+        .unwrap();
     serde_json::from_slice(&json).unwrap()
 }
 
@@ -91,10 +130,26 @@ fn example_units_pass_systemd_analyze_verify() {
     // verify does report what it rejects, so the check above can fail.
     let broken = work.path().join("broken/svc");
     std::fs::create_dir_all(&broken).unwrap();
-    let unit = read(&work.path().join("prod-dc1/tripsearch/prod-dc1_tripsearch_front1.service"));
-    std::fs::write(broken.join("x_svc_h.service"), unit.replace("KillMode=mixed", "KillMode=mixed\nKillMod=x")).unwrap();
-    let output = Command::new(tool("systemd-analyze")).args(["verify", "--man=no"]).arg(broken.join("x_svc_h.service")).output().unwrap();
-    assert!(text(&output.stderr).contains("KillMod"), "{}", text(&output.stderr));
+    let unit = read(
+        &work
+            .path()
+            .join("prod-dc1/tripsearch/prod-dc1_tripsearch_front1.service"),
+    );
+    std::fs::write(
+        broken.join("x_svc_h.service"),
+        unit.replace("KillMode=mixed", "KillMode=mixed\nKillMod=x"),
+    )
+    .unwrap();
+    let output = Command::new(tool("systemd-analyze"))
+        .args(["verify", "--man=no"])
+        .arg(broken.join("x_svc_h.service"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stderr).contains("KillMod"),
+        "{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]
@@ -114,21 +169,53 @@ fn one_unit_per_node_placed_by_its_fleet_lines() {
             "tripsearch/prod-dc1_tripsearch_front2.service",
         ]
     );
-    for (host, machine) in [("mysql-main1", "r101-srv1"), ("mysql-main2", "r102-srv1"), ("mysql-main3", "r103-srv1")] {
+    for (host, machine) in [
+        ("mysql-main1", "r101-srv1"),
+        ("mysql-main2", "r102-srv1"),
+        ("mysql-main3", "r103-srv1"),
+    ] {
         let unit = read(&out.join(format!("mysql-main/prod-dc1_mysql-main_{host}.service")));
-        assert!(unit.ends_with(&format!("\n[X-Fleet]\nMachineMetadata=name={machine}\n")), "{host}:\n{unit}");
+        assert!(
+            unit.ends_with(&format!("\n[X-Fleet]\nMachineMetadata=name={machine}\n")),
+            "{host}:\n{unit}"
+        );
         // Graceful stop: podman gives the app its 120 s, systemd waits longer.
-        assert!(unit.contains("\nKillMode=mixed\n") && unit.contains("--stop-timeout 120 ") && unit.contains("\nTimeoutStopSec=150\n"), "{unit}");
-        assert!(unit.contains("--volume /srv/mysql-main/data:/var/lib/mysql "), "{unit}");
-        assert!(unit.contains(" aci.example.com/pod-mysql:10.1-29'"), "{unit}");
+        assert!(
+            unit.contains("\nKillMode=mixed\n")
+                && unit.contains("--stop-timeout 120 ")
+                && unit.contains("\nTimeoutStopSec=150\n"),
+            "{unit}"
+        );
+        assert!(
+            unit.contains("--volume /srv/mysql-main/data:/var/lib/mysql "),
+            "{unit}"
+        );
+        assert!(
+            unit.contains(" aci.example.com/pod-mysql:10.1-29'"),
+            "{unit}"
+        );
     }
     let tripsearch = read(&out.join("tripsearch/prod-dc1_tripsearch_front2.service"));
-    assert!(tripsearch.contains("\n[X-Fleet]\nMachineMetadata=role=front\nConflicts=prod-dc1_tripsearch_*\n"), "{tripsearch}");
-    assert!(tripsearch.starts_with("# Generated by herd"), "the partial was not included:\n{tripsearch}");
+    assert!(
+        tripsearch
+            .contains("\n[X-Fleet]\nMachineMetadata=role=front\nConflicts=prod-dc1_tripsearch_*\n"),
+        "{tripsearch}"
+    );
+    assert!(
+        tripsearch.starts_with("# Generated by herd"),
+        "the partial was not included:\n{tripsearch}"
+    );
     let timer = read(&out.join("mysql-backup/prod-dc1_mysql-backup_mysql-main3.timer"));
-    assert!(timer.contains("OnCalendar=*-*-* 03:00:00\n") && timer.contains("MachineOf=prod-dc1_mysql-backup_mysql-main3.service\n"), "{timer}");
+    assert!(
+        timer.contains("OnCalendar=*-*-* 03:00:00\n")
+            && timer.contains("MachineOf=prod-dc1_mysql-backup_mysql-main3.service\n"),
+        "{timer}"
+    );
     let backup = read(&out.join("mysql-backup/prod-dc1_mysql-backup_mysql-main3.service"));
-    assert!(backup.contains("\nRestart=no\n") && !backup.contains("[Install]"), "a timer's service runs once:\n{backup}");
+    assert!(
+        backup.contains("\nRestart=no\n") && !backup.contains("[Install]"),
+        "a timer's service runs once:\n{backup}"
+    );
 }
 
 #[test]
@@ -150,7 +237,10 @@ fn attributes_merge_env_then_service_then_node() {
     assert_eq!(main1["log"]["level"], "info");
     // The include gives nerve.base's values; the including file adds its own.
     assert_eq!(main1["nerve"]["checkInterval"], 2);
-    assert_eq!(main1["nerve"]["services"][1]["haproxyServerOptions"], "backup");
+    assert_eq!(
+        main1["nerve"]["services"][1]["haproxyServerOptions"],
+        "backup"
+    );
     assert_eq!(main1["hostname"], "mysql-main1");
     assert_eq!(main1["ip"], "192.168.1.2");
 }
@@ -162,20 +252,54 @@ fn attributes_merge_env_then_service_then_node() {
 #[test]
 fn the_default_unit_reassembles_large_attributes() {
     let (work, env) = copy_of_examples();
-    let big: String = (0..3000).map(|i| format!("    key{i}: value number {i}\n")).collect();
-    std::fs::write(env.join("prod-dc1/services/mysql-main/attributes/big.yml"), format!("default:\n  big:\n{big}")).unwrap();
+    let big: String = (0..3000)
+        .map(|i| format!("    key{i}: value number {i}\n"))
+        .collect();
+    std::fs::write(
+        env.join("prod-dc1/services/mysql-main/attributes/big.yml"),
+        format!("default:\n  big:\n{big}"),
+    )
+    .unwrap();
     let out = work.path().join("units");
     gen_into(&env.join("prod-dc1"), &out, &["mysql-main"]);
     let unit = read(&out.join("mysql-main/prod-dc1_mysql-main_mysql-main2.service"));
     let variables = environment(&unit);
-    assert!(variables["HERD_ATTRIBUTES_COUNT"].parse::<usize>().unwrap() > 10, "{unit}");
-    assert!(unit.lines().all(|l| l.len() < 2048), "a line is longer than systemd's LINE_MAX");
-    let line = unit.lines().find(|l| l.starts_with("ExecStartPre=/bin/sh -c '")).unwrap();
-    let script = line.strip_prefix("ExecStartPre=/bin/sh -c '").unwrap().strip_suffix('\'').unwrap().replace("$$", "$");
+    assert!(
+        variables["HERD_ATTRIBUTES_COUNT"].parse::<usize>().unwrap() > 10,
+        "{unit}"
+    );
+    assert!(
+        unit.lines().all(|l| l.len() < 2048),
+        "a line is longer than systemd's LINE_MAX"
+    );
+    let line = unit
+        .lines()
+        .find(|l| l.starts_with("ExecStartPre=/bin/sh -c '"))
+        .unwrap();
+    let script = line
+        .strip_prefix("ExecStartPre=/bin/sh -c '")
+        .unwrap()
+        .strip_suffix('\'')
+        .unwrap()
+        .replace("$$", "$");
     let (assignment, _podman) = script.split_once("; exec ").unwrap();
-    let output = run_ok(Command::new("/bin/sh").arg("-c").arg(format!("{assignment}; exec printenv HERD_ATTRIBUTES")).env_clear().envs(&variables));
-    let value = output.trim_end().strip_prefix("base64,").expect("HERD_ATTRIBUTES starts with base64,");
-    let attributes: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(value).unwrap()).unwrap();
+    let output = run_ok(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{assignment}; exec printenv HERD_ATTRIBUTES"))
+            .env_clear()
+            .envs(&variables),
+    );
+    let value = output
+        .trim_end()
+        .strip_prefix("base64,")
+        .expect("HERD_ATTRIBUTES starts with base64,");
+    let attributes: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(attributes["big"]["key2999"], "value number 2999");
     assert_eq!(attributes, unit_attributes(&unit));
     verify_units(&out);
@@ -189,13 +313,33 @@ fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
         let out = work.path().join(env);
         gen_into(&examples().join(env), &out, &["--target", "kubernetes"]);
         let files: Vec<PathBuf> = snapshot(&out).into_keys().collect();
-        assert!(files.iter().all(|f| f.extension().unwrap() == "yaml") && files.len() >= 5, "{files:?}");
-        let output = Command::new(&validate).args(["--strict", "--quiet"]).args(&files).output().unwrap();
-        assert!(output.status.success(), "kubernetes-validate:\n{}{}", text(&output.stdout), text(&output.stderr));
+        assert!(
+            files.iter().all(|f| f.extension().unwrap() == "yaml") && files.len() >= 5,
+            "{files:?}"
+        );
+        let output = Command::new(&validate)
+            .args(["--strict", "--quiet"])
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kubernetes-validate:\n{}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
     }
-    let pod: Value = serde_yaml_ng::from_str(&read(&work.path().join("prod-dc1/mysql-main/prod-dc1_mysql-main_mysql-main2.yaml"))).unwrap();
+    let pod: Value = serde_yaml_ng::from_str(&read(
+        &work
+            .path()
+            .join("prod-dc1/mysql-main/prod-dc1_mysql-main_mysql-main2.yaml"),
+    ))
+    .unwrap();
     assert_eq!(pod["kind"], "Pod");
-    assert_eq!(pod["spec"]["nodeSelector"], json!({"kubernetes.io/hostname": "mysql-main2"}));
+    assert_eq!(
+        pod["spec"]["nodeSelector"],
+        json!({"kubernetes.io/hostname": "mysql-main2"})
+    );
     assert_eq!(
         pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
         json!([{"matchExpressions": [{"key": "name", "operator": "In", "values": ["r102-srv1"]}]}])
@@ -203,8 +347,17 @@ fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
     let container = &pod["spec"]["containers"][0];
     assert_eq!(container["image"], "aci.example.com/pod-mysql:10.1-29");
     assert_eq!(container["env"][0]["name"], "HERD_ATTRIBUTES");
-    let value = container["env"][0]["value"].as_str().unwrap().strip_prefix("base64,").unwrap();
-    let attributes: Value = serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(value).unwrap()).unwrap();
+    let value = container["env"][0]["value"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("base64,")
+        .unwrap();
+    let attributes: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(attributes["mysql"]["innodbBufferPoolSize"], "4G");
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 120);
 }
@@ -219,19 +372,28 @@ fn a_broken_template_fails_the_whole_and_leaves_the_output_untouched() {
     let original = read(&template);
     let cases = [
         // A missing attribute: named with the template's line.
-        ("[Unit]\n", "[Unit]\nDocumentation=https://{{ tripsearch.docs_host }}/\n", "tripsearch.docs_host"),
+        (
+            "[Unit]\n",
+            "[Unit]\nDocumentation=https://{{ tripsearch.docs_host }}/\n",
+            "tripsearch.docs_host",
+        ),
         // A syntax error.
-        ("[Install]\n", "[Install]\n{{ fleet_lines | }}\n", "unit.tmpl"),
+        (
+            "[Install]\n",
+            "[Install]\n{{ fleet_lines | }}\n",
+            "unit.tmpl",
+        ),
     ];
     for (anchor, replacement, needle) in cases {
         let broken = original.replacen(anchor, replacement, 1);
-        let line = broken.lines().position(|l| replacement.lines().last() == Some(l)).unwrap() + 1;
+        let line = broken
+            .lines()
+            .position(|l| replacement.lines().last() == Some(l))
+            .unwrap()
+            + 1;
         std::fs::write(&template, &broken).unwrap();
-        let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
-        assert_eq!(output.status.code(), Some(2));
-        let stderr = text(&output.stderr);
-        assert!(stderr.contains(&format!("services/tripsearch/unit.tmpl:{line}")), "{stderr}");
-        assert!(stderr.contains(needle), "{stderr}");
+        let location = format!("services/tripsearch/unit.tmpl:{line}");
+        gen_error(&env.join("prod-dc1"), &out, &[], &[&location, needle]);
         let mut after = snapshot(work.path());
         after.remove(&template);
         let mut expected = before.clone();
@@ -240,11 +402,22 @@ fn a_broken_template_fails_the_whole_and_leaves_the_output_untouched() {
     }
     // A missing attribute in an included partial names the partial.
     std::fs::write(&template, &original).unwrap();
-    std::fs::write(env.join("prod-dc1/templates/header.partial"), "# {{ owner.team }}\n").unwrap();
-    let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("templates/header.partial:1") && stderr.contains("owner.team"), "{stderr}");
-    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 2, "a temporary directory was left beside the output");
+    std::fs::write(
+        env.join("prod-dc1/templates/header.partial"),
+        "# {{ owner.team }}\n",
+    )
+    .unwrap();
+    gen_error(
+        &env.join("prod-dc1"),
+        &out,
+        &[],
+        &["templates/header.partial:1", "owner.team"],
+    );
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        2,
+        "a temporary directory was left beside the output"
+    );
 }
 
 #[test]
@@ -253,14 +426,27 @@ fn check_lists_differences_and_exits_1() {
     let env_dir = env.join("prod-dc1");
     let out = work.path().join("units");
     gen_into(&env_dir, &out, &[]);
-    let check = |extra: &[&str]| herd().arg("gen").arg(&env_dir).arg("--check").arg(&out).args(extra).output().unwrap();
+    let check = |extra: &[&str]| {
+        herd()
+            .arg("gen")
+            .arg(&env_dir)
+            .arg("--check")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
     let same = check(&[]);
     assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
     assert!(same.stdout.is_empty());
 
     // A changed attribute, a node less.
     let attributes = env_dir.join("services/tripsearch/attributes/tripsearch.yml");
-    std::fs::write(&attributes, read(&attributes).replace("port: 8080", "port: 8081")).unwrap();
+    std::fs::write(
+        &attributes,
+        read(&attributes).replace("port: 8080", "port: 8081"),
+    )
+    .unwrap();
     let manifest = env_dir.join("services/mysql-main/service-manifest.yml");
     let text_before = read(&manifest);
     let without_node3 = &text_before[..text_before.find("  - hostname: mysql-main3").unwrap()];
@@ -269,27 +455,54 @@ fn check_lists_differences_and_exits_1() {
     let differ = check(&[]);
     assert_eq!(differ.status.code(), Some(1), "{}", text(&differ.stderr));
     let stdout = text(&differ.stdout);
-    assert!(stdout.contains("changed tripsearch/prod-dc1_tripsearch_front1.service"), "{stdout}");
-    assert!(stdout.contains("removed mysql-main/prod-dc1_mysql-main_mysql-main3.service"), "{stdout}");
+    assert!(
+        stdout.contains("changed tripsearch/prod-dc1_tripsearch_front1.service"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("removed mysql-main/prod-dc1_mysql-main_mysql-main3.service"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("mysql-main1"), "{stdout}");
     let diff = text(&check(&["--diff"]).stdout);
     assert!(diff.contains("--- a/tripsearch/prod-dc1_tripsearch_front1.service\n+++ b/tripsearch/prod-dc1_tripsearch_front1.service\n"), "{diff}");
-    assert!(diff.contains("\n-# published on 8080.\n+# published on 8081.\n"), "{diff}");
-    assert!(diff.contains("--- a/mysql-main/prod-dc1_mysql-main_mysql-main3.service\n+++ /dev/null\n"), "{diff}");
+    assert!(
+        diff.contains("\n-# published on 8080.\n+# published on 8081.\n"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("--- a/mysql-main/prod-dc1_mysql-main_mysql-main3.service\n+++ /dev/null\n"),
+        "{diff}"
+    );
     assert_eq!(snapshot(&out), before, "--check wrote");
 
     // A new service shows as added; a missing directory is all added.
     let added = check(&["tripsearch"]);
-    assert!(!text(&added.stdout).contains("mysql-main"), "only the named service is compared");
-    let fresh = herd().arg("gen").arg(&env_dir).arg("--check").arg(work.path().join("nothing")).output().unwrap();
+    assert!(
+        !text(&added.stdout).contains("mysql-main"),
+        "only the named service is compared"
+    );
+    let fresh = herd()
+        .arg("gen")
+        .arg(&env_dir)
+        .arg("--check")
+        .arg(work.path().join("nothing"))
+        .output()
+        .unwrap();
     assert_eq!(fresh.status.code(), Some(1));
-    assert!(text(&fresh.stdout).contains("added   mysql-main/prod-dc1_mysql-main_mysql-main1.service"));
+    assert!(
+        text(&fresh.stdout).contains("added   mysql-main/prod-dc1_mysql-main_mysql-main1.service")
+    );
 
     // Errors exit 2.
     std::fs::write(&manifest, format!("{text_before}bogus: 1\n")).unwrap();
     let error = check(&[]);
     assert_eq!(error.status.code(), Some(2));
-    assert!(text(&error.stderr).contains("service-manifest.yml:"), "{}", text(&error.stderr));
+    assert!(
+        text(&error.stderr).contains("service-manifest.yml:"),
+        "{}",
+        text(&error.stderr)
+    );
 }
 
 #[test]
@@ -299,26 +512,53 @@ fn manifest_errors_name_file_line_and_write_nothing() {
     let original = read(&manifest);
     let line_of = |needle: &str| original.lines().position(|l| l.contains(needle)).unwrap() + 1;
     let cases = [
-        (original.replacen("concurrentUpdater", "concurentUpdater", 1), line_of("concurrentUpdater"), "did you mean `concurrentUpdater`?"),
-        (original.replacen("  - hostname: mysql-main2\n", "  - hostnam: mysql-main2\n", 1), line_of("mysql-main2"), "missing field `hostname`"),
-        (original.replacen("hostname: mysql-main2", "hostname: mysql-main1", 1), line_of("mysql-main2"), "`mysql-main1` is used by two nodes"),
-        (original.replacen("MachineMetadata=name=r102", "MachineMetdata=name=r102", 1), line_of("r102"), "did you mean `MachineMetadata`?"),
+        (
+            original.replacen("concurrentUpdater", "concurentUpdater", 1),
+            line_of("concurrentUpdater"),
+            "did you mean `concurrentUpdater`?",
+        ),
+        (
+            original.replacen(
+                "  - hostname: mysql-main2\n",
+                "  - hostnam: mysql-main2\n",
+                1,
+            ),
+            line_of("mysql-main2"),
+            "missing field `hostname`",
+        ),
+        (
+            original.replacen("hostname: mysql-main2", "hostname: mysql-main1", 1),
+            line_of("mysql-main2"),
+            "`mysql-main1` is used by two nodes",
+        ),
+        (
+            original.replacen("MachineMetadata=name=r102", "MachineMetdata=name=r102", 1),
+            line_of("r102"),
+            "did you mean `MachineMetadata`?",
+        ),
     ];
     let out = work.path().join("units");
     for (broken, line, needle) in cases {
         std::fs::write(&manifest, broken).unwrap();
-        let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
-        let stderr = text(&output.stderr);
-        assert!(stderr.contains(&format!("service-manifest.yml:{line}")) && stderr.contains(needle), "{stderr}");
+        let location = format!("service-manifest.yml:{line}");
+        gen_error(&env.join("prod-dc1"), &out, &[], &[&location, needle]);
         assert!(!out.exists());
     }
     std::fs::write(&manifest, &original).unwrap();
     let nerve = env.join("prod-dc1/services/mysql-main/attributes/nerve.yml");
-    let include_line = read(&nerve).lines().position(|l| l.starts_with("include:")).unwrap() + 1;
+    let include_line = read(&nerve)
+        .lines()
+        .position(|l| l.starts_with("include:"))
+        .unwrap()
+        + 1;
     std::fs::write(&nerve, read(&nerve).replace("nerve.base", "nerve.bsae")).unwrap();
-    let output = run_fails(herd().arg("gen").arg(env.join("prod-dc1")).arg("--out").arg(&out));
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains(&format!("attributes/nerve.yml:{include_line}")) && stderr.contains("include `nerve.bsae`"), "{stderr}");
+    let location = format!("attributes/nerve.yml:{include_line}");
+    gen_error(
+        &env.join("prod-dc1"),
+        &out,
+        &[],
+        &[&location, "include `nerve.bsae`"],
+    );
 }
 
 #[test]
@@ -327,20 +567,49 @@ fn a_store_pins_images_by_digest() {
     let store_dir = work.path().join("store");
     let store = herd::store::Store::open(&store_dir).unwrap();
     let descriptor = store
-        .write_json(oci_spec::image::MediaType::ImageManifest, &json!({"schemaVersion": 2, "note": "stand-in for pod-mysql"}))
+        .write_json(
+            oci_spec::image::MediaType::ImageManifest,
+            &json!({"schemaVersion": 2, "note": "stand-in for pod-mysql"}),
+        )
         .unwrap();
-    store.set_tag(&"aci.example.com/pod-mysql:10.1-29".parse().unwrap(), &descriptor).unwrap();
+    store
+        .set_tag(
+            &"aci.example.com/pod-mysql:10.1-29".parse().unwrap(),
+            &descriptor,
+        )
+        .unwrap();
     let out = work.path().join("units");
-    run_ok(herd().arg("gen").arg(examples().join("prod-dc1")).arg("--out").arg(&out).env("HERD_STORE", &store_dir));
+    run_ok(
+        herd()
+            .arg("gen")
+            .arg(examples().join("prod-dc1"))
+            .arg("--out")
+            .arg(&out)
+            .env("HERD_STORE", &store_dir),
+    );
     let mysql = read(&out.join("mysql-main/prod-dc1_mysql-main_mysql-main1.service"));
-    assert!(mysql.contains(&format!(" aci.example.com/pod-mysql@{}'", descriptor.digest())), "{mysql}");
+    assert!(
+        mysql.contains(&format!(
+            " aci.example.com/pod-mysql@{}'",
+            descriptor.digest()
+        )),
+        "{mysql}"
+    );
     // Not in the store: kept by tag.
     let tripsearch = read(&out.join("tripsearch/prod-dc1_tripsearch_front1.service"));
-    assert!(tripsearch.contains(" aci.example.com/aci-tripsearch:2.14.0-3'"), "{tripsearch}");
+    assert!(
+        tripsearch.contains(" aci.example.com/aci-tripsearch:2.14.0-3'"),
+        "{tripsearch}"
+    );
     verify_units(&out);
     // A store path that is not a store is an error, not silently unpinned.
-    let output = run_fails(herd().arg("gen").arg(examples().join("prod-dc1")).arg("--out").arg(&out).arg("--store").arg(work.path().join("nope")));
-    assert!(text(&output.stderr).contains("not an image store"), "{}", text(&output.stderr));
+    let nope = work.path().join("nope");
+    gen_error(
+        &examples().join("prod-dc1"),
+        &out,
+        &["--store", nope.to_str().unwrap()],
+        &["not an image store"],
+    );
 }
 
 #[test]
@@ -352,23 +621,220 @@ fn naming_services_replaces_only_theirs_and_the_default_output_is_beside_env() {
     let before = snapshot(&out);
     assert_eq!(before.len(), 7);
     let attributes = env_dir.join("attributes/dc.yml");
-    std::fs::write(&attributes, read(&attributes).replace("level: info", "level: warn")).unwrap();
+    std::fs::write(
+        &attributes,
+        read(&attributes).replace("level: info", "level: warn"),
+    )
+    .unwrap();
     run_ok(herd().arg("gen").arg(&env_dir).arg("mysql-main"));
     let after = snapshot(&out);
     assert_eq!(after.len(), 7);
     for (path, content) in &after {
         let changed = before[path] != *content;
-        assert_eq!(changed, path.to_string_lossy().contains("/mysql-main/"), "{}", path.display());
+        assert_eq!(
+            changed,
+            path.to_string_lossy().contains("/mysql-main/"),
+            "{}",
+            path.display()
+        );
     }
-    let output = run_fails(herd().arg("gen").arg(&env_dir).arg("mysql-mian"));
-    assert!(text(&output.stderr).contains("did you mean `mysql-main`?"), "{}", text(&output.stderr));
+    gen_error(
+        &env_dir,
+        &out,
+        &["mysql-mian"],
+        &["did you mean `mysql-main`?"],
+    );
 }
 
 #[test]
 fn an_output_directory_with_foreign_files_is_not_replaced() {
     let work = tempfile::tempdir().unwrap();
     std::fs::write(work.path().join("important.txt"), "mine").unwrap();
-    let output = run_fails(herd().arg("gen").arg(examples().join("preprod")).arg("--out").arg(work.path()));
-    assert!(text(&output.stderr).contains("important.txt"), "{}", text(&output.stderr));
+    gen_error(
+        &examples().join("preprod"),
+        work.path(),
+        &[],
+        &["important.txt"],
+    );
     assert_eq!(read(&work.path().join("important.txt")), "mine");
+}
+
+/// Removes the test's pod and image name however the test ends.
+struct PodGuard(String, String);
+
+impl Drop for PodGuard {
+    fn drop(&mut self) {
+        let _ = podman()
+            .args(["pod", "rm", "--force", "--ignore", &self.0])
+            .output();
+        let _ = podman().args(["untag", &self.1]).output();
+    }
+}
+
+/// The default unit's commands, run in systemd's order (ExecStartPre,
+/// ExecStart, later ExecStop, ExecStopPost) with real podman, as systemd
+/// would run them: `%t` and `%n` replaced, `$$` unescaped, the
+/// `Environment=` lines in the environment, a `-` prefix allowing failure.
+/// Its lines quote only with '...', which systemd and sh read alike.
+fn run_unit_commands(unit: &str, key: &str, runtime_dir: &Path, unit_name: &str) {
+    let mut environment = environment(unit);
+    environment.insert(
+        "CONTAINERS_CONF".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/containers.conf")
+            .display()
+            .to_string(),
+    );
+    for line in unit
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+    {
+        let (may_fail, line) = match line.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, line),
+        };
+        let command = line
+            .replace("%t", &runtime_dir.display().to_string())
+            .replace("%n", unit_name)
+            .replace("$$", "$");
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .envs(&environment)
+            .output()
+            .unwrap();
+        assert!(
+            may_fail || output.status.success(),
+            "{key}={line}\nfailed: {}{}",
+            text(&output.stdout),
+            text(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_default_unit_runs_its_pod_with_podman() {
+    let work = tempfile::tempdir().unwrap();
+    let name = "aci.example.com/aci-herd-gen-test:1.0";
+    busybox_image(
+        &work.path().join("image"),
+        &format!(
+            "name: {name}\naci:\n  app:\n    exec: [/bin/sh, -c, 'echo started; exec sleep 1000']\n"
+        ),
+    );
+    let store = work.path().join("store");
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(work.path().join("image"))
+            .arg("--store")
+            .arg(&store),
+    );
+    let env_name = format!("t{}", std::process::id());
+    let unit_name = format!("{env_name}_hello_host1");
+    let _guard = PodGuard(unit_name.clone(), name.into());
+    // The unit runs the image by digest: podman must have it under its name
+    // (as `podman pull` from the registry would leave it).
+    run_ok(
+        Command::new(tool("skopeo"))
+            .arg("copy")
+            .arg(format!("oci:{}:{name}", store.display()))
+            .arg(format!("containers-storage:{name}")),
+    );
+    let env_dir = work.path().join("env").join(&env_name);
+    let data = work.path().join("data/vol");
+    std::fs::create_dir_all(env_dir.join("services/hello/attributes")).unwrap();
+    std::fs::write(env_dir.join("config.yml"), format!("envName: {env_name}\n")).unwrap();
+    std::fs::write(
+        env_dir.join("services/hello/service-manifest.yml"),
+        format!("containers: [{name}]\nstopTimeout: 5\nmountPoints: [{{name: data, path: /data, from: {}}}]\nnodes: [{{hostname: host1}}]\n", data.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        env_dir.join("services/hello/attributes/a.yml"),
+        "default: {greeting: hello}\n",
+    )
+    .unwrap();
+    let out = work.path().join("units");
+    run_ok(
+        herd()
+            .arg("gen")
+            .arg(&env_dir)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store),
+    );
+    let unit = read(&out.join(format!("hello/{unit_name}.service")));
+    verify_units(&out);
+
+    let runtime_dir = work.path().join("run");
+    std::fs::create_dir_all(&runtime_dir).unwrap();
+    let service = format!("{unit_name}.service");
+    run_unit_commands(&unit, "ExecStartPre", &runtime_dir, &service);
+    run_unit_commands(&unit, "ExecStart", &runtime_dir, &service);
+    // Type=forking: the main process is the one in PIDFile.
+    let pid: i32 = read(&runtime_dir.join(format!("{unit_name}.pid")))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the PIDFile process is not running"
+    );
+    let container = format!("{unit_name}-aci-herd-gen-test");
+    let inspect: Value =
+        serde_json::from_str(&run_ok(podman().args(["container", "inspect", &container]))).unwrap();
+    let config = &inspect[0]["Config"];
+    let attributes = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|e| e.strip_prefix("HERD_ATTRIBUTES=base64,"))
+        .expect("HERD_ATTRIBUTES in the container");
+    let attributes: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(attributes)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        attributes,
+        json!({"greeting": "hello", "hostname": "host1"})
+    );
+    assert!(
+        inspect[0]["ImageName"]
+            .as_str()
+            .unwrap()
+            .starts_with("aci.example.com/aci-herd-gen-test@sha256:"),
+        "{}",
+        inspect[0]["ImageName"]
+    );
+    assert_eq!(config["StopTimeout"], 5);
+    let mounts = inspect[0]["Mounts"].to_string();
+    assert!(
+        mounts.contains(&data.display().to_string()) && mounts.contains("\"/data\""),
+        "{mounts}"
+    );
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = run_ok(podman().args(["logs", &container]));
+        if logs.contains("started") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(logs.contains("started"), "the app did not start: {logs}");
+
+    let stopping = std::time::Instant::now();
+    run_unit_commands(&unit, "ExecStop", &runtime_dir, &service);
+    assert!(
+        stopping.elapsed() < std::time::Duration::from_secs(5),
+        "the app was killed, not stopped: {:?}",
+        stopping.elapsed()
+    );
+    run_unit_commands(&unit, "ExecStopPost", &runtime_dir, &service);
+    let pods = run_ok(podman().args(["pod", "ps", "--format", "{{.Name}}"]));
+    assert!(!pods.lines().any(|p| p == unit_name), "{pods}");
 }

@@ -3,7 +3,7 @@
 //! from.
 
 use anyhow::{Result, bail};
-use herd::attributes::{MergedAttributes, mask_secrets};
+use herd::attributes::{MergedAttributes, is_secret_key, mask_secrets};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -99,11 +99,16 @@ fn print_explained(merged: &MergedAttributes, format: Format) -> Result<()> {
         .explain()
         .into_iter()
         .map(|(path, value, source)| {
-            let shown = path
-                .split('.')
-                .try_fold(&masked, |v, key| v.get(key))
-                .cloned()
-                .unwrap_or(value);
+            // As the init's debug log does: a value below a secret-looking
+            // key (`passwords.root`) is a secret too.
+            let shown = if path.split('.').any(is_secret_key) {
+                Value::from("******")
+            } else {
+                path.split('.')
+                    .try_fold(&masked, |v, key| v.get(key))
+                    .cloned()
+                    .unwrap_or(value)
+            };
             (path, shown, source)
         })
         .collect();

@@ -49,19 +49,33 @@ pub struct GenArgs {
 }
 
 pub fn run(args: GenArgs) -> Result<ExitCode> {
+    let started = std::time::Instant::now();
     let env = Environment::load_services(&args.env_dir, &args.services)?;
+    tracing::debug!(
+        "loaded {} services in {:?}",
+        env.services.len(),
+        started.elapsed()
+    );
     let target = args.target.unwrap_or(env.config.target);
     let store = match &args.store {
         // Opening would create an empty store: a mistyped path would then
         // silently leave every image unpinned.
-        Some(path) if !path.join("index.json").is_file() => bail!("{} is not an image store (it has no index.json)", path.display()),
+        Some(path) if !path.join("index.json").is_file() => bail!(
+            "{} is not an image store (it has no index.json)",
+            path.display()
+        ),
         Some(path) => Some(herd::store::Store::open(path)?),
         None => None,
     };
     let files = units::generate(&env, target, store.as_ref())?;
+    tracing::debug!("rendered {} files in {:?}", files.len(), started.elapsed());
     if let Some(dir) = &args.check {
         let check = units::check_units(dir, &files, &args.services)?;
-        for (label, paths) in [("added", &check.added), ("changed", &check.changed), ("removed", &check.removed)] {
+        for (label, paths) in [
+            ("added", &check.added),
+            ("changed", &check.changed),
+            ("removed", &check.removed),
+        ] {
             for path in paths {
                 println!("{label:<8}{}", path.display());
                 if args.diff {
@@ -81,15 +95,25 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         Some(out) => out.clone(),
         None => default_out(&args.env_dir, &env.config.env_name)?,
     };
-    units::write_units(&out, &files, &args.services)?;
-    eprintln!("wrote {} units of {} services to {}", files.len(), env.services.len(), out.display());
+    let changed = units::write_units(&out, &files, &args.services)?;
+    tracing::debug!("wrote them in {:?}", started.elapsed());
+    let what = format!("{} files for {} services", files.len(), env.services.len());
+    match changed {
+        true => eprintln!("wrote {what} to {}", out.display()),
+        false => eprintln!("{} is up to date ({what})", out.display()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `units/<envName>` beside the `env/` directory holding the environment,
 /// or in the current directory when the environment is elsewhere.
 fn default_out(env_dir: &Path, env_name: &str) -> Result<PathBuf> {
-    let env_dir = env_dir.canonicalize().with_context(|| format!("resolving {}", env_dir.display()))?;
-    let root = env_dir.parent().filter(|p| p.file_name().is_some_and(|n| n == "env")).and_then(Path::parent);
+    let env_dir = env_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", env_dir.display()))?;
+    let root = env_dir
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "env"))
+        .and_then(Path::parent);
     Ok(root.unwrap_or(Path::new(".")).join("units").join(env_name))
 }

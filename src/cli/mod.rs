@@ -3,10 +3,12 @@
 pub mod attributes;
 pub mod build;
 pub mod r#gen;
+pub mod test;
 pub mod images;
 pub mod pods;
 pub mod store;
 pub mod pull;
+pub mod scaffold;
 pub mod push;
 pub mod try_;
 

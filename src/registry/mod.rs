@@ -14,11 +14,11 @@
 //! cross-repository mounts, `progress` shows transfers; `push` and `pull`
 //! put these together.
 
-pub mod auth;
-pub mod client;
+mod auth;
+mod client;
 pub mod config;
 mod known_blobs;
-pub mod progress;
+mod progress;
 mod pull;
 mod push;
 

@@ -67,6 +67,11 @@ impl BlobProgress {
         }
     }
 
+    /// True when a bar shows the bytes as they pass.
+    pub fn is_drawn(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// Starts over, for a retried transfer.
     pub fn restart(&self) {
         if let Some(bar) = &self.bar {

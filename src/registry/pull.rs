@@ -120,3 +120,49 @@ fn host_platform(index: &ManifestParts, what: &str) -> Result<crate::digest::Dig
         offered.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_index_gives_the_manifest_of_this_machine() {
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let arch = crate::build::host_architecture();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [
+                {"mediaType": MANIFEST_TYPES[0], "digest": digest('a'), "size": 1, "platform": {"os": "linux", "architecture": "s390x"}},
+                {"mediaType": MANIFEST_TYPES[2], "digest": digest('b'), "size": 1, "platform": {"os": "linux", "architecture": arch}},
+            ],
+        });
+        let parts = ManifestParts::parse(index.to_string().as_bytes(), "index").unwrap();
+        assert_eq!(host_platform(&parts, "x").unwrap().to_string(), digest('b'));
+
+        let other = serde_json::json!({"manifests": [
+            {"digest": digest('a'), "size": 1, "platform": {"os": "windows", "architecture": arch}},
+        ]});
+        let parts = ManifestParts::parse(other.to_string().as_bytes(), "index").unwrap();
+        let error = host_platform(&parts, "reg/app").unwrap_err().to_string();
+        assert!(
+            error.contains(&format!("windows/{arch}")) && error.contains("reg/app"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn malformed_manifests_are_errors_not_panics() {
+        for bad in [
+            &b"<html>"[..],
+            br#"{"layers": [{"digest": "md5:x", "size": 1}]}"#,
+            br#"{"config": {"digest": "sha256:ab"}}"#,
+            b"{}",
+        ] {
+            assert!(
+                ManifestParts::parse(bad, "m").is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use super::Files;
 use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
 /// What differs between generated files and a directory.
@@ -29,36 +29,70 @@ impl Check {
 /// Compares `files` with `dir` (a missing directory is empty). When
 /// `services` is not empty, only their subdirectories are compared.
 pub fn check_units(dir: &Path, files: &Files, services: &[String]) -> Result<Check> {
-    let on_disk: BTreeSet<PathBuf> = list(dir)?
-        .into_iter()
-        .filter(|p| in_scope(p, services))
-        .collect();
+    compare(dir, &list(dir)?, files, services, true)
+}
+
+/// `check_units` over an already listed directory; `keep_existing` keeps
+/// the old content of what differs, for diffs.
+fn compare(
+    dir: &Path,
+    listed: &[PathBuf],
+    files: &Files,
+    services: &[String],
+    keep_existing: bool,
+) -> Result<Check> {
+    let on_disk: BTreeSet<&PathBuf> = listed.iter().filter(|p| in_scope(p, services)).collect();
     let mut check = Check::default();
-    for (path, content) in files {
-        if !on_disk.contains(path) {
-            check.added.push(path.clone());
-            continue;
-        }
-        let old = read(dir, path)?;
-        if &old != content {
-            check.changed.push(path.clone());
-            check.existing.insert(path.clone(), old);
+    // Reading is most of the cost of an unchanged run: do it in parallel.
+    let differing: Vec<Option<Vec<u8>>> = files
+        .par_iter()
+        .map(|(path, content)| match on_disk.contains(path) {
+            false => Ok(None),
+            true => read(dir, path).map(|old| (old != *content).then_some(old)),
+        })
+        .collect::<Result<_>>()?;
+    for ((path, _), old) in files.iter().zip(differing) {
+        match old {
+            _ if !on_disk.contains(path) => check.added.push(path.clone()),
+            Some(old) => {
+                check.changed.push(path.clone());
+                if keep_existing {
+                    check.existing.insert(path.clone(), old);
+                }
+            }
+            None => {}
         }
     }
-    for path in on_disk.iter().filter(|p| !files.contains_key(*p)) {
+    for path in on_disk.into_iter().filter(|p| !files.contains_key(*p)) {
         check.removed.push(path.clone());
-        check.existing.insert(path.clone(), read(dir, path)?);
+        if keep_existing {
+            check.existing.insert(path.clone(), read(dir, path)?);
+        }
     }
     Ok(check)
 }
 
 /// Replaces `dir` by a directory holding exactly `files` (plus, when
-/// `services` is not empty, the other services' files already there).
-/// Everything is written into a sibling temporary directory first, which
-/// then takes the place of `dir` in one atomic rename: a reader sees the
-/// old units or the new ones, never a mix. A directory holding anything
+/// `services` is not empty, the other services' files already there), and
+/// says whether anything changed. The new tree is made in a sibling
+/// temporary directory, which then takes the place of `dir` in one atomic
+/// rename: a reader sees the old units or the new ones, never a mix.
+/// Files that did not change are hard links to the old ones, and nothing
+/// is touched when no file changed: creating and deleting thousands of
+/// files is what costs, not rendering them. A directory holding anything
 /// `herd gen` would not have written is refused rather than replaced.
-pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()> {
+pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<bool> {
+    // Replace what a symbolic link points at, not the link.
+    let resolved;
+    let dir = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            resolved = dir
+                .canonicalize()
+                .with_context(|| format!("resolving {}", dir.display()))?;
+            resolved.as_path()
+        }
+        _ => dir,
+    };
     let existing = list(dir)?;
     if let Some(foreign) = existing.iter().find(|p| !looks_generated(p)) {
         bail!(
@@ -67,10 +101,11 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()>
             foreign.display()
         );
     }
-    let mut kept = Files::new();
-    for path in existing.iter().filter(|p| !in_scope(p, services)) {
-        kept.insert(path.clone(), read(dir, path)?);
+    let check = compare(dir, &existing, files, services, false)?;
+    if check.is_clean() && dir.is_dir() {
+        return Ok(false);
     }
+    let fresh: HashSet<&PathBuf> = check.added.iter().chain(&check.changed).collect();
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -84,14 +119,20 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()>
         .prefix(&format!(".{base}.herd-"))
         .tempdir_in(parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
-    let all: Vec<(&PathBuf, &Vec<u8>)> = files.iter().chain(&kept).collect();
-    let subdirs: BTreeSet<&Path> = all.iter().filter_map(|(p, _)| p.parent()).collect();
+    // Generated files, and the other services' files when only some were generated.
+    let kept = existing.iter().filter(|p| !in_scope(p, services));
+    let paths: Vec<&PathBuf> = files.keys().chain(kept).collect();
+    let subdirs: BTreeSet<&Path> = paths.iter().filter_map(|p| p.parent()).collect();
     for subdir in subdirs {
         std::fs::create_dir_all(temp.path().join(subdir))?;
     }
-    all.par_iter().try_for_each(|(path, content)| {
+    paths.par_iter().try_for_each(|path| {
         let target = temp.path().join(path);
-        std::fs::write(&target, content).with_context(|| format!("writing {}", target.display()))
+        match files.get(*path) {
+            Some(content) if fresh.contains(path) => std::fs::write(&target, content),
+            _ => link_or_copy(&dir.join(path), &target),
+        }
+        .with_context(|| format!("writing {}", target.display()))
     })?;
     // One flush for the whole tree, rather than one fsync per file.
     nix::unistd::syncfs(std::fs::File::open(temp.path())?)
@@ -101,45 +142,69 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<()>
         temp.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
+    tracing::debug!(
+        "wrote {} files, linked {}",
+        fresh.len(),
+        paths.len() - fresh.len()
+    );
     swap_in(temp, dir)?;
     crate::fsutil::sync_dir(parent);
-    Ok(())
+    Ok(true)
+}
+
+fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::hard_link(from, to).or_else(|_| std::fs::copy(from, to).map(drop))
 }
 
 /// Puts the directory `temp` where `dir` is. With an existing `dir`, the
 /// two are exchanged atomically (renameat2 RENAME_EXCHANGE) and the old
-/// units, now at the temporary path, are deleted with it; a file system
-/// without exchange gets two renames instead.
+/// units, now at the temporary path, are deleted; a file system without
+/// exchange gets two renames instead.
 fn swap_in(temp: tempfile::TempDir, dir: &Path) -> Result<()> {
     use nix::errno::Errno;
     use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    let temp = temp.keep();
     if std::fs::symlink_metadata(dir).is_err() {
-        let path = temp.keep();
-        return std::fs::rename(&path, dir)
+        return std::fs::rename(&temp, dir)
             .with_context(|| format!("moving the new units to {}", dir.display()));
     }
-    match renameat2(
-        AT_FDCWD,
-        temp.path(),
-        AT_FDCWD,
-        dir,
-        RenameFlags::RENAME_EXCHANGE,
-    ) {
-        Ok(()) => Ok(()), // dropping `temp` removes the old units
+    let old = match renameat2(AT_FDCWD, &temp, AT_FDCWD, dir, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => temp,
         Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
-            let old = temp.path().with_extension("old");
+            let mut old = temp.clone().into_os_string();
+            old.push(".old");
+            let old = PathBuf::from(old);
             std::fs::rename(dir, &old)
                 .with_context(|| format!("moving {} aside", dir.display()))?;
-            if let Err(e) = std::fs::rename(temp.path(), dir) {
+            if let Err(e) = std::fs::rename(&temp, dir) {
                 let _ = std::fs::rename(&old, dir);
+                let _ = remove_tree(&temp);
                 return Err(e)
                     .with_context(|| format!("moving the new units to {}", dir.display()));
             }
-            std::fs::remove_dir_all(&old)
-                .with_context(|| format!("removing the old units at {}", old.display()))
+            old
         }
-        Err(e) => Err(e).with_context(|| format!("replacing {}", dir.display())),
-    }
+        Err(e) => {
+            let _ = remove_tree(&temp);
+            return Err(e).with_context(|| format!("replacing {}", dir.display()));
+        }
+    };
+    remove_tree(&old).with_context(|| format!("removing the old units at {}", old.display()))
+}
+
+/// Removes a units tree, its service directories in parallel.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.par_iter().try_for_each(|path| {
+        if path.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        }
+    })?;
+    std::fs::remove_dir(dir)
 }
 
 /// A unified diff of one unit; `None` is a missing file.
@@ -221,8 +286,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("units/prod");
         let first = files(&[("a/p_a_h1.service", "one\n"), ("b/p_b_h1.service", "two\n")]);
-        write_units(&out, &first, &[]).unwrap();
+        assert!(write_units(&out, &first, &[]).unwrap());
         assert!(check_units(&out, &first, &[]).unwrap().is_clean());
+        assert!(
+            !write_units(&out, &first, &[]).unwrap(),
+            "nothing changed, nothing to write"
+        );
         let second = files(&[
             ("a/p_a_h1.service", "one!\n"),
             ("c/p_c_h1.service", "three\n"),
@@ -244,10 +313,33 @@ mod tests {
             1,
             "a temporary directory was left"
         );
-        // Only service a: c is kept, a replaced.
+        // Only service a: c is kept (the same file, linked), a replaced.
+        let inode =
+            |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(p)).unwrap());
+        let c_before = inode("c/p_c_h1.service");
         write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
-        assert!(out.join("c/p_c_h1.service").exists());
+        assert_eq!(inode("c/p_c_h1.service"), c_before);
         assert!(!out.join("a/p_a_h1.service").exists());
+    }
+
+    #[test]
+    fn a_symbolic_link_keeps_pointing_at_the_new_units() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("real");
+        write_units(&real, &files(&[("a/x.service", "1\n")]), &[]).unwrap();
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write_units(&link, &files(&[("a/x.service", "2\n")]), &[]).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(link.join("a/x.service")).unwrap(),
+            "2\n"
+        );
     }
 
     #[test]

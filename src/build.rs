@@ -133,22 +133,7 @@ fn needs_build_root(dir: &Path, base: &Base) -> bool {
 }
 
 fn has_scripts(dir: &Path) -> bool {
-    scripts_in(dir).is_ok_and(|s| !s.is_empty())
-}
-
-/// The scripts of a runlevel directory, in lexical order of file name.
-fn scripts_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(vec![]);
-    }
-    let mut scripts: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("listing {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .collect();
-    scripts.sort();
-    Ok(scripts)
+    crate::fsutil::files_in(dir).is_ok_and(|s| !s.is_empty())
 }
 
 /// Where herd mounts its own things inside a build container.
@@ -231,7 +216,7 @@ fn build_with_scripts(
 
     // builder: its own root (builder dependencies, or the host read-only),
     // the image root at $ROOTFS.
-    let builder_scripts = scripts_in(&source.dir.join("runlevels/builder"))?;
+    let builder_scripts = crate::fsutil::files_in(&source.dir.join("runlevels/builder"))?;
     if !builder_scripts.is_empty() {
         let builder_base = Base::resolve(store, &provisional.builder.dependencies)?;
         let builder_overlay = if provisional.builder.dependencies.is_empty() {
@@ -303,7 +288,7 @@ fn build_with_scripts(
     env.push(format!("HERD_BUILD_ATTRIBUTES={BUILD_MOUNTS}/attributes"));
     let ctx = ScriptContext { env: &env, ..ctx };
     let run_level = |level: &str| -> Result<()> {
-        for script in scripts_in(&source.dir.join("runlevels").join(level))? {
+        for script in crate::fsutil::files_in(&source.dir.join("runlevels").join(level))? {
             let name = script
                 .file_name()
                 .unwrap_or_default()
@@ -322,7 +307,7 @@ fn build_with_scripts(
     let run_inherited = |level: &str| -> Result<()> {
         for dependency in &base.stack {
             let inside = image_paths::image_dir(dependency, level);
-            for script in scripts_in(&overlay.merged.join(&inside))? {
+            for script in crate::fsutil::files_in(&overlay.merged.join(&inside))? {
                 let name = script
                     .file_name()
                     .unwrap_or_default()
@@ -972,25 +957,13 @@ fn image_config(
     if let Some(dir) = working_dir {
         object.insert("WorkingDir".into(), json!(dir));
     }
-    if !ports.is_empty() {
-        object.insert(
-            "ExposedPorts".into(),
-            ports
-                .iter()
-                .map(|p| (p.clone(), json!({})))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
-    }
-    if !volumes.is_empty() {
-        object.insert(
-            "Volumes".into(),
-            volumes
-                .iter()
-                .map(|v| (v.clone(), json!({})))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        );
+    // The config's sets are objects whose values are empty objects.
+    for (key, members) in [("ExposedPorts", &ports), ("Volumes", &volumes)] {
+        if !members.is_empty() {
+            let set: serde_json::Map<String, Value> =
+                members.iter().map(|m| (m.clone(), json!({}))).collect();
+            object.insert(key.into(), set.into());
+        }
     }
     if let Some(signal) = inherited.stop_signal() {
         object.insert("StopSignal".into(), json!(signal));

@@ -33,6 +33,28 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
+/// The regular files directly in `dir` (symlinks to files included), in
+/// lexical order of name; none when `dir` does not exist. Runlevel scripts
+/// and test suites run in this order.
+pub fn files_in(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut files = vec![];
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,13 +58,16 @@ impl Isolation {
     }
 }
 
-fn find_executable(name: &Path) -> Option<PathBuf> {
+/// `name` itself when it is a path, else the first file of that name on
+/// PATH (or in /usr/sbin and /sbin, which a user's PATH may lack).
+pub fn find_executable(name: &Path) -> Option<PathBuf> {
     if name.components().count() > 1 {
         return name.is_file().then(|| name.to_path_buf());
     }
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
+        .chain(["/usr/sbin", "/sbin"])
         .map(|dir| Path::new(dir).join(name))
         .find(|p| p.is_file())
 }
@@ -345,18 +348,27 @@ fn split_env(env: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs `command` with stdout and stderr on one pipe, copying each line to
-/// our stderr and keeping the last ones.
-fn run_logged(mut command: Command) -> Result<Outcome> {
+/// Starts `command` with no input and its stdout and stderr on one pipe,
+/// whose reading end is returned.
+pub fn spawn_combined(mut command: Command) -> Result<(std::process::Child, std::io::PipeReader)> {
     let (reader, writer) = std::io::pipe()?;
     command
         .stdin(Stdio::null())
         .stdout(writer.try_clone()?)
         .stderr(writer);
-    let mut child = command
+    let child = command
         .spawn()
         .with_context(|| format!("starting {:?}", command.get_program()))?;
-    drop(command); // closes our copies of the pipe's write end
+    // Dropping the command closes our copies of the pipe's write end, so
+    // the reader sees the end of output when the child exits.
+    drop(command);
+    Ok((child, reader))
+}
+
+/// Runs `command` with stdout and stderr on one pipe, copying each line to
+/// our stderr and keeping the last ones.
+fn run_logged(command: Command) -> Result<Outcome> {
+    let (mut child, reader) = spawn_combined(command)?;
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
     for line in BufReader::new(reader).split(b'\n') {
         let line = String::from_utf8_lossy(&line?).into_owned();

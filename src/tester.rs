@@ -235,18 +235,11 @@ pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Ve
 
 /// The `*.bats` file names in `tests`, sorted.
 fn bats_files(tests: &Path) -> Result<Vec<String>> {
-    if !tests.is_dir() {
-        return Ok(vec![]);
-    }
-    let mut names: Vec<String> = std::fs::read_dir(tests)
-        .with_context(|| format!("listing {}", tests.display()))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    Ok(crate::fsutil::files_in(tests)?
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .filter(|n| n.ends_with(".bats"))
-        .collect();
-    names.sort();
-    Ok(names)
+        .collect())
 }
 
 /// `tests/wait.sh`, and how it runs in the container.
@@ -287,7 +280,7 @@ struct HostTools {
 
 impl HostTools {
     fn find(host_bats: bool, manifest: &Path) -> Result<HostTools> {
-        let podman = on_path("podman").context(
+        let podman = crate::runtime::find_executable(Path::new("podman")).context(
             "herd test runs the image with podman, which is not on PATH (Debian: apt-get install podman)",
         )?;
         let busybox = find_static(&["busybox"]).with_context(|| {
@@ -395,7 +388,9 @@ fn point_at_toolbox_bash(script: &Path) -> Result<()> {
 fn find_static(names: &[&str]) -> Result<PathBuf> {
     let mut seen = vec![];
     for name in names {
-        let Some(path) = on_path(name) else { continue };
+        let Some(path) = crate::runtime::find_executable(Path::new(name)) else {
+            continue;
+        };
         if is_static_elf(&path)? {
             return Ok(path);
         }
@@ -405,15 +400,6 @@ fn find_static(names: &[&str]) -> Result<PathBuf> {
         bail!("none of {} is on PATH", names.join(", "))
     }
     bail!("{}", seen.join("; "))
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
 }
 
 /// Whether `path` is an ELF executable without a program interpreter: it
@@ -474,7 +460,7 @@ fn is_static_elf(path: &Path) -> Result<bool> {
 /// `libexec/bats-core`, `lib/bats-core`), found from `bats` on PATH the way
 /// bats finds it itself.
 fn bats_root() -> Result<PathBuf> {
-    let bats = on_path("bats").context("bats is not on PATH")?;
+    let bats = crate::runtime::find_executable(Path::new("bats")).context("bats is not on PATH")?;
     let real = bats.canonicalize()?;
     let root = real
         .parent()
@@ -921,16 +907,8 @@ fn stop(child: &mut std::process::Child) {
 /// Runs `command` with stdout and stderr on one pipe and returns its exit
 /// status and output; `None` when it still ran at `deadline` (it is then
 /// killed).
-fn run_combined(mut command: Command, deadline: Instant) -> Result<Option<(i32, String)>> {
-    let (mut reader, writer) = std::io::pipe()?;
-    command
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer);
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {:?}", command.get_program()))?;
-    drop(command); // closes our copies of the pipe's write end
+fn run_combined(command: Command, deadline: Instant) -> Result<Option<(i32, String)>> {
+    let (mut child, mut reader) = crate::runtime::spawn_combined(command)?;
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut output = Vec::new();

@@ -145,7 +145,7 @@ impl Init {
     fn run_scripts(&mut self, stack: &[String], level: &str) -> Result<(), Failure> {
         for tiny in stack {
             let dir = self.root.join(image_paths::image_dir(tiny, level));
-            for script in scripts_in(&dir)? {
+            for script in crate::fsutil::files_in(&dir)? {
                 self.stop_check()?;
                 self.log
                     .at(Level::Info, format!("{level}: {}", script.display()));
@@ -429,26 +429,6 @@ pub fn merge_stack(
         merged.apply(value, source);
     }
     Ok(merged)
-}
-
-/// The scripts of a runlevel directory, in lexical order of file name.
-fn scripts_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => bail!("cannot list {}: {e}", dir.display()),
-    };
-    let mut scripts = vec![];
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("listing {}", dir.display()))?
-            .path();
-        if path.is_file() {
-            scripts.push(path);
-        }
-    }
-    scripts.sort();
-    Ok(scripts)
 }
 
 /// How a script runs: through the interpreter of its `#!` line, else

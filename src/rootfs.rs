@@ -338,6 +338,20 @@ impl Drop for Overlay {
     }
 }
 
+/// Unmounts the build roots that interrupted builds left mounted in the
+/// store's temporary area, so that `Store::clean` can remove them. Returns
+/// how many it unmounted.
+pub fn unmount_stale(store: &Store) -> Result<usize> {
+    let mut unmounted = 0;
+    for entry in fs::read_dir(store.root().join("tmp"))? {
+        let merged = entry?.path().join("merged");
+        if merged.is_dir() && nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+            unmounted += 1;
+        }
+    }
+    Ok(unmounted)
+}
+
 /// Writes `entries` (as made for a layer) into the directory `root`, the way
 /// extracting that layer would: used to put the image's own files into the
 /// build root before `build-late` runs.

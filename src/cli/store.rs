@@ -31,7 +31,9 @@ pub fn run_gc(args: GcArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
-    let removed = args.store.open()?.clean()?;
+    let store = args.store.open()?;
+    herd::rootfs::unmount_stale(&store)?;
+    let removed = store.clean()?;
     println!("removed {removed} leftovers");
     Ok(ExitCode::SUCCESS)
 }

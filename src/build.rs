@@ -156,9 +156,7 @@ fn build_with_scripts(
         .map(|(blob, _)| rootfs::extracted_layer(store, blob))
         .collect::<Result<_>>()?;
     let overlay = Overlay::mount(store, &lowers)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("scripts-")
-        .tempdir_in(store.root().join("tmp"))?;
+    let scratch = store.work_dir("scripts-")?;
     let attributes_dir = scratch.path().join("attributes");
     std::fs::create_dir(&attributes_dir)?;
     let provisional_name: ImageName = provisional.name.parse().map_err(anyhow::Error::msg)?;

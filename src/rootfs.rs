@@ -219,7 +219,7 @@ fn remove_any(path: &Path) -> Result<()> {
 pub struct Overlay {
     pub merged: PathBuf,
     pub upper: PathBuf,
-    _work: tempfile::TempDir,
+    _work: crate::store::WorkDir,
     mounted: bool,
 }
 
@@ -227,9 +227,7 @@ impl Overlay {
     /// Mounts `lowers` (lowest first) under a new upper directory inside
     /// the store's temporary area.
     pub fn mount(store: &Store, lowers: &[PathBuf]) -> Result<Overlay> {
-        let work = tempfile::Builder::new()
-            .prefix("build-")
-            .tempdir_in(store.root().join("tmp"))?;
+        let work = store.work_dir("build-")?;
         let (merged, upper, scratch) = (
             work.path().join("merged"),
             work.path().join("upper"),
@@ -344,8 +342,12 @@ impl Drop for Overlay {
 pub fn unmount_stale(store: &Store) -> Result<usize> {
     let mut unmounted = 0;
     for entry in fs::read_dir(store.root().join("tmp"))? {
-        let merged = entry?.path().join("merged");
-        if merged.is_dir() && nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+        let dir = entry?.path();
+        let merged = dir.join("merged");
+        if merged.is_dir()
+            && !crate::store::is_in_use(&dir)
+            && nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).is_ok()
+        {
             unmounted += 1;
         }
     }

@@ -23,6 +23,31 @@ pub struct Store {
     root: PathBuf,
 }
 
+/// A directory in the store's temporary area that a running herd is using:
+/// it holds a lock on the directory's `.in-use` file, so `herd clean` (in
+/// another process) leaves it alone. Removed on drop.
+pub struct WorkDir {
+    // Field order matters: the lock is released after the directory is gone.
+    dir: tempfile::TempDir,
+    _lock: File,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// Whether a directory made by `Store::work_dir` is in use by a live herd.
+pub fn is_in_use(dir: &Path) -> bool {
+    match File::open(dir.join(IN_USE)) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+const IN_USE: &str = ".in-use";
+
 /// Holds the store's lock until dropped.
 pub struct StoreLock {
     _file: File,
@@ -113,6 +138,18 @@ impl Store {
             .prefix("blob-")
             .tempfile_in(self.tmp_dir())
             .context("creating a temporary blob")
+    }
+
+    /// A new working directory in the store's temporary area, marked in use
+    /// until dropped.
+    pub fn work_dir(&self, prefix: &str) -> Result<WorkDir> {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(self.tmp_dir())
+            .context("creating a working directory in the store")?;
+        let lock = File::create(dir.path().join(IN_USE))?;
+        lock.lock()?;
+        Ok(WorkDir { dir, _lock: lock })
     }
 
     /// Moves a fully written temporary file into `blobs/` under `digest`.
@@ -356,13 +393,17 @@ impl Store {
         for entry in std::fs::read_dir(self.tmp_dir())? {
             let entry = entry?;
             let path = entry.path();
+            let is_dir = entry.file_type()?.is_dir();
+            if is_dir && is_in_use(&path) {
+                continue; // a running build's root or scratch space
+            }
             let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-            // A file being written right now by a build that holds no lock
-            // (blob writing does not take it) is young; leave it.
+            // A blob being written right now is young (blob writes take no
+            // lock), and so is a directory between its creation and its lock.
             if age.as_secs() < 60 {
                 continue;
             }
-            if entry.file_type()?.is_dir() {
+            if is_dir {
                 std::fs::remove_dir_all(&path)?
             } else {
                 std::fs::remove_file(&path)?
@@ -444,6 +485,18 @@ mod tests {
         assert!(store.resolve(&name("x.io/app:3")).unwrap().is_none());
         let err = store.require(&name("x.io/app:3")).unwrap_err().to_string();
         assert!(err.contains("x.io/app:2"), "{err}");
+    }
+
+    #[test]
+    fn a_work_dir_is_in_use_while_it_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let work = store.work_dir("build-").unwrap();
+        let path = work.path().to_path_buf();
+        assert!(is_in_use(&path));
+        drop(work);
+        assert!(!path.exists());
+        assert!(!is_in_use(&path));
     }
 
     #[test]

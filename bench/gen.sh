@@ -6,14 +6,19 @@
 # Target: under 2 s and 200 MB.
 #
 #   bench/gen.sh [SERVICES] [NODES]
+#   BENCH_OUT=/dev/shm/units HERD_BIN=path/to/herd bench/gen.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 services=${1:-2000}
 nodes=${2:-5}
 
-cargo build --release --quiet --bin herd
-herd=target/x86_64-unknown-linux-gnu/release/herd
-[ -x "$herd" ] || herd=target/release/herd
+# HERD_BIN=path skips the release build (to rerun against a binary).
+herd=${HERD_BIN:-}
+if [ -z "$herd" ]; then
+  cargo build --release --quiet --bin herd
+  herd=target/x86_64-unknown-linux-gnu/release/herd
+  [ -x "$herd" ] || herd=target/release/herd
+fi
 
 work=$(mktemp -d)
 # KEEP=1 keeps the generated environment for profiling.
@@ -85,15 +90,21 @@ TMPL
   fi
 done
 
-out=$work/units/bench
+# BENCH_OUT=/dev/shm/x puts the output on another file system (tmpfs: no disk).
+out=${BENCH_OUT:-$work/units/bench}
 measure() {
   /usr/bin/time -v "$herd" gen "$env_dir" --out "$out" 2> "$work/time.txt" || { cat "$work/time.txt"; exit 1; }
-  grep -E "^wrote" "$work/time.txt" || true
   wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$work/time.txt")
+  user=$(sed -n 's/.*User time (seconds): //p' "$work/time.txt")
+  sys=$(sed -n 's/.*System time (seconds): //p' "$work/time.txt")
   rss=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$work/time.txt")
-  echo "$1: wall $wall, max RSS $((rss / 1024)) MB"
+  echo "$1: wall $wall, cpu ${user}s user + ${sys}s sys, max RSS $((rss / 1024)) MB"
 }
-echo "herd gen: $services services x $nodes nodes"
+echo "herd gen: $services services x $nodes nodes ($(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg))"
 measure "first run (empty output)"
-measure "second run (replacing the output)"
+measure "unchanged rerun"
+sed -i 's/level: info/level: debug/' "$env_dir/attributes/env.yml"
+measure "rerun with every unit changed"
 echo "$(find "$out" -type f | wc -l) files, $(du -sh "$out" | cut -f1)"
+[ -n "${BENCH_OUT:-}" ] && rm -rf "$out"
+true

@@ -632,9 +632,12 @@ fn a_huge_file_streams_through_a_build_in_little_memory() {
 // ---------------------------------------------------------------------------
 // 2. Hostile dependency layers
 
-/// A tar stream of `entries` (path, type flag, link target, content), with
-/// headers written by hand so hostile names reach the reader unchanged.
-fn raw_tar(entries: &[(&[u8], u8, &[u8], &[u8])]) -> Vec<u8> {
+/// One entry of a hand-made tar: path, type flag, link target, content.
+type TarEntry<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+/// A tar stream of `entries`, with headers written by hand so hostile
+/// names reach the reader unchanged.
+fn raw_tar(entries: &[TarEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, kind, link, content) in entries {
         let mut header = [0u8; 512];

@@ -72,13 +72,13 @@ pub fn run(args: AttributesArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut value = merged.into_value();
-    if args.resolve {
-        if let Err(errors) = herd::templates::resolve_values(&mut value) {
-            for error in &errors {
-                eprintln!("error: {error}");
-            }
-            return Ok(ExitCode::FAILURE);
+    if args.resolve
+        && let Err(errors) = herd::templates::resolve_values(&mut value)
+    {
+        for error in &errors {
+            eprintln!("error: {error}");
         }
+        return Ok(ExitCode::FAILURE);
     }
     print(&value, args.format)?;
     Ok(ExitCode::SUCCESS)

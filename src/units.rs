@@ -59,7 +59,24 @@ pub struct ResolvedImage {
 /// place where names become references: pods are to be expanded into
 /// their apps here.
 pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<ResolvedImage>> {
-    let reference = match store.map(|s| s.resolve(name)).transpose()?.flatten() {
+    let descriptor = store.map(|s| s.resolve(name)).transpose()?.flatten();
+    // A pod expands into its apps, each pinned by digest.
+    if let (Some(store), Some(descriptor)) = (store, &descriptor)
+        && let Some(apps) = crate::pods::app_images(store, descriptor)?
+    {
+        let mut images = Vec::new();
+        for app in apps {
+            let app_descriptor = store.require(&app)?;
+            let app_name = app.tiny_name().rsplit_once('_').map_or(app.tiny_name(), |(_, a)| a).to_string();
+            images.push(ResolvedImage {
+                name: app.to_string(),
+                reference: format!("{}@{}", app.repository(), app_descriptor.digest()),
+                app: app_name,
+            });
+        }
+        return Ok(images);
+    }
+    let reference = match descriptor {
         Some(descriptor) => format!("{}@{}", name.repository(), descriptor.digest()),
         None => {
             if let Some(store) = store {

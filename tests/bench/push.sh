@@ -9,9 +9,9 @@
 # cache. Prints every round, the medians and the ratios.
 #
 # Targets: herd <= 0.7x skopeo; re-push < 0.3 s.
-# Usage: bench/push.sh [ROUNDS]   (needs docker-registry and skopeo)
+# Usage: tests/bench/push.sh [ROUNDS]   (needs docker-registry and skopeo)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 
 cargo build --release --quiet --bin herd --bin herd-init

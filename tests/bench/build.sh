@@ -3,9 +3,9 @@
 # text, half random bytes) against `umoci repack` of the same tree, in the
 # same run. Prints wall times, peak memory and the ratio.
 #
-#   bash bench/build.sh            # uses target/.../release/herd (builds it)
+#   bash tests/bench/build.sh            # uses target/.../release/herd (builds it)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cargo build --release --quiet --bin herd --bin herd-init
 herd=$(ls -d target/*/release/herd 2>/dev/null | head -1)
 work=$(mktemp -d /tmp/herd-bench-build.XXXXXX)

@@ -2,9 +2,9 @@
 # Benchmark: a tree of 50 images (a chain of 10 bases, 40 leaves on them,
 # each a few MB of files): cold build, then a no-op rebuild (target < 0.5 s).
 #
-#   bash bench/tree.sh
+#   bash tests/bench/tree.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cargo build --release --quiet --bin herd --bin herd-init
 herd=$(ls -d target/*/release/herd | head -1)
 work=$(mktemp -d /tmp/herd-bench-tree.XXXXXX)

@@ -12,9 +12,9 @@
 #     app is the entrypoint), RUNS alternating runs each, medians.
 # Needs root, podman (tests/containers.conf), busybox, hyperfine.
 #
-#   bench/init.sh [TEMPLATES] [ATTRIBUTES] [RUNS]
+#   tests/bench/init.sh [TEMPLATES] [ATTRIBUTES] [RUNS]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 templates=${1:-50}
 attributes=${2:-200}
 runs=${3:-30}

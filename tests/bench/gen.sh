@@ -5,10 +5,10 @@
 # /usr/bin/time -v. Prints wall time and peak memory (max RSS) of each run.
 # Target: under 2 s and 200 MB.
 #
-#   bench/gen.sh [SERVICES] [NODES]
-#   BENCH_OUT=/dev/shm/units HERD_BIN=path/to/herd bench/gen.sh
+#   tests/bench/gen.sh [SERVICES] [NODES]
+#   BENCH_OUT=/dev/shm/units HERD_BIN=path/to/herd tests/bench/gen.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 services=${1:-2000}
 nodes=${2:-5}
 

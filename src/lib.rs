@@ -4,6 +4,7 @@
 
 pub mod attributes;
 pub mod build;
+pub mod cache;
 pub mod digest;
 pub mod engine;
 pub mod environments;
@@ -14,6 +15,7 @@ pub mod init;
 pub mod layers;
 pub mod manifest;
 pub mod names;
+pub mod plan;
 pub mod pods;
 pub mod registry;
 pub mod rootfs;
@@ -24,5 +26,3 @@ pub mod templates;
 pub mod tester;
 pub mod units;
 pub mod yaml;
-pub mod cache;
-pub mod plan;

@@ -67,7 +67,11 @@ pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<Reso
         let mut images = Vec::new();
         for app in apps {
             let app_descriptor = store.require(&app)?;
-            let app_name = app.tiny_name().rsplit_once('_').map_or(app.tiny_name(), |(_, a)| a).to_string();
+            let app_name = app
+                .tiny_name()
+                .rsplit_once('_')
+                .map_or(app.tiny_name(), |(_, a)| a)
+                .to_string();
             images.push(ResolvedImage {
                 name: app.to_string(),
                 reference: format!("{}@{}", app.repository(), app_descriptor.digest()),

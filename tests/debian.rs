@@ -15,8 +15,26 @@ fn debian_examples_build_and_run_when_asked() {
     let work = workdir();
     let store = work.path().join("store");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("aci/debian");
-    let out = run_ok(herd().arg("build").arg(&examples).arg("--store").arg(&store));
-    let name = out.lines().find(|l| l.starts_with("aci.example.com/aci-mariadb:")).expect("mariadb was built").split(' ').next().unwrap().to_string();
-    let config = run_ok(podman().args(["run", "--rm"]).arg(format!("oci:{}:{name}", store.display())).args(["cat", "/etc/mysql/mariadb.conf.d/90-herd.cnf"]));
+    let out = run_ok(
+        herd()
+            .arg("build")
+            .arg(&examples)
+            .arg("--store")
+            .arg(&store),
+    );
+    let name = out
+        .lines()
+        .find(|l| l.starts_with("aci.example.com/aci-mariadb:"))
+        .expect("mariadb was built")
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let config = run_ok(
+        podman()
+            .args(["run", "--rm"])
+            .arg(format!("oci:{}:{name}", store.display()))
+            .args(["cat", "/etc/mysql/mariadb.conf.d/90-herd.cnf"]),
+    );
     assert!(config.contains("max_connections = 100"), "{config}");
 }

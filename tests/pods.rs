@@ -213,7 +213,14 @@ fn a_pod_with_a_missing_dependency_fails_clearly_and_writes_nothing() {
 fn herd_gen_expands_a_stored_pod_into_its_apps_by_digest() {
     let work = workdir();
     let store = work.path().join("store");
-    let built = run_ok(herd().arg("build").arg(example("aci-busybox")).arg(example("pod-web")).arg("--store").arg(&store));
+    let built = run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg(example("pod-web"))
+            .arg("--store")
+            .arg(&store),
+    );
     let env = work.path().join("env/test");
     std::fs::create_dir_all(env.join("services/web")).unwrap();
     std::fs::write(env.join("config.yml"), "envName: test\n").unwrap();
@@ -223,10 +230,24 @@ fn herd_gen_expands_a_stored_pod_into_its_apps_by_digest() {
     )
     .unwrap();
     let out = work.path().join("units");
-    run_ok(herd().arg("gen").arg(&env).arg("--out").arg(&out).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("gen")
+            .arg(&env)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store),
+    );
     let unit = std::fs::read_to_string(out.join("web/test_web_web1.service")).unwrap();
-    for app in ["aci.example.com/pod-web_web", "aci.example.com/pod-web_reporter"] {
+    for app in [
+        "aci.example.com/pod-web_web",
+        "aci.example.com/pod-web_reporter",
+    ] {
         let digest = built_digest(&built, &format!("{app}:1.0-1"));
-        assert!(unit.contains(&format!("{app}@{digest}")), "{app} not pinned in:\n{unit}");
+        assert!(
+            unit.contains(&format!("{app}@{digest}")),
+            "{app} not pinned in:\n{unit}"
+        );
     }
 }

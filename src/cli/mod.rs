@@ -3,13 +3,13 @@
 pub mod attributes;
 pub mod build;
 pub mod r#gen;
-pub mod test;
 pub mod images;
 pub mod pods;
-pub mod store;
 pub mod pull;
-pub mod scaffold;
 pub mod push;
+pub mod scaffold;
+pub mod store;
+pub mod test;
 pub mod try_;
 
 use std::path::PathBuf;

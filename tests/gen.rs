@@ -569,7 +569,18 @@ fn a_store_pins_images_by_digest() {
     let descriptor = store
         .write_json(
             oci_spec::image::MediaType::ImageManifest,
-            &json!({"schemaVersion": 2, "note": "stand-in for pod-mysql"}),
+            // A stand-in for pod-mysql: an image manifest (not a pod
+            // artifact, so it is not expanded) with an empty config.
+            &json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+                    "size": 2
+                },
+                "layers": []
+            }),
         )
         .unwrap();
     store

@@ -28,10 +28,14 @@ fn slow() -> bool {
     std::env::var("HERD_SLOW_TESTS").is_ok_and(|v| v == "1")
 }
 
-/// Iterations of a kill loop: 50 with HERD_SLOW_TESTS=1, else a few.
-fn kill_iterations() -> usize {
+/// Kills a kill loop makes: 50 with HERD_SLOW_TESTS=1, else a few. Runs
+/// that end before their kill moment do not count; a loop gives up after
+/// `MAX_RUNS_PER_KILL` times as many runs.
+fn kills_wanted() -> usize {
     if slow() { 50 } else { 3 }
 }
+
+const MAX_RUNS_PER_KILL: usize = 6;
 
 /// A small xorshift generator: the tests need random moments, not a crate.
 struct Rng(u64);
@@ -884,19 +888,26 @@ fn duration_of(command: &mut Command) -> Duration {
     started.elapsed()
 }
 
-/// Build roots left mounted by killed builds (a SIGKILLed process runs no
-/// destructor), unmounted so the work directory can be removed.
-fn unmount_leftovers(store: &Path) -> usize {
+/// Mount points below `dir`: build roots killed builds left mounted (a
+/// SIGKILLed process runs no destructor).
+fn mounted_under(dir: &Path) -> Vec<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = store.display().to_string();
-    let mut points: Vec<&str> = mountinfo
+    let prefix = format!("{}/", dir.display());
+    mountinfo
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
         .filter(|p| p.starts_with(&prefix))
-        .collect();
+        .map(str::to_string)
+        .collect()
+}
+
+/// Unmounts what `mounted_under` finds, so a failed test's work directory
+/// can still be removed; returns how many there were.
+fn unmount_leftovers(store: &Path) -> usize {
+    let mut points = mounted_under(store);
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for point in &points {
-        let _ = nix::mount::umount2(*point, nix::mount::MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
     points.len()
 }
@@ -946,9 +957,9 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
     std::fs::create_dir_all(scripted.join("files")).unwrap();
 
     let images = [
+        (&scripted, "aci.example.com/crash-scripted:1", "none"),
         (&files, "aci.example.com/crash-files:1", "none"),
         (&files, "aci.example.com/crash-files:1", "zstd"),
-        (&scripted, "aci.example.com/crash-scripted:1", "none"),
     ];
     let mut typical = Vec::new();
     for (dir, _, compression) in images {
@@ -961,16 +972,17 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
     }
     let started = Instant::now();
     let (mut killed, mut runs) = (0, 0);
-    for iteration in 0..kill_iterations() * images.len() {
-        let which = iteration % images.len();
+    while killed < kills_wanted() && runs < kills_wanted() * MAX_RUNS_PER_KILL {
+        let (iteration, which) = (runs, runs % images.len());
         let (dir, name, compression) = images[which];
         std::fs::write(dir.join("files/stamp"), format!("run {iteration}")).unwrap();
         let before = tags(&store);
-        let delay = rng.below(typical[which].mul_f64(1.2));
-        killed += usize::from(kill_after(
+        let delay = rng.below(typical[which]);
+        let was_killed = kill_after(
             &mut build(dir, &store, &["--compression", compression]),
             delay,
-        ));
+        );
+        killed += usize::from(was_killed);
         runs += 1;
 
         assert_fsck(&store);
@@ -984,7 +996,13 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
                 );
             }
         }
+        let next_started = Instant::now();
         let next = build_ok(dir, &store, name, &["--compression", compression]);
+        if was_killed {
+            // A whole build (a run that finished first makes this one a
+            // cache hit): the window the next kill is chosen in.
+            typical[which] = next_started.elapsed();
+        }
         if let Some(left) = after.get(name) {
             assert!(
                 Some(left) == before.get(name) || *left == next,
@@ -997,13 +1015,50 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
             before["aci.example.com/crash-base:1"]
         );
     }
-    let mounts = unmount_leftovers(&store);
+    assert!(
+        killed >= kills_wanted(),
+        "only {killed} of {runs} builds were killed"
+    );
+
+    // What the killed builds left: build roots still mounted, temporary
+    // files. `herd clean` takes them away (it leaves what is younger than a
+    // minute, so they are made older first).
+    let (mounts, leftovers) = (mounted_under(&store).len(), tmp_leftovers(&store));
+    run_ok(Command::new(tool("find")).arg(store.join("tmp")).args([
+        "-mindepth",
+        "1",
+        "-maxdepth",
+        "1",
+        "-exec",
+        "touch",
+        "-h",
+        "-d",
+        "2 hours ago",
+        "{}",
+        "+",
+    ]));
+    run_ok(herd().args(["clean", "--store"]).arg(&store));
+    let still_mounted = mounted_under(&store);
+    let unmounted = unmount_leftovers(&store);
+    assert!(
+        still_mounted.is_empty(),
+        "herd clean left {still_mounted:?} mounted"
+    );
+    assert_eq!(unmounted, 0);
+    assert_eq!(tmp_leftovers(&store), 0, "herd clean left files in tmp/");
+    assert_fsck(&store);
+    build_ok(
+        &scripted,
+        &store,
+        "aci.example.com/crash-scripted:1",
+        &["--compression", "none"],
+    );
     eprintln!(
         "build kill loop: {runs} runs, {killed} killed mid-build, {} finished first; \
-         store consistent after every one; {} s; {} tmp leftovers, {mounts} build roots left mounted",
+         store consistent after every one; {} s; killed builds left {leftovers} entries in tmp/ \
+         and {mounts} build roots mounted, all removed by herd clean",
         runs - killed,
         started.elapsed().as_secs(),
-        tmp_leftovers(&store)
     );
 }
 
@@ -1100,7 +1155,8 @@ fn pushes_killed_at_random_moments_leave_the_store_consistent() {
     let started = Instant::now();
     let (mut killed, mut runs) = (0, 0);
     let mut typical = Duration::from_millis(500);
-    for iteration in 0..kill_iterations() {
+    while killed < kills_wanted() && runs < kills_wanted() * MAX_RUNS_PER_KILL {
+        let iteration = runs;
         // New content each time, so the push has blobs to upload.
         let name = format!("{}/crash/app:{iteration}", registry.host());
         std::fs::write(dir.join("aci-manifest.yml"), format!("name: {name}\n")).unwrap();
@@ -1109,7 +1165,7 @@ fn pushes_killed_at_random_moments_leave_the_store_consistent() {
         let before = tags(&store);
         killed += usize::from(kill_after(
             &mut herd_with(&["push", &name]),
-            rng.below(typical.mul_f64(1.2)),
+            rng.below(typical),
         ));
         runs += 1;
 
@@ -1186,42 +1242,65 @@ fn gen_killed_at_random_moments_leaves_the_old_or_the_new_units() {
     assert_ne!(expected[0], expected[1]);
     let out = work.path().join("units/crash");
     write_environment(&env, nodes, "a");
-    let typical = duration_of(&mut gen_into(&out));
+    let mut typical = duration_of(&mut gen_into(&out));
+    let relative = |dir: &Path| -> BTreeMap<PathBuf, Vec<u8>> {
+        snapshot(dir)
+            .into_iter()
+            .map(|(p, c)| (p.strip_prefix(dir).unwrap().to_path_buf(), c))
+            .collect()
+    };
     let started = Instant::now();
     let (mut killed, mut runs, mut saw_new) = (0, 0, 0);
     let mut current = 0;
-    for _ in 0..kill_iterations() {
+    while killed < kills_wanted() && runs < kills_wanted() * MAX_RUNS_PER_KILL {
         let wanted = 1 - current;
         write_environment(&env, nodes, ["a", "b"][wanted]);
+        // A little past the typical run, to catch the end as well: the
+        // swap and the removal of the old units.
         killed += usize::from(kill_after(
             &mut gen_into(&out),
-            rng.below(typical.mul_f64(1.2)),
+            rng.below(typical.mul_f64(1.1)),
         ));
         runs += 1;
-        let seen: BTreeMap<PathBuf, Vec<u8>> = snapshot(&out)
-            .into_iter()
-            .map(|(p, c)| (p.strip_prefix(&out).unwrap().to_path_buf(), c))
-            .collect();
+        let seen = relative(&out);
         assert!(
             seen == expected[current] || seen == expected[wanted],
             "the output is neither the old nor the new units ({} files)",
             seen.len()
         );
-        saw_new += usize::from(seen == expected[wanted]);
+        let complete = seen == expected[wanted];
+        saw_new += usize::from(complete);
+        let next_started = Instant::now();
         run_ok(&mut gen_into(&out));
-        assert!(snapshot(&out).len() == expected[wanted].len());
+        if !complete {
+            typical = next_started.elapsed();
+        }
+        assert!(
+            relative(&out) == expected[wanted],
+            "the next gen did not write the new units"
+        );
         current = wanted;
     }
+    assert!(
+        killed >= kills_wanted(),
+        "only {killed} of {runs} runs were killed"
+    );
     let leftovers: Vec<String> = std::fs::read_dir(out.parent().unwrap())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n != "crash")
         .collect();
+    assert!(
+        leftovers.iter().all(|n| n.starts_with(".crash.herd-")),
+        "{leftovers:?}"
+    );
     eprintln!(
-        "gen kill loop: {runs} runs of {nodes} units, {killed} killed, {} finished first, \
-         {saw_new} left the new units, the rest the old; {} s; leftover temporary directories: {leftovers:?}",
+        "gen kill loop: {runs} runs of {nodes} units, {killed} killed, {} finished first; \
+         {saw_new} left the new units, the others the old ones, complete every time; {} s; \
+         {} temporary directories left beside the output",
         runs - killed,
-        started.elapsed().as_secs()
+        started.elapsed().as_secs(),
+        leftovers.len()
     );
 }
 

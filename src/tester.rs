@@ -88,7 +88,15 @@ const APP_STATUS: &str = "/.herd-test/tmp/app-status";
 /// Absolute paths: the app must see the image's PATH unchanged.
 const KEEP_ALIVE: &str = "/.herd-test/tools/bin/touch /.herd-test/tmp/started
 if [ $# -gt 0 ]; then ( \"$@\"; echo $? > /.herd-test/tmp/app-status ) & fi
-while :; do /.herd-test/tools/bin/sleep 3600; done";
+/.herd-test/tools/bin/cat /.herd-test/tools/.lifeline > /dev/null";
+
+/// A FIFO in the toolbox that herd holds open for writing while the test
+/// runs. The keep-alive reads it and gets end-of-file when herd's end is
+/// closed, which the kernel does even when herd is killed with SIGKILL:
+/// the keep-alive then exits and the container stops. (A detached
+/// container otherwise outlives a killed `herd test`.) The stopped
+/// container stays (its log may be wanted); the next `herd test` removes it.
+const LIFELINE: &str = ".lifeline";
 
 /// Wraps every command run in the container: the toolbox after the image's
 /// own tools on PATH, and a scratch directory for bats.
@@ -185,6 +193,7 @@ pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Ve
     // Declared first, dropped last: restores the signal dispositions only
     // once the container is gone.
     let _interrupts = Interrupts::catch()?;
+    remove_orphans(&tools.podman);
     let work = WorkDir::create()?;
     tools.install(&work.path().join("tools"))?;
     copy_tree(&tests, &work.path().join("tests"))?;
@@ -266,7 +275,7 @@ impl WaitScript {
 }
 
 /// Busybox applets herd's own commands in the container use.
-const APPLETS_USED: &[&str] = &["sh", "test", "touch", "sleep", "cat"];
+const APPLETS_USED: &[&str] = &["sh", "test", "touch", "cat"];
 
 /// The host programs a test uses: podman, and those copied into the
 /// toolbox.
@@ -507,6 +516,9 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 /// lowercase letters, digits and separators only.
 struct WorkDir(PathBuf);
 
+/// Work directories (and so containers) are named `<prefix><pid>-<n>`.
+const WORK_DIR_PREFIX: &str = "herd-test-run-";
+
 impl WorkDir {
     fn create() -> Result<WorkDir> {
         let temp = std::env::temp_dir();
@@ -516,7 +528,7 @@ impl WorkDir {
             PathBuf::from("/tmp")
         };
         for n in 0..1000 {
-            let path = parent.join(format!("herd-test-run-{}-{n}", std::process::id()));
+            let path = parent.join(format!("{WORK_DIR_PREFIX}{}-{n}", std::process::id()));
             match std::fs::create_dir(&path) {
                 Ok(()) => {
                     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
@@ -651,6 +663,71 @@ fn layers_of(
         .collect())
 }
 
+/// Removes the stopped containers and work directories of `herd test`
+/// runs that were killed (their names carry the dead process's id).
+/// Best effort: a failure here must not fail this run's test.
+fn remove_orphans(podman: &Path) {
+    let dead = |name: &str| {
+        name.strip_prefix(WORK_DIR_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+            .is_some_and(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            })
+    };
+    let listed = Command::new(podman)
+        .args(["ps", "--all", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name=^{WORK_DIR_PREFIX}"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    if let Ok(listed) = listed {
+        for name in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
+            if dead(name) {
+                tracing::debug!("removing {name}, left by a killed herd test");
+                let _ = Command::new(podman)
+                    .args(["rm", "--force", "--time", "0", name])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    // The names podman gave the killed runs' images (after their layouts).
+    let images = Command::new(podman)
+        .args(["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output();
+    if let Ok(images) = images {
+        for image in String::from_utf8_lossy(&images.stdout).split_whitespace() {
+            let orphan = image
+                .split('/')
+                .any(|part| dead(part.split(':').next().unwrap_or_default()));
+            if orphan {
+                let _ = Command::new(podman)
+                    .args(["rmi", image])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+    for parent in [std::env::temp_dir(), PathBuf::from("/tmp")] {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if dead(&entry.file_name().to_string_lossy()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+}
+
 /// A detached podman container of the image under test. Dropping it
 /// removes the container and the name podman gave the image.
 struct Container {
@@ -658,6 +735,8 @@ struct Container {
     name: String,
     /// podman's name for the image it loaded from the layout.
     image: Option<String>,
+    /// herd's end of the [`LIFELINE`], held as long as the container should run.
+    _lifeline: std::fs::File,
 }
 
 impl Container {
@@ -671,10 +750,21 @@ impl Container {
         name: &ImageName,
         app: &[String],
     ) -> Result<Container> {
+        let lifeline = work.path().join("tools").join(LIFELINE);
+        nix::unistd::mkfifo(&lifeline, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .with_context(|| format!("creating {}", lifeline.display()))?;
+        // Read and write: opening a FIFO for writing alone would block until
+        // the container opened it for reading.
+        let lifeline = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&lifeline)
+            .with_context(|| format!("opening {}", lifeline.display()))?;
         let mut container = Container {
             podman: podman.to_path_buf(),
             name: work.name(),
             image: None,
+            _lifeline: lifeline,
         };
         // Loaded on its own first, to learn the name podman gives it (after
         // the layout's path) and remove that name afterwards.

@@ -122,6 +122,77 @@ fn a_wait_that_never_succeeds_fails_after_the_timeout() {
     );
 }
 
+fn container_exists(name: &str) -> bool {
+    podman()
+        .args(["container", "exists", name])
+        .status()
+        .unwrap()
+        .success()
+}
+
+fn container_running(name: &str) -> bool {
+    let output = podman()
+        .args(["inspect", "--format", "{{.State.Running}}", name])
+        .output()
+        .unwrap();
+    output.status.success() && text(&output.stdout).trim() == "true"
+}
+
+/// Polls `condition` every 200 ms until it holds or `limit` passed.
+fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    condition()
+}
+
+#[test]
+fn a_killed_herd_test_does_not_leave_its_container_running() {
+    let work = workdir();
+    let dir = work.path().join("killed");
+    busybox_image(
+        &dir,
+        "name: aci.example.com/killed:1\naci:\n  app:\n    exec: [/bin/sleep, \"1000\"]\n",
+    );
+    // Never ready: herd test waits with its container running.
+    write(&dir.join("tests/wait.sh"), "exit 1\n");
+    write(&dir.join("tests/x.bats"), "@test \"x\" {\n  true\n}\n");
+    let mut child = herd_test(&dir, &work.path().join("store"))
+        .arg("--timeout")
+        .arg("600")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // herd test names its container after its work directory.
+    let name = format!("herd-test-run-{}-0", child.id());
+    let started = eventually(Duration::from_secs(120), || container_exists(&name));
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    let stopped = eventually(Duration::from_secs(60), || !container_running(&name));
+    // The next herd test removes what the killed one left.
+    write(&dir.join("tests/wait.sh"), "exit 0\n");
+    run_ok(&mut herd_test(&dir, &work.path().join("store")));
+    let removed = !container_exists(&name) && !Path::new("/tmp").join(&name).exists();
+    let _ = podman()
+        .args(["rm", "--force", "--time", "0", &name])
+        .output();
+    let _ = std::fs::remove_dir_all(Path::new("/tmp").join(&name));
+    assert!(started, "the container {name} never ran");
+    assert!(
+        stopped,
+        "the container {name} kept running after herd test was killed"
+    );
+    assert!(
+        removed,
+        "the next herd test did not remove {name} and its work directory"
+    );
+}
+
 #[test]
 fn wait_sh_is_retried_until_the_app_is_ready_and_runs_without_a_shebang() {
     let work = workdir();

@@ -150,10 +150,9 @@ fn chunks(text: &str) -> Vec<&str> {
 /// `store` when given. Nothing is written; any failure fails the whole.
 pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Result<Files> {
     let images = resolve_services(env, store)?;
-    let templates = match target {
-        Target::Systemd => Some(Templates::load(env)?),
-        Target::Kubernetes => None,
-    };
+    // Kubernetes output renders only timers (their schedule), but a broken
+    // template fails either target.
+    let templates = Templates::load(env)?;
     let work: Vec<(usize, &Service, &Node)> = env
         .services
         .iter()
@@ -164,12 +163,15 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
         .par_iter()
         .map(|(i, service, node)| {
             let mut unit = Unit::new(env, service, node, &images[*i]);
-            match &templates {
-                Some(templates) => templates.render(&mut unit),
-                None => Ok(vec![(
-                    unit.path("yaml"),
-                    kubernetes::pod(&unit)?.into_bytes(),
-                )]),
+            match target {
+                Target::Systemd => templates.render(&mut unit),
+                Target::Kubernetes => {
+                    let document = match templates.on_calendar(&mut unit)? {
+                        Some(on_calendar) => kubernetes::cron_job(&unit, &on_calendar)?,
+                        None => kubernetes::pod(&unit)?,
+                    };
+                    Ok(vec![(unit.path("yaml"), document.into_bytes())])
+                }
             }
         })
         .collect();
@@ -341,6 +343,47 @@ impl Templates {
             ));
         }
         Ok(out)
+    }
+
+    /// The `OnCalendar=` of the unit's rendered timer, if it has one. A
+    /// timer cron cannot follow (other triggers, several events) is an error.
+    fn on_calendar(&self, unit: &mut Unit) -> Result<Option<String>> {
+        let Some(timer) = &unit.service.timer_template else {
+            return Ok(None);
+        };
+        let context = tera::Context::from_value(unit.context())?;
+        let rendered = self.render_one(&timer.name, &context, &format!("{}.timer", unit.name))?;
+        let text = String::from_utf8_lossy(&rendered);
+        let mut section = "";
+        let mut events = vec![];
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line;
+            } else if section == "[Timer]"
+                && let Some((key, value)) = line.split_once('=')
+            {
+                match key.trim() {
+                    "OnCalendar" => events.push(value.trim().to_string()),
+                    "OnActiveSec" | "OnBootSec" | "OnStartupSec" | "OnUnitActiveSec"
+                    | "OnUnitInactiveSec" => anyhow::bail!(
+                        "{}: the timer of {} uses {}, which a Kubernetes CronJob cannot express (use OnCalendar=)",
+                        timer.path.display(),
+                        unit.name,
+                        key.trim()
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        match &events[..] {
+            [event] => Ok(Some(event.clone())),
+            _ => anyhow::bail!(
+                "{}: the timer of {} has {} OnCalendar= lines; a Kubernetes CronJob takes exactly one",
+                timer.path.display(),
+                unit.name,
+                events.len()
+            ),
+        }
     }
 
     fn render_one(

@@ -360,6 +360,45 @@ fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
     .unwrap();
     assert_eq!(attributes["mysql"]["innodbBufferPoolSize"], "4G");
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 120);
+
+    // The backup service's timer became a CronJob on the same schedule.
+    let backups: Vec<Value> = snapshot(&work.path().join("prod-dc1/mysql-backup"))
+        .into_values()
+        .map(|bytes| serde_yaml_ng::from_slice(&bytes).unwrap())
+        .collect();
+    assert!(!backups.is_empty());
+    for job in backups {
+        assert_eq!(job["kind"], "CronJob", "{job}");
+        assert_eq!(job["spec"]["schedule"], "0 3 * * *");
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "OnFailure");
+        assert!(pod["nodeSelector"]["kubernetes.io/hostname"].is_string());
+    }
+}
+
+#[test]
+fn a_timer_cron_cannot_express_is_refused_for_kubernetes_naming_the_file() {
+    let (work, env) = copy_of_examples();
+    let backup = env.join("prod-dc1/services/mysql-backup/attributes/backup.yml");
+    let changed = read(&backup).replace("*-*-* 03:00:00", "*-*-* 03:00:30");
+    std::fs::write(&backup, changed).unwrap();
+    let out = work.path().join("kube");
+    let output = run_fails(
+        herd()
+            .arg("gen")
+            .arg(env.join("prod-dc1"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--target", "kubernetes"]),
+    );
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("mysql-backup/service-manifest.yml")
+            && stderr.contains("OnCalendar=*-*-* 03:00:30")
+            && stderr.contains("seconds other than 0"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing is written");
 }
 
 #[test]

@@ -191,9 +191,7 @@ pub(super) fn cron_schedule(on_calendar: &str) -> Result<Schedule, String> {
     let (month, day) = match date {
         None => ("*".to_string(), "*".to_string()),
         Some(date) => match date.split('-').collect::<Vec<_>>()[..] {
-            ["*", month, day] => {
-                (cron_field(month, 1, 12)?, cron_field(day, 1, 31)?)
-            }
+            ["*", month, day] => (cron_field(month, 1, 12)?, cron_field(day, 1, 31)?),
             [month, day] => (cron_field(month, 1, 12)?, cron_field(day, 1, 31)?),
             [_, _, _] => return Err("names a year, which cron cannot express".into()),
             _ => return Err(format!("has the date {date:?}; expected *-MM-DD")),

@@ -46,13 +46,19 @@ const BACKOFF: [Duration; 7] = [
 pub struct Failure {
     pub error: anyhow::Error,
     pub retriable: bool,
+    /// How long the registry asked to wait (`Retry-After` on 429 or 503).
+    pub retry_after: Option<Duration>,
 }
+
+/// The longest `Retry-After` herd honours; a longer one is cut to this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl Failure {
     fn fatal(error: anyhow::Error) -> Failure {
         Failure {
             error,
             retriable: false,
+            retry_after: None,
         }
     }
 
@@ -82,6 +88,7 @@ impl Failure {
         Failure {
             error: anyhow!("{what}: {chain}{hint}"),
             retriable: !lasting,
+            retry_after: None,
         }
     }
 }
@@ -182,8 +189,12 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(failure) if failure.retriable => match delays.next() {
                     Some(delay) => {
+                        // The registry's own estimate, when longer than ours.
+                        let delay = failure
+                            .retry_after
+                            .map_or(*delay, |asked| asked.max(*delay));
                         tracing::warn!("{:#}; retrying in {delay:?}", failure.error);
-                        std::thread::sleep(*delay);
+                        std::thread::sleep(delay);
                     }
                     None => {
                         return Err(anyhow!(
@@ -709,6 +720,11 @@ fn check(response: Response, expected: &[StatusCode], what: &str) -> Result<Resp
     let retriable = status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
         || status.is_server_error();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
     let body: String = response
         .text()
         .unwrap_or_default()
@@ -727,7 +743,25 @@ fn check(response: Response, expected: &[StatusCode], what: &str) -> Result<Resp
     } else {
         anyhow!("{what}: the registry answered {status}: {detail}")
     };
-    Err(Failure { error, retriable })
+    Err(Failure {
+        error,
+        retriable,
+        retry_after,
+    })
+}
+
+/// `Retry-After` (RFC 9110): delay-seconds or an HTTP date, capped at
+/// [`MAX_RETRY_AFTER`]; `None` when it is neither.
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// `{"errors":[{"code":"BLOB_UNKNOWN","message":"..."}]}` -> `BLOB_UNKNOWN: ...`
@@ -756,6 +790,23 @@ pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
+        let now = httpdate::parse_http_date("Mon, 23 Nov 2026 12:00:00 GMT").unwrap();
+        assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 12:00:20 GMT", now),
+            Some(Duration::from_secs(20))
+        );
+        // A date in the past: retry at once (after the usual backoff).
+        assert_eq!(
+            parse_retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 
     #[test]
     fn registry_error_bodies_become_short_messages() {

@@ -410,6 +410,39 @@ impl Store {
             }
             removed += 1;
         }
+        // A kill -9 also leaves temporaries outside tmp/: `write_atomic`'s
+        // files beside index.json, registry-blobs.json and cache records,
+        // and half-extracted layers in the cache. They are made next to
+        // their target so that committing them is a rename; same age rule.
+        for (dir, prefix) in [
+            (self.root.clone(), ".herd-tmp-"),
+            (self.root.join("cache/builds"), ".herd-tmp-"),
+            (self.root.join("cache/layers"), ".partial-"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue; // no cache yet
+            };
+            for entry in entries {
+                let entry = entry?;
+                if !entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(prefix.as_bytes())
+                {
+                    continue;
+                }
+                let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+                if age.as_secs() < 60 {
+                    continue;
+                }
+                if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(entry.path())?
+                } else {
+                    std::fs::remove_file(entry.path())?
+                }
+                removed += 1;
+            }
+        }
         Ok(removed)
     }
 }
@@ -497,6 +530,40 @@ mod tests {
         drop(work);
         assert!(!path.exists());
         assert!(!is_in_use(&path));
+    }
+
+    #[test]
+    fn clean_removes_old_temporaries_outside_tmp_and_keeps_young_ones() {
+        // What `kill -9` leaves outside tmp/: write_atomic's temp files
+        // beside index.json and cache records, a half-extracted layer.
+        // `herd clean` used to look in tmp/ only.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("cache/builds")).unwrap();
+        std::fs::create_dir_all(root.join("cache/layers/.partial-abc/usr")).unwrap();
+        std::fs::create_dir_all(root.join("cache/layers/0123")).unwrap();
+        let old = [
+            root.join(".herd-tmp-index"),
+            root.join("cache/builds/.herd-tmp-record"),
+        ];
+        for file in &old {
+            std::fs::write(file, b"torn").unwrap();
+        }
+        std::fs::write(root.join("cache/builds/.herd-tmp-young"), b"in use").unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        for path in old.iter().chain([&root.join("cache/layers/.partial-abc")]) {
+            File::open(path)
+                .unwrap()
+                .set_modified(two_hours_ago)
+                .unwrap();
+        }
+        assert_eq!(store.clean().unwrap(), 3);
+        assert!(old.iter().all(|f| !f.exists()));
+        assert!(!root.join("cache/layers/.partial-abc").exists());
+        assert!(root.join("cache/builds/.herd-tmp-young").exists());
+        assert!(root.join("cache/layers/0123").exists());
+        assert!(root.join("index.json").exists());
     }
 
     #[test]

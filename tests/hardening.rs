@@ -859,23 +859,26 @@ fn hostile_dependency_layers_are_refused_and_nothing_lands_outside() {
 // 3. Crash safety: kill -9 at random moments
 
 /// Starts `command` and SIGKILLs it after `delay` unless it ended first.
-/// True when it was killed.
-fn kill_after(command: &mut Command, delay: Duration) -> bool {
+/// `None` when it was killed, else how long it ran (a whole run). A run
+/// that ended by itself must have succeeded.
+fn kill_after(command: &mut Command, delay: Duration) -> Option<Duration> {
+    let started = Instant::now();
     let mut child: Child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + delay;
+    let deadline = started + delay;
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return false;
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{command:?} failed by itself: {status}");
+            return Some(started.elapsed());
         }
         if Instant::now() >= deadline {
             child.kill().unwrap(); // SIGKILL
             child.wait().unwrap();
-            return true;
+            return None;
         }
         std::thread::sleep(Duration::from_millis(2).min(delay / 4 + Duration::from_micros(100)));
     }
@@ -914,7 +917,42 @@ fn unmount_leftovers(store: &Path) -> usize {
 
 /// Files under the store's tmp/ (leftovers `herd clean` removes).
 fn tmp_leftovers(store: &Path) -> usize {
-    std::fs::read_dir(store.join("tmp")).map_or(0, |d| d.count())
+    tmp_entries(store).len()
+}
+
+/// The names in the store's tmp/.
+fn tmp_entries(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join("tmp")).map_or(vec![], |d| {
+        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    })
+}
+
+/// Temporary files and directories outside tmp/ that an interrupted write
+/// leaves: `.herd-tmp-*` beside index.json or a cache record, and
+/// `.partial-*` layer extractions in the cache.
+fn stray_temporaries(store: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(store)
+        .max_depth(3)
+        .into_iter()
+        .filter_entry(|e| e.path() != store.join("tmp") && e.path() != store.join("blobs"))
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy();
+            name.starts_with(".herd-tmp-") || name.starts_with(".partial-")
+        })
+        .map(|e| e.into_path())
+        .collect()
+}
+
+/// Makes `path` look two hours old (`herd clean` leaves young files: they
+/// may belong to a running herd).
+fn backdate(path: &Path) {
+    run_ok(
+        Command::new(tool("touch"))
+            .args(["-h", "-d", "2 hours ago"])
+            .arg(path),
+    );
 }
 
 #[test]
@@ -972,17 +1010,19 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
     }
     let started = Instant::now();
     let (mut killed, mut runs) = (0, 0);
+    // Where the kills landed, told by what each left behind.
+    let mut phases: BTreeMap<&str, usize> = BTreeMap::new();
     while killed < kills_wanted() && runs < kills_wanted() * MAX_RUNS_PER_KILL {
         let (iteration, which) = (runs, runs % images.len());
         let (dir, name, compression) = images[which];
         std::fs::write(dir.join("files/stamp"), format!("run {iteration}")).unwrap();
         let before = tags(&store);
+        let tmp_before = tmp_entries(&store);
         let delay = rng.below(typical[which]);
-        let was_killed = kill_after(
+        let outcome = kill_after(
             &mut build(dir, &store, &["--compression", compression]),
             delay,
         );
-        killed += usize::from(was_killed);
         runs += 1;
 
         assert_fsck(&store);
@@ -998,10 +1038,32 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
         }
         let next_started = Instant::now();
         let next = build_ok(dir, &store, name, &["--compression", compression]);
-        if was_killed {
-            // A whole build (a run that finished first makes this one a
-            // cache hit): the window the next kill is chosen in.
-            typical[which] = next_started.elapsed();
+        match outcome {
+            // A run that finished was a whole build: the window the next
+            // kill of this image is chosen in.
+            Some(whole) => typical[which] = whole,
+            None => {
+                killed += 1;
+                let left: Vec<String> = tmp_entries(&store)
+                    .into_iter()
+                    .filter(|e| !tmp_before.contains(e))
+                    .collect();
+                let phase = if after.get(name) != before.get(name) {
+                    "after the tag was set"
+                } else if left.iter().any(|e| e.starts_with("blob-")) {
+                    "mid-write of a blob"
+                } else if left.iter().any(|e| e.starts_with("build-")) {
+                    "with the build root mounted"
+                } else {
+                    "before writing anything"
+                };
+                *phases.entry(phase).or_default() += 1;
+                // Unless the killed build got as far as its tag (and maybe
+                // its cache record), the next one was a whole build.
+                if after.get(name) == before.get(name) {
+                    typical[which] = next_started.elapsed();
+                }
+            }
         }
         if let Some(left) = after.get(name) {
             assert!(
@@ -1024,19 +1086,14 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
     // files. `herd clean` takes them away (it leaves what is younger than a
     // minute, so they are made older first).
     let (mounts, leftovers) = (mounted_under(&store).len(), tmp_leftovers(&store));
-    run_ok(Command::new(tool("find")).arg(store.join("tmp")).args([
-        "-mindepth",
-        "1",
-        "-maxdepth",
-        "1",
-        "-exec",
-        "touch",
-        "-h",
-        "-d",
-        "2 hours ago",
-        "{}",
-        "+",
-    ]));
+    let stray_before = stray_temporaries(&store);
+    for entry in tmp_entries(&store)
+        .into_iter()
+        .map(|e| store.join("tmp").join(e))
+        .chain(stray_before.iter().cloned())
+    {
+        backdate(&entry);
+    }
     run_ok(herd().args(["clean", "--store"]).arg(&store));
     let still_mounted = mounted_under(&store);
     let unmounted = unmount_leftovers(&store);
@@ -1046,6 +1103,8 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
     );
     assert_eq!(unmounted, 0);
     assert_eq!(tmp_leftovers(&store), 0, "herd clean left files in tmp/");
+    let stray = stray_temporaries(&store);
+    assert!(stray.is_empty(), "herd clean left {stray:?}");
     assert_fsck(&store);
     build_ok(
         &scripted,
@@ -1054,18 +1113,19 @@ fn builds_killed_at_random_moments_leave_the_store_consistent() {
         &["--compression", "none"],
     );
     eprintln!(
-        "build kill loop: {runs} runs, {killed} killed mid-build, {} finished first; \
-         store consistent after every one; {} s; killed builds left {leftovers} entries in tmp/ \
-         and {mounts} build roots mounted, all removed by herd clean",
+        "build kill loop: {runs} runs, {killed} killed mid-build ({phases:?}), {} finished first; \
+         store consistent after every one; {} s; killed builds left {leftovers} entries in tmp/, \
+         {mounts} build roots mounted and {} temporary files elsewhere, all removed by herd clean",
         runs - killed,
         started.elapsed().as_secs(),
+        stray_before.len(),
     );
 }
 
 /// A registry process with its own storage, stopped when dropped; the same
 /// setup as tests/registry.rs (Debian's docker-registry on a free port).
 struct Registry {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     port: u16,
     child: Child,
 }
@@ -1097,15 +1157,15 @@ impl Registry {
             assert!(Instant::now() < deadline, "the registry did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Registry {
-            _dir: dir,
-            port,
-            child,
-        }
+        Registry { dir, port, child }
     }
 
     fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
     }
 }
 
@@ -1149,12 +1209,31 @@ fn pushes_killed_at_random_moments_leave_the_store_consistent() {
     std::fs::create_dir_all(dir.join("files")).unwrap();
     let earlier = format!("{}/crash/earlier:1", registry.host());
     std::fs::write(dir.join("aci-manifest.yml"), format!("name: {earlier}\n")).unwrap();
-    build_ok(&dir, &store, &earlier, &["--compression", "none"]);
+    std::fs::write(dir.join("files/data"), rng.bytes(16 << 20)).unwrap();
+    let earlier_digest = build_ok(&dir, &store, &earlier, &["--compression", "none"]);
+    // A whole push of an image like the ones the loop pushes: the first
+    // window the kills are chosen in.
+    let started_push = Instant::now();
     run_ok(&mut herd_with(&["push", &earlier]));
+    let mut typical = started_push.elapsed();
+    let inspect = |name: &str| -> Value {
+        let out = run_ok(
+            Command::new(tool("skopeo"))
+                .args(["inspect", "--tls-verify=false"])
+                .arg(format!("docker://{name}")),
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    // The registry's storage, to tell where a kill landed: uploads it
+    // started and never finished, tags it has.
+    let repository = registry
+        .storage()
+        .join("docker/registry/v2/repositories/crash/app");
+    let uploads = || std::fs::read_dir(repository.join("_uploads")).map_or(0, |d| d.count());
 
     let started = Instant::now();
     let (mut killed, mut runs) = (0, 0);
-    let mut typical = Duration::from_millis(500);
+    let mut phases: BTreeMap<&str, usize> = BTreeMap::new();
     while killed < kills_wanted() && runs < kills_wanted() * MAX_RUNS_PER_KILL {
         let iteration = runs;
         // New content each time, so the push has blobs to upload.
@@ -1163,10 +1242,8 @@ fn pushes_killed_at_random_moments_leave_the_store_consistent() {
         std::fs::write(dir.join("files/data"), rng.bytes(16 << 20)).unwrap();
         let digest = build_ok(&dir, &store, &name, &["--compression", "none"]);
         let before = tags(&store);
-        killed += usize::from(kill_after(
-            &mut herd_with(&["push", &name]),
-            rng.below(typical),
-        ));
+        let uploads_before = uploads();
+        let outcome = kill_after(&mut herd_with(&["push", &name]), rng.below(typical));
         runs += 1;
 
         assert_fsck(&store);
@@ -1174,20 +1251,46 @@ fn pushes_killed_at_random_moments_leave_the_store_consistent() {
         if let Ok(bytes) = std::fs::read(store.join("registry-blobs.json")) {
             serde_json::from_slice::<Value>(&bytes).expect("registry-blobs.json is torn");
         }
-        let started_push = Instant::now();
+        match outcome {
+            Some(whole) => typical = whole,
+            None => {
+                killed += 1;
+                let tagged = repository
+                    .join("_manifests/tags")
+                    .join(iteration.to_string())
+                    .exists();
+                let phase = if tagged {
+                    "after the manifest was pushed"
+                } else if uploads() > uploads_before {
+                    "mid-upload of a blob"
+                } else {
+                    "between uploads (or before the first)"
+                };
+                *phases.entry(phase).or_default() += 1;
+            }
+        }
         let out = run_ok(&mut herd_with(&["push", &name]));
-        typical = started_push.elapsed().max(Duration::from_millis(50));
         assert!(out.contains(&digest), "{out}");
-        let inspect = run_ok(
-            Command::new(tool("skopeo"))
-                .args(["inspect", "--tls-verify=false"])
-                .arg(format!("docker://{name}")),
-        );
-        let inspect: Value = serde_json::from_str(&inspect).unwrap();
-        assert_eq!(inspect["Digest"], digest.as_str());
+        assert_eq!(inspect(&name)["Digest"], digest.as_str());
     }
+    assert!(
+        killed >= kills_wanted(),
+        "only {killed} of {runs} pushes were killed"
+    );
+    // The image pushed before the loop is still there, whole: skopeo
+    // copies it back out and the digest is the same.
+    assert_eq!(inspect(&earlier)["Digest"], earlier_digest.as_str());
+    run_ok(
+        Command::new(tool("skopeo"))
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{earlier}"))
+            .arg(format!(
+                "oci:{}:earlier",
+                work.path().join("copy").display()
+            )),
+    );
     eprintln!(
-        "push kill loop: {runs} runs, {killed} killed mid-push, {} finished first; \
+        "push kill loop: {runs} runs, {killed} killed mid-push ({phases:?}), {} finished first; \
          store consistent and the next push complete after every one; {} s",
         runs - killed,
         started.elapsed().as_secs()
@@ -1249,18 +1352,24 @@ fn gen_killed_at_random_moments_leaves_the_old_or_the_new_units() {
             .map(|(p, c)| (p.strip_prefix(dir).unwrap().to_path_buf(), c))
             .collect()
     };
+    let temporaries = || -> Vec<String> {
+        std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "crash")
+            .collect()
+    };
     let started = Instant::now();
-    let (mut killed, mut runs, mut saw_new) = (0, 0, 0);
+    let (mut killed, mut runs) = (0, 0);
+    let mut phases: BTreeMap<&str, usize> = BTreeMap::new();
     let mut current = 0;
     while killed < kills_wanted() && runs < kills_wanted() * MAX_RUNS_PER_KILL {
         let wanted = 1 - current;
         write_environment(&env, nodes, ["a", "b"][wanted]);
+        let temporaries_before = temporaries();
         // A little past the typical run, to catch the end as well: the
         // swap and the removal of the old units.
-        killed += usize::from(kill_after(
-            &mut gen_into(&out),
-            rng.below(typical.mul_f64(1.1)),
-        ));
+        let outcome = kill_after(&mut gen_into(&out), rng.below(typical.mul_f64(1.1)));
         runs += 1;
         let seen = relative(&out);
         assert!(
@@ -1269,11 +1378,24 @@ fn gen_killed_at_random_moments_leaves_the_old_or_the_new_units() {
             seen.len()
         );
         let complete = seen == expected[wanted];
-        saw_new += usize::from(complete);
+        if outcome.is_none() {
+            killed += 1;
+            let left_one = temporaries().len() > temporaries_before.len();
+            let phase = match (complete, left_one) {
+                (true, true) => "after the swap, removing the old units",
+                (true, false) => "after the swap and the removal",
+                (false, true) => "mid-write of the new units",
+                (false, false) => "before writing (reading, rendering)",
+            };
+            *phases.entry(phase).or_default() += 1;
+        }
         let next_started = Instant::now();
         run_ok(&mut gen_into(&out));
-        if !complete {
-            typical = next_started.elapsed();
+        match outcome {
+            Some(whole) => typical = whole,
+            // The next run wrote everything unless the killed one swapped.
+            None if !complete => typical = next_started.elapsed(),
+            None => {}
         }
         assert!(
             relative(&out) == expected[wanted],
@@ -1285,18 +1407,14 @@ fn gen_killed_at_random_moments_leaves_the_old_or_the_new_units() {
         killed >= kills_wanted(),
         "only {killed} of {runs} runs were killed"
     );
-    let leftovers: Vec<String> = std::fs::read_dir(out.parent().unwrap())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "crash")
-        .collect();
+    let leftovers = temporaries();
     assert!(
         leftovers.iter().all(|n| n.starts_with(".crash.herd-")),
         "{leftovers:?}"
     );
     eprintln!(
-        "gen kill loop: {runs} runs of {nodes} units, {killed} killed, {} finished first; \
-         {saw_new} left the new units, the others the old ones, complete every time; {} s; \
+        "gen kill loop: {runs} runs of {nodes} units, {killed} killed ({phases:?}), {} finished \
+         first; the old or the new units, complete, after every one; {} s; \
          {} temporary directories left beside the output",
         runs - killed,
         started.elapsed().as_secs(),

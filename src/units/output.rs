@@ -115,8 +115,18 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "units".into());
+    let prefix = format!(".{base}.herd-");
+    // One writer of an output directory at a time. Holding the lock, the
+    // temporary directories beside it are those of killed runs: removed.
+    let lock_path = parent.join(format!("{prefix}lock"));
+    let lock = std::fs::File::create(&lock_path)
+        .with_context(|| format!("creating {}", lock_path.display()))?;
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {}", lock_path.display()))?;
+    remove_abandoned(parent, &prefix);
     let temp = tempfile::Builder::new()
-        .prefix(&format!(".{base}.herd-"))
+        .prefix(&prefix)
         .tempdir_in(parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
     // Generated files, and the other services' files when only some were generated.
@@ -150,6 +160,25 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
     swap_in(temp, dir)?;
     crate::fsutil::sync_dir(parent);
     Ok(true)
+}
+
+/// Removes the `<prefix>*` directories in `parent`: what a `herd gen`
+/// killed while writing left. Only called with the output's lock held.
+fn remove_abandoned(parent: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let abandoned = entry.file_name().to_string_lossy().starts_with(prefix)
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if abandoned {
+            tracing::debug!(
+                "removing {}, left by a killed herd gen",
+                entry.path().display()
+            );
+            let _ = remove_tree(&entry.path());
+        }
+    }
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -308,11 +337,12 @@ mod tests {
         assert!(diff.contains("-one\n+one!\n"), "{diff}");
         write_units(&out, &second, &[]).unwrap();
         assert!(!out.join("b").exists());
-        assert_eq!(
-            std::fs::read_dir(out.parent().unwrap()).unwrap().count(),
-            1,
-            "a temporary directory was left"
-        );
+        let beside: Vec<String> = std::fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".prod.herd-lock")
+            .collect();
+        assert_eq!(beside, ["prod"], "a temporary directory was left");
         // Only service a: c is kept (the same file, linked), a replaced.
         let inode =
             |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(p)).unwrap());
@@ -320,6 +350,23 @@ mod tests {
         write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
         assert_eq!(inode("c/p_c_h1.service"), c_before);
         assert!(!out.join("a/p_a_h1.service").exists());
+    }
+
+    #[test]
+    fn temporaries_of_killed_runs_are_removed_by_the_next() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("prod");
+        let abandoned = root.path().join(".prod.herd-x1Y2z3/a");
+        std::fs::create_dir_all(&abandoned).unwrap();
+        std::fs::write(abandoned.join("p_a_h1.service"), "half").unwrap();
+        let other = root.path().join(".preprod.herd-x1Y2z3");
+        std::fs::create_dir_all(&other).unwrap();
+        write_units(&out, &files(&[("a/p_a_h1.service", "one\n")]), &[]).unwrap();
+        assert!(!root.path().join(".prod.herd-x1Y2z3").exists());
+        assert!(
+            other.exists(),
+            "another output's temporaries are not this run's to remove"
+        );
     }
 
     #[test]

@@ -93,19 +93,6 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
         }
         _ => dir,
     };
-    let existing = list(dir)?;
-    if let Some(foreign) = existing.iter().find(|p| !looks_generated(p)) {
-        bail!(
-            "{} holds {}, which herd gen does not write; refusing to replace the directory (choose another --out)",
-            dir.display(),
-            foreign.display()
-        );
-    }
-    let check = compare(dir, &existing, files, services, false)?;
-    if check.is_clean() && dir.is_dir() {
-        return Ok(false);
-    }
-    let fresh: HashSet<&PathBuf> = check.added.iter().chain(&check.changed).collect();
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -125,6 +112,20 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
         .map_err(|(_, e)| e)
         .with_context(|| format!("locking {}", lock_path.display()))?;
     remove_abandoned(parent, &prefix);
+    // Listed under the lock: another run may have just replaced it.
+    let existing = list(dir)?;
+    if let Some(foreign) = existing.iter().find(|p| !looks_generated(p)) {
+        bail!(
+            "{} holds {}, which herd gen does not write; refusing to replace the directory (choose another --out)",
+            dir.display(),
+            foreign.display()
+        );
+    }
+    let check = compare(dir, &existing, files, services, false)?;
+    if check.is_clean() && dir.is_dir() {
+        return Ok(false);
+    }
+    let fresh: HashSet<&PathBuf> = check.added.iter().chain(&check.changed).collect();
     let temp = tempfile::Builder::new()
         .prefix(&prefix)
         .tempdir_in(parent)

@@ -187,11 +187,13 @@ fn build_with_scripts(
         source: home_source,
         destination: format!("{BUILD_MOUNTS}/home"),
         read_only: true,
+        devices: false,
     };
     let attributes = BindMount {
         source: attributes_dir.clone(),
         destination: format!("{BUILD_MOUNTS}/attributes"),
         read_only: false,
+        devices: false,
     };
     let host_mounts = |mounts: &[manifest::HostMount]| -> Result<Vec<BindMount>> {
         mounts
@@ -201,6 +203,7 @@ fn build_with_scripts(
                     source: host_path(&source.dir, &m.from)?,
                     destination: m.to.clone(),
                     read_only: false,
+                    devices: false,
                 })
             })
             .collect()
@@ -261,6 +264,9 @@ fn build_with_scripts(
                 source: overlay.merged.clone(),
                 destination: "/rootfs".into(),
                 read_only: false,
+                // Bootstrapping a root (debootstrap) makes and uses device
+                // nodes in it.
+                devices: true,
             },
             home.clone(),
             attributes.clone(),

@@ -282,3 +282,43 @@ fn a_builder_script_can_make_and_use_device_nodes_in_the_image_root() {
         "{null:?}"
     );
 }
+
+#[test]
+fn build_mount_points_are_not_left_in_the_image() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let dir = work.path().join("mounting");
+    image_with_script(
+        &dir,
+        "mounting",
+        "build",
+        "echo cached > /var/cache/herd-test/file\necho kept > /kept\n",
+    );
+    std::fs::create_dir(dir.join("cache")).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        format!(
+            "name: aci.example.com/mounting:1\nbuild:\n  mountPoints: [{{from: cache, to: /var/cache/herd-test}}]\naci:\n  dependencies: [{BASE}]\n"
+        ),
+    )
+    .unwrap();
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg(&dir)
+            .arg("--store")
+            .arg(&store),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cache/file")).unwrap(),
+        "cached\n"
+    );
+    let seen = shell_in(
+        &store,
+        "aci.example.com/mounting:1",
+        "cat /kept; test -e /var/cache/herd-test && echo mount-point-left; true",
+    );
+    assert!(seen.contains("kept"), "{seen}");
+    assert!(!seen.contains("mount-point-left"), "{seen}");
+}

@@ -163,7 +163,49 @@ fn build_with_scripts(
     let tiny = provisional_name.tiny_name().to_string();
     let chroot = matches!(isolation, Isolation::Chroot);
 
-    let mount_targets = ["/.herd-build", "/proc", "/sys", "/dev", "/etc/resolv.conf"];
+    // The runtime creates missing mount points in the image root, and their
+    // missing parents; those of the manifest's `build.mountPoints`
+    // (`/root/.m2`) are not the image's content either, so each is removed
+    // from its first missing ancestor (plain paths only: removal must stay
+    // in the upper directory).
+    let mut mount_targets: Vec<String> =
+        ["/.herd-build", "/proc", "/sys", "/dev", "/etc/resolv.conf"]
+            .map(String::from)
+            .into();
+    for mount in &provisional.build.mount_points {
+        let path = Path::new(&mount.to);
+        let plain = path.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::RootDir | std::path::Component::Normal(_)
+            )
+        });
+        if !plain || !path.has_root() {
+            continue;
+        }
+        let mut target = PathBuf::from("/");
+        let mut missing = false;
+        for component in path.components().skip(1) {
+            target.push(component);
+            match overlay
+                .merged
+                .join(target.strip_prefix("/").unwrap_or(&target))
+                .symlink_metadata()
+            {
+                Err(_) => {
+                    missing = true;
+                    break;
+                }
+                // Never look (or remove) through a link.
+                Ok(metadata) if metadata.is_symlink() => break,
+                Ok(_) => {}
+            }
+        }
+        if missing {
+            mount_targets.push(target.to_string_lossy().into_owned());
+        }
+    }
+    let mount_targets: Vec<&str> = mount_targets.iter().map(String::as_str).collect();
     let existed: Vec<bool> = mount_targets
         .iter()
         .map(|t| {
@@ -187,11 +229,13 @@ fn build_with_scripts(
         source: home_source,
         destination: format!("{BUILD_MOUNTS}/home"),
         read_only: true,
+        devices: false,
     };
     let attributes = BindMount {
         source: attributes_dir.clone(),
         destination: format!("{BUILD_MOUNTS}/attributes"),
         read_only: false,
+        devices: false,
     };
     let host_mounts = |mounts: &[manifest::HostMount]| -> Result<Vec<BindMount>> {
         mounts
@@ -201,6 +245,7 @@ fn build_with_scripts(
                     source: host_path(&source.dir, &m.from)?,
                     destination: m.to.clone(),
                     read_only: false,
+                    devices: false,
                 })
             })
             .collect()
@@ -261,6 +306,9 @@ fn build_with_scripts(
                 source: overlay.merged.clone(),
                 destination: "/rootfs".into(),
                 read_only: false,
+                // Bootstrapping a root (debootstrap) makes and uses device
+                // nodes in it.
+                devices: true,
             },
             home.clone(),
             attributes.clone(),

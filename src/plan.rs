@@ -360,6 +360,11 @@ impl Plan {
                             wake.notify_all();
                             return;
                         };
+                        let mut guard = Running {
+                            state: &state,
+                            wake: &wake,
+                            armed: true,
+                        };
                         report(&Event::Started(unit));
                         let started = Instant::now();
                         let result = self.build_unit(unit, store, options, use_cache);
@@ -370,6 +375,7 @@ impl Plan {
                         report(&Event::Finished(unit, &outcome));
                         let mut schedule = state.lock().expect("no worker panics holding the lock");
                         schedule.running -= 1;
+                        guard.armed = false;
                         let failed = outcome.result.is_err();
                         schedule.outcomes[unit] = Some(outcome);
                         let mut stack = dependents[unit].clone();
@@ -481,6 +487,26 @@ impl Plan {
             cached: false,
             tags: record.tags,
         })
+    }
+}
+
+/// A unit a worker is building. If the worker panics (a bug, or a report
+/// written to a closed stderr), dropping this takes the unit off the
+/// running count and wakes the others: they would otherwise wait for it
+/// forever and the build would hang instead of failing.
+struct Running<'a> {
+    state: &'a Mutex<Schedule>,
+    wake: &'a Condvar,
+    armed: bool,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut schedule = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            schedule.running -= 1;
+        }
+        self.wake.notify_all();
     }
 }
 

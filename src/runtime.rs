@@ -4,8 +4,9 @@
 
 use anyhow::{Context, Result, bail};
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespace, LinuxNamespaceType, Mount,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder, LinuxNamespace,
+    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder,
 };
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufRead, BufReader};
@@ -87,6 +88,11 @@ pub struct BindMount {
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
+    /// Whether device nodes under it can be opened (no `nodev`). Only the
+    /// image root a builder fills needs it: debootstrap makes /dev/null
+    /// there and refuses a target mounted nodev. Which devices a script may
+    /// open is still limited by the device cgroup (see `container_spec`).
+    pub devices: bool,
 }
 
 /// One script run.
@@ -177,7 +183,7 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
                     std::os::unix::fs::symlink(std::fs::read_link(&host)?, link)?;
                 }
             } else if metadata.is_dir() {
-                mounts.push(bind(&host, &format!("/{dir}"), true)?);
+                mounts.push(bind(&host, &format!("/{dir}"), true, false)?);
             }
         }
         for scratch in ["/tmp", "/var", "/root", "/run"] {
@@ -189,10 +195,16 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
             Path::new("/etc/resolv.conf"),
             "/etc/resolv.conf",
             true,
+            false,
         )?);
     }
     for mount in &run.mounts {
-        mounts.push(bind(&mount.source, &mount.destination, mount.read_only)?);
+        mounts.push(bind(
+            &mount.source,
+            &mount.destination,
+            mount.read_only,
+            mount.devices,
+        )?);
     }
     // Docker's default capability set: enough for package managers
     // (chown, setuid, mknod), not for mounting or reaching the host.
@@ -242,8 +254,22 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
         namespace
     })
     .collect();
+    // Device cgroup: deny every device; runc and crun then allow their
+    // defaults (null, zero, full, random, urandom, tty, console, ptmx,
+    // pts). Said explicitly because a builder may open device nodes it
+    // made under $ROOTFS (mounted without nodev): a block device node made
+    // there must not reach the host's disk.
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()?,
+        ])
+        .build()?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
+        .resources(resources)
         .masked_paths(oci_spec::runtime::get_default_maskedpaths())
         .readonly_paths(oci_spec::runtime::get_default_readonly_paths())
         .build()?;
@@ -263,8 +289,11 @@ fn container_spec(run: &Run, root: &Path) -> Result<Spec> {
         .build()?)
 }
 
-fn bind(source: &Path, destination: &str, read_only: bool) -> Result<Mount> {
-    let mut options = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
+fn bind(source: &Path, destination: &str, read_only: bool, devices: bool) -> Result<Mount> {
+    let mut options = vec!["rbind".to_string(), "nosuid".into()];
+    if !devices {
+        options.push("nodev".into());
+    }
     options.push(if read_only { "ro".into() } else { "rw".into() });
     Ok(MountBuilder::default()
         .destination(destination)

@@ -37,4 +37,22 @@ fn debian_examples_build_and_run_when_asked() {
             .args(["cat", "/etc/mysql/mariadb.conf.d/90-herd.cnf"]),
     );
     assert!(config.contains("max_connections = 100"), "{config}");
+    // MariaDB itself runs in the image and reads the rendered file.
+    let version = run_ok(
+        podman()
+            .args(["run", "--rm"])
+            .arg(format!("oci:{}:{name}", store.display()))
+            .args(["mariadbd", "--version"]),
+    );
+    assert!(version.contains("MariaDB"), "{version}");
+    let defaults = run_ok(
+        podman()
+            .args(["run", "--rm"])
+            .arg(format!("oci:{}:{name}", store.display()))
+            .args(["my_print_defaults", "--mysqld"]),
+    );
+    assert!(
+        defaults.contains("--max_connections=100"),
+        "mariadbd does not read the rendered config:\n{defaults}"
+    );
 }

@@ -246,3 +246,79 @@ fn a_builder_script_writing_to_a_host_system_directory_fails() {
         "a builder script wrote {target}"
     );
 }
+
+#[test]
+fn a_builder_script_can_make_and_use_device_nodes_in_the_image_root() {
+    // debootstrap makes /dev/null in its target and writes to it: $ROOTFS
+    // is not nodev. The device cgroup still keeps other devices closed.
+    let work = workdir();
+    let store = work.path().join("store");
+    let dir = work.path().join("devices");
+    std::fs::create_dir_all(dir.join("runlevels/builder")).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        "name: aci.example.com/devices:1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("runlevels/builder/10-devices.sh"),
+        "set -e\nmkdir $ROOTFS/dev\nmknod -m 666 $ROOTFS/dev/null c 1 3\necho discarded > $ROOTFS/dev/null\n\
+         mknod $ROOTFS/disk b 7 0\nif head -c 1 $ROOTFS/disk >/dev/null 2>&1; then echo block-device-readable; exit 1; fi\n\
+         rm $ROOTFS/disk\n",
+    )
+    .unwrap();
+    run_ok(herd().arg("build").arg(&dir).arg("--store").arg(&store));
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new(tool("umoci"))
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:aci.example.com/devices:1", store.display()))
+            .arg(&bundle),
+    );
+    let null = bundle.join("rootfs/dev/null").symlink_metadata().unwrap();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_char_device(&null.file_type()),
+        "{null:?}"
+    );
+}
+
+#[test]
+fn build_mount_points_are_not_left_in_the_image() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let dir = work.path().join("mounting");
+    image_with_script(
+        &dir,
+        "mounting",
+        "build",
+        "echo cached > /var/cache/herd-test/file\necho kept > /kept\n",
+    );
+    std::fs::create_dir(dir.join("cache")).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        format!(
+            "name: aci.example.com/mounting:1\nbuild:\n  mountPoints: [{{from: cache, to: /var/cache/herd-test}}]\naci:\n  dependencies: [{BASE}]\n"
+        ),
+    )
+    .unwrap();
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(example("aci-busybox"))
+            .arg(&dir)
+            .arg("--store")
+            .arg(&store),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("cache/file")).unwrap(),
+        "cached\n"
+    );
+    let seen = shell_in(
+        &store,
+        "aci.example.com/mounting:1",
+        "cat /kept; test -e /var/cache/herd-test && echo mount-point-left; true",
+    );
+    assert!(seen.contains("kept"), "{seen}");
+    assert!(!seen.contains("mount-point-left"), "{seen}");
+}

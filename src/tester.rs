@@ -686,12 +686,9 @@ fn remove_orphans(podman: &Path) {
         for name in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
             if dead(name) {
                 tracing::debug!("removing {name}, left by a killed herd test");
-                let _ = Command::new(podman)
-                    .args(["rm", "--force", "--time", "0", name])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                let mut rm = Command::new(podman);
+                rm.args(["rm", "--force", "--time", "0", name]);
+                quiet(rm);
             }
         }
     }
@@ -707,12 +704,9 @@ fn remove_orphans(podman: &Path) {
                 .split('/')
                 .any(|part| dead(part.split(':').next().unwrap_or_default()));
             if orphan {
-                let _ = Command::new(podman)
-                    .args(["rmi", image])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
+                let mut rmi = Command::new(podman);
+                rmi.args(["rmi", image]);
+                quiet(rmi);
             }
         }
     }
@@ -726,6 +720,15 @@ fn remove_orphans(podman: &Path) {
             }
         }
     }
+}
+
+/// Runs a clean-up command whose failure is of no consequence.
+fn quiet(mut command: Command) {
+    let _ = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A detached podman container of the image under test. Dropping it
@@ -959,13 +962,6 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let quiet = |mut command: Command| {
-            let _ = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        };
         quiet(self.command(&["rm", "--force", "--time", "0", &self.name]));
         if let Some(image) = &self.image {
             // Only the name: the image stays while other names or

@@ -188,8 +188,17 @@ fn record_origins(
         }
         _ => {
             // A scalar, list or null replaces whatever was below this path.
+            // The paths below sort together right after `below`: a range,
+            // not a scan of every path, so merging stays linear.
             let below = format!("{prefix}.");
-            origins.retain(|k, _| !k.starts_with(&below));
+            let replaced: Vec<String> = origins
+                .range(below.clone()..)
+                .take_while(|(k, _)| k.starts_with(&below))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in replaced {
+                origins.remove(&key);
+            }
             origins.insert(prefix.to_string(), source.to_string());
         }
     }

@@ -387,6 +387,45 @@ fn template_name(relative: &Path) -> String {
     relative.to_string_lossy().into_owned()
 }
 
+/// Below this many templates per thread, a thread costs more than it saves.
+const TEMPLATES_PER_THREAD: usize = 8;
+
+/// Parsing is most of the CPU a container start spends (herd-init parses
+/// every template at each start, and Tera's pest parser is slow), so a large
+/// directory is parsed on `threads` threads, each into a Tera set of its
+/// own, merged at the end. `None` for fewer than two threads, or when a part fails
+/// on its own: an `extends` or `import` of a template parsed on another
+/// thread, or an error. The caller then parses everything in one set, which
+/// resolves such references and reports errors with their file.
+fn parse_in_parallel(sources: &[(String, &str)], threads: usize) -> Option<tera::Tera> {
+    if threads < 2 {
+        return None;
+    }
+    let parts: Vec<Option<tera::Tera>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|index| {
+                scope.spawn(move || {
+                    let mut part = tera::Tera::default();
+                    let mine = sources.iter().skip(index).step_by(threads);
+                    part.add_raw_templates(mine.map(|(n, t)| (n.as_str(), *t)))
+                        .ok()
+                        .map(|()| part)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| worker.join().ok().flatten())
+            .collect()
+    });
+    let mut tera = tera::Tera::default();
+    tera.autoescape_on(vec![]);
+    for part in parts {
+        tera.extend(&part?).ok()?;
+    }
+    Some(tera)
+}
+
 /// One Tera set: templates by relative path, partials by relative path and,
 /// when no other partial has the same name, by file name.
 fn build_tera(
@@ -416,6 +455,11 @@ fn build_tera(
             sources.push((name.clone(), texts[0]));
         }
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cores.min(sources.len() / TEMPLATES_PER_THREAD);
+    if let Some(tera) = parse_in_parallel(&sources, threads) {
+        return Ok(tera);
+    }
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
     if let Err(error) = tera.add_raw_templates(sources.iter().map(|(n, t)| (n.as_str(), *t))) {
@@ -438,9 +482,16 @@ fn build_tera(
     Ok(tera)
 }
 
-/// Writes a rendered file at `path`: through a temporary file in the same
-/// directory, given its owner and mode *before* the rename, so no reader
-/// ever sees a half-written file or a secret with loose permissions.
+/// Writes a rendered file at `path`, given its owner and mode before
+/// anyone can read it. A file that exists is replaced through a temporary
+/// file and a rename, so the app, or whatever reads it, never sees it half
+/// written or a secret with loose permissions. A new file is created in
+/// place, exclusively, with the mode already restrictive: nothing can be
+/// reading a file that did not exist, and on a fresh container root, where
+/// every file is new, this saves a file creation and a rename per template
+/// (creating files is most of a container start's cost on a slow disk). If
+/// the start dies while writing it, the next start finds the file different
+/// and replaces it.
 /// Without a mode, an existing file keeps its mode, a new one gets 0644.
 /// Unlike `fsutil::write_atomic` this does not fsync: files rendered at
 /// every container start need no durability, and 50 fsyncs would cost more
@@ -456,33 +507,90 @@ pub fn write_rendered(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let existing = std::fs::metadata(path).ok();
     let mode = mode
         .or(existing.as_ref().map(|m| m.permissions().mode() & 0o7777))
         .unwrap_or(0o644);
-    if let Some(existing) = &existing
-        && unchanged(path, existing, content, mode, owner)
-    {
+    let Some(existing) = existing else {
+        match create_new(path, dir, content, mode, owner) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            done => return done.with_context(|| format!("writing {}", path.display())),
+        }
+        // Created meanwhile by someone else: replace it as below.
+        return replace(path, dir, content, mode, owner);
+    };
+    if unchanged(path, &existing, content, mode, owner) {
         return Ok(());
     }
+    replace(path, dir, content, mode, owner)
+}
+
+/// Creates `path`, which must not exist (its directories are made when
+/// missing), with `content`, owner and mode; removes it again on failure.
+fn create_new(
+    path: &Path,
+    dir: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(Option<u32>, Option<u32>)>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Only the owner can read it until its mode is set.
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+    };
+    let mut file = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            open()?
+        }
+        opened => opened?,
+    };
+    let written = file
+        .write_all(content)
+        .and_then(|()| set_owner_and_mode(&file, mode, owner));
+    if written.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// Replaces `path` by a temporary file given `content`, owner and mode.
+fn replace(
+    path: &Path,
+    dir: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(Option<u32>, Option<u32>)>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".herd-tmp-")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     temp.write_all(content)
+        .and_then(|()| set_owner_and_mode(temp.as_file(), mode, owner))
         .with_context(|| format!("writing {}", path.display()))?;
-    if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(temp.as_file(), uid, gid)
-            .with_context(|| format!("setting the owner of {}", path.display()))?;
-    }
-    // After chown, which clears set-id bits.
-    temp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))?;
     temp.persist(path)
         .with_context(|| format!("replacing {}", path.display()))?;
     Ok(())
+}
+
+fn set_owner_and_mode(
+    file: &std::fs::File,
+    mode: u32,
+    owner: Option<(Option<u32>, Option<u32>)>,
+) -> std::io::Result<()> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(file, uid, gid)?;
+    }
+    // After chown, which clears set-id bits.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
 }
 
 /// True when the file at `path` already is what would be written: a
@@ -565,6 +673,70 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
+    }
+
+    #[test]
+    fn parsing_on_threads_renders_like_one_set_and_gives_way_to_it() {
+        let texts: Vec<(String, String)> = (0..20)
+            .map(|i| {
+                (
+                    format!("t{i}"),
+                    format!("{{% include \"h\" %}}{i}={{{{ v }}}}"),
+                )
+            })
+            .chain([("h".to_string(), "#".to_string())])
+            .collect();
+        let sources: Vec<(String, &str)> =
+            texts.iter().map(|(n, t)| (n.clone(), t.as_str())).collect();
+        let tera = parse_in_parallel(&sources, 3).expect("independent templates split");
+        let context = tera::Context::from_value(serde_json::json!({"v": "x"})).unwrap();
+        for i in 0..20 {
+            assert_eq!(
+                tera.render(&format!("t{i}"), &context).unwrap(),
+                format!("#{i}=x")
+            );
+        }
+        assert!(
+            parse_in_parallel(&sources, 1).is_none(),
+            "one thread: the caller parses"
+        );
+        // `child` and its parent land on different threads: the split gives
+        // way, and the whole set, parsed at once, resolves the parent.
+        let family = [
+            ("base".to_string(), "[{% block b %}{% endblock %}]"),
+            (
+                "child".to_string(),
+                "{% extends \"base\" %}{% block b %}c{% endblock %}",
+            ),
+        ];
+        assert!(parse_in_parallel(&family, 2).is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let mut files: Vec<(String, String)> = (0..20)
+            .map(|i| (format!("f{i}.tmpl"), format!("{{{{ v }}}}{i}")))
+            .collect();
+        files.push((
+            "a.tmpl".into(),
+            "{% extends \"z.tmpl\" %}{% block b %}a{% endblock %}".into(),
+        ));
+        files.push(("z.tmpl".into(), "<{% block b %}{% endblock %}>".into()));
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        write(dir.path(), &refs);
+        let rendered = TemplateDir::load(dir.path())
+            .unwrap()
+            .render_all(&serde_json::json!({"v": "x"}))
+            .unwrap();
+        let content = |name: &str| {
+            let file = rendered
+                .iter()
+                .find(|f| f.output == Path::new(name))
+                .unwrap();
+            String::from_utf8(file.content.clone()).unwrap()
+        };
+        assert_eq!(content("a"), "<a>");
+        assert_eq!(content("f7"), "x7");
     }
 
     #[test]
@@ -708,9 +880,21 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
             0o600
         );
+        // A content change replaces the file (a new inode: readers of the
+        // old one never see a mix).
+        let before = inode(&path);
+        write_rendered(&path, b"three", None, None).unwrap();
+        assert_ne!(inode(&path), before);
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
         assert_eq!(
             std::fs::read_dir(dir.path().join("etc")).unwrap().count(),
             1
         );
+        // New files: 0644 by default, and a mode is applied whatever the umask.
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        write_rendered(&dir.path().join("plain"), b"x", None, None).unwrap();
+        assert_eq!(mode(&dir.path().join("plain")), 0o644);
+        write_rendered(&dir.path().join("shared"), b"x", Some(0o666), None).unwrap();
+        assert_eq!(mode(&dir.path().join("shared")), 0o666);
     }
 }

@@ -443,25 +443,22 @@ pub fn chain_id(layers: &[LayerBlob]) -> Digest {
 mod tests {
     use super::*;
 
+    /// A tar of one empty entry. The name and link target go into the
+    /// header's fields as they are: the tar crate's `set_path` and
+    /// `set_link_name` refuse the hostile ones these tests need.
     fn tar_with(path: &[u8], kind: u8, link: &[u8]) -> Vec<u8> {
-        // Built by hand so that hostile names reach the extractor unchanged.
-        let mut header = [0u8; 512];
-        header[..path.len()].copy_from_slice(path);
-        header[100..107].copy_from_slice(b"0000644");
-        header[108..115].copy_from_slice(b"0000000");
-        header[116..123].copy_from_slice(b"0000000");
-        header[124..135].copy_from_slice(b"00000000000");
-        header[136..147].copy_from_slice(b"00000000000");
-        header[156] = kind;
-        header[157..157 + link.len()].copy_from_slice(link);
-        header[257..263].copy_from_slice(b"ustar\0");
-        header[263..265].copy_from_slice(b"00");
-        header[148..156].fill(b' ');
-        let sum: u32 = header.iter().map(|&b| u32::from(b)).sum();
-        header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-        let mut out = header.to_vec();
-        out.extend_from_slice(&[0u8; 1024]);
-        out
+        let mut header = tar::Header::new_ustar();
+        let fields = header.as_ustar_mut().unwrap();
+        fields.name[..path.len()].copy_from_slice(path);
+        fields.linkname[..link.len()].copy_from_slice(link);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(0);
+        header.set_entry_type(tar::EntryType::new(kind));
+        header.set_cksum();
+        // The entry, then the two zero blocks that end an archive.
+        [header.as_bytes(), &[0u8; 1024][..]].concat()
     }
 
     #[test]

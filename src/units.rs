@@ -167,7 +167,7 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
                 Target::Systemd => templates.render(&mut unit),
                 Target::Kubernetes => {
                     let document = match templates.on_calendar(&mut unit)? {
-                        Some(on_calendar) => kubernetes::cron_job(&unit, &on_calendar)?,
+                        Some(event) => kubernetes::cron_job(&unit, &event)?,
                         None => kubernetes::pod(&unit)?,
                     };
                     Ok(vec![(unit.path("yaml"), document.into_bytes())])
@@ -347,7 +347,7 @@ impl Templates {
 
     /// The `OnCalendar=` of the unit's rendered timer, if it has one. A
     /// timer cron cannot follow (other triggers, several events) is an error.
-    fn on_calendar(&self, unit: &mut Unit) -> Result<Option<String>> {
+    fn on_calendar(&self, unit: &mut Unit) -> Result<Option<kubernetes::CalendarEvent>> {
         let Some(timer) = &unit.service.timer_template else {
             return Ok(None);
         };
@@ -356,14 +356,14 @@ impl Templates {
         let text = String::from_utf8_lossy(&rendered);
         let mut section = "";
         let mut events = vec![];
-        for line in text.lines().map(str::trim) {
+        for (number, line) in text.lines().map(str::trim).enumerate() {
             if line.starts_with('[') {
                 section = line;
             } else if section == "[Timer]"
                 && let Some((key, value)) = line.split_once('=')
             {
                 match key.trim() {
-                    "OnCalendar" => events.push(value.trim().to_string()),
+                    "OnCalendar" => events.push((number + 1, value.trim().to_string())),
                     "OnActiveSec" | "OnBootSec" | "OnStartupSec" | "OnUnitActiveSec"
                     | "OnUnitInactiveSec" => anyhow::bail!(
                         "{}: the timer of {} uses {}, which a Kubernetes CronJob cannot express (use OnCalendar=)",
@@ -376,7 +376,14 @@ impl Templates {
             }
         }
         match &events[..] {
-            [event] => Ok(Some(event.clone())),
+            [(rendered_line, expression)] => Ok(Some(kubernetes::CalendarEvent {
+                line: match template_line(&timer.text, expression) {
+                    Some(line) => kubernetes::EventLine::Template(line),
+                    None => kubernetes::EventLine::Rendered(*rendered_line),
+                },
+                expression: expression.clone(),
+                template: timer.path.clone(),
+            })),
             _ => anyhow::bail!(
                 "{}: the timer of {} has {} OnCalendar= lines; a Kubernetes CronJob takes exactly one",
                 timer.path.display(),
@@ -409,6 +416,29 @@ impl Templates {
                     &format!("rendering {output}"),
                 )
             })
+    }
+}
+
+/// The 1-based line of a timer template that wrote the `OnCalendar=`
+/// whose value rendered as `expression`: its one `OnCalendar=` line that
+/// is either `expression` to the letter or computed by Tera. None when no
+/// line or several could be it (the line is in an included partial, or in
+/// branches of an `{% if %}`).
+fn template_line(template: &str, expression: &str) -> Option<usize> {
+    let could_be: Vec<usize> = template
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let (key, value) = line.split_once('=')?;
+            let value = value.trim();
+            (key.trim() == "OnCalendar"
+                && (value == expression || value.contains("{{") || value.contains("{%")))
+            .then_some(i + 1)
+        })
+        .collect();
+    match could_be[..] {
+        [line] => Some(line),
+        _ => None,
     }
 }
 
@@ -483,6 +513,34 @@ mod tests {
         assert_eq!(
             attributes_from_environment(""),
             "base64,$${HERD_ATTRIBUTES_0}"
+        );
+    }
+
+    #[test]
+    fn the_template_line_of_an_on_calendar_is_the_one_that_could_have_written_it() {
+        let daily = "daily";
+        assert_eq!(template_line("[Timer]\nOnCalendar=daily\n", daily), Some(2));
+        assert_eq!(
+            template_line("[Timer]\n OnCalendar = {{ at }}\n", daily),
+            Some(2)
+        );
+        // Another literal value: the line was written elsewhere.
+        assert_eq!(template_line("[Timer]\nOnCalendar=weekly\n", daily), None);
+        assert_eq!(template_line("[Timer]\n{% include \"t\" %}\n", daily), None);
+        assert_eq!(
+            template_line(
+                "{% if a %}\nOnCalendar=weekly\n{% else %}\nOnCalendar=daily\n{% endif %}\n",
+                daily
+            ),
+            Some(4)
+        );
+        // Either branch could have written it.
+        assert_eq!(
+            template_line(
+                "{% if a %}\nOnCalendar={{ at }}\n{% else %}\nOnCalendar=daily\n{% endif %}\n",
+                daily
+            ),
+            None
         );
     }
 

@@ -377,7 +377,7 @@ fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
 }
 
 #[test]
-fn a_timer_cron_cannot_express_is_refused_for_kubernetes_naming_the_file() {
+fn a_timer_cron_cannot_express_is_refused_for_kubernetes_naming_its_line() {
     let (work, env) = copy_of_examples();
     let backup = env.join("prod-dc1/services/mysql-backup/attributes/backup.yml");
     let changed = read(&backup).replace("*-*-* 03:00:00", "*-*-* 03:00:30");
@@ -393,7 +393,7 @@ fn a_timer_cron_cannot_express_is_refused_for_kubernetes_naming_the_file() {
     );
     let stderr = text(&output.stderr);
     assert!(
-        stderr.contains("mysql-backup/service-manifest.yml")
+        stderr.contains("mysql-backup/unit.timer.tmpl:6: ")
             && stderr.contains("OnCalendar=*-*-* 03:00:30")
             && stderr.contains("seconds other than 0"),
         "{stderr}"

@@ -5,30 +5,14 @@
 
 mod common;
 
-use common::{built_digest, herd, podman, run_fails, run_ok, text, tool};
+use common::{Registry, built_digest, herd, podman, run_fails, run_ok, text, tool};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A registry process with its own storage, stopped when dropped.
-struct Registry {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
 impl Registry {
-    fn start() -> Registry {
-        Registry::start_with(None)
-    }
-
-    /// A registry that wants basic auth from `user` with `password`.
-    fn with_password(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user, password)))
-    }
-
     /// A registry that wants bearer tokens from `tokens`.
     fn with_tokens(tokens: &TokenServer) -> Registry {
         let auth = format!(
@@ -38,116 +22,6 @@ impl Registry {
             tokens.dir.path().join("cert.pem").display()
         );
         Registry::start_in(tempfile::tempdir().unwrap(), auth)
-    }
-
-    fn start_with(credentials: Option<(&str, &str)>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let mut auth = String::new();
-        if let Some((user, password)) = credentials {
-            let htpasswd = run_ok(Command::new(tool("htpasswd")).args(["-Bbn", user, password]));
-            std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: herd-test\n    path: {}\n",
-                dir.path().join("htpasswd").display()
-            );
-        }
-        Registry::start_in(dir, auth)
-    }
-
-    fn start_in(dir: tempfile::TempDir, auth: String) -> Registry {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\n\
-             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: herd-test-secret\n{auth}",
-            dir.path().join("storage").display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let mut registry = Registry {
-            dir,
-            port,
-            child: None,
-        };
-        registry.spawn();
-        registry
-    }
-
-    fn spawn(&mut self) {
-        let log = |name| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.dir.path().join(name))
-                .unwrap()
-        };
-        let child = Command::new(tool("docker-registry"))
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(log("access.log"))
-            .stderr(log("registry.log"))
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not start: {}",
-                self.log("registry.log")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
-    }
-
-    /// Access log lines so far; pass the count to `uploads_since`.
-    fn requests(&self) -> usize {
-        self.log("access.log").lines().count()
-    }
-
-    /// Blob uploads started (POSTs without `mount=`) after line `since`.
-    fn uploads_since(&self, since: usize) -> usize {
-        let log = self.log("access.log");
-        log.lines()
-            .skip(since)
-            .filter(|l| l.contains("\"POST /v2/") && l.contains("/blobs/uploads/ HTTP"))
-            .count()
-    }
-
-    /// Bytes in upload sessions under way: how far a big PUT got.
-    fn bytes_being_uploaded(&self) -> u64 {
-        walkdir::WalkDir::new(self.dir.path().join("storage"))
-            .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_name() == "data" && e.path().to_string_lossy().contains("_uploads"))
-            .filter_map(|e| e.metadata().ok())
-            .map(|m| m.len())
-            .sum()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -3,13 +3,15 @@
 //! a timer becomes one CronJob per node instead.
 
 use super::Unit;
+use crate::error::InputError;
 use anyhow::{Result, bail};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// The Pod for `unit`, as YAML.
 pub(super) fn pod(unit: &Unit) -> Result<String> {
-    let (name, labels) = identity(unit)?;
+    let (name, labels) = identity(unit, "Pod", 253)?;
     let pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -19,24 +21,48 @@ pub(super) fn pod(unit: &Unit) -> Result<String> {
     document(unit, &pod)
 }
 
+/// The one `OnCalendar=` of a unit's timer, and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CalendarEvent {
+    pub expression: String,
+    /// The timer's template.
+    pub template: PathBuf,
+    pub line: EventLine,
+}
+
+/// The 1-based line of an `OnCalendar=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventLine {
+    /// In the timer's template.
+    Template(usize),
+    /// In the timer rendered from the template, where the template's own
+    /// line cannot be told (an included partial wrote it, or several of
+    /// the template's lines could have).
+    Rendered(usize),
+}
+
 /// The CronJob for `unit`, a service with a timer whose `OnCalendar=` is
-/// `on_calendar` (see [`cron_schedule`]): each run is a Job whose Pod is
-/// pinned like a service's.
-pub(super) fn cron_job(unit: &Unit, on_calendar: &str) -> Result<String> {
-    let (name, labels) = identity(unit)?;
-    // A CronJob's name becomes its Jobs' names plus 11 characters.
-    if name.len() > 52 {
-        bail!(
-            "{}: the CronJob name {name} is longer than the 52 characters Kubernetes allows",
-            unit.service.manifest_path.display()
-        );
-    }
-    let schedule = cron_schedule(on_calendar).map_err(|why| {
-        anyhow::anyhow!(
-            "{}: the timer of {} has OnCalendar={on_calendar}, which {why}",
-            unit.service.manifest_path.display(),
-            unit.name
-        )
+/// `event` (see [`cron_schedule`]): each run is a Job whose Pod is pinned
+/// like a service's.
+pub(super) fn cron_job(unit: &Unit, event: &CalendarEvent) -> Result<String> {
+    // A CronJob's name becomes its Jobs' names plus 11 characters, and a
+    // Job's name is at most 63 characters long.
+    let (name, labels) = identity(unit, "CronJob", 52)?;
+    let schedule = cron_schedule(&event.expression).map_err(|why| {
+        let (unit, expression) = (&unit.name, &event.expression);
+        match event.line {
+            EventLine::Template(line) => InputError::at(
+                &event.template,
+                line,
+                format!("the timer of {unit} has OnCalendar={expression}, which {why}"),
+            ),
+            EventLine::Rendered(line) => InputError::new(
+                &event.template,
+                format!(
+                    "the timer rendered for {unit} has OnCalendar={expression} on its line {line}, which {why}"
+                ),
+            ),
+        }
     })?;
     let mut spec = json!({
         "schedule": schedule.cron,
@@ -59,8 +85,10 @@ pub(super) fn cron_job(unit: &Unit, on_calendar: &str) -> Result<String> {
     document(unit, &job)
 }
 
-/// The object's name (the unit's, as a DNS name) and labels.
-fn identity(unit: &Unit) -> Result<(String, Value)> {
+/// The name (the unit's, as a DNS name) and labels of the object of
+/// `kind` made for `unit`, whose name Kubernetes takes up to `max_name`
+/// characters long.
+fn identity(unit: &Unit, kind: &str, max_name: usize) -> Result<(String, Value)> {
     let service = unit.service;
     let hostname = &unit.node.hostname;
     if hostname.len() > 63 {
@@ -70,9 +98,9 @@ fn identity(unit: &Unit) -> Result<(String, Value)> {
         );
     }
     let name = unit.name.to_ascii_lowercase().replace('_', "-");
-    if name.len() > 253 {
+    if name.len() > max_name {
         bail!(
-            "{}: the Pod name {name} is longer than 253 characters",
+            "{}: the {kind} name {name} is longer than the {max_name} characters Kubernetes allows",
             service.manifest_path.display()
         );
     }
@@ -193,17 +221,22 @@ pub(super) fn cron_schedule(on_calendar: &str) -> Result<Schedule, String> {
         Some(date) => match date.split('-').collect::<Vec<_>>()[..] {
             ["*", month, day] => (cron_field(month, 1, 12)?, cron_field(day, 1, 31)?),
             [month, day] => (cron_field(month, 1, 12)?, cron_field(day, 1, 31)?),
-            [_, _, _] => return Err("names a year, which cron cannot express".into()),
+            [_, _, _] => return Err("names a year (cron has no years); expected *-MM-DD".into()),
             _ => return Err(format!("has the date {date:?}; expected *-MM-DD")),
         },
     };
     let Some(time) = time else {
-        return Err("has no time of day (HH:MM)".into());
+        return Err("has no time of day; expected HH:MM".into());
     };
     let (hour, minute) = match time.split(':').collect::<Vec<_>>()[..] {
         [hour, minute] => (hour, minute),
         [hour, minute, second] if second.trim_start_matches('0').is_empty() => (hour, minute),
-        [_, _, _] => return Err("runs at seconds other than 0, which cron cannot express".into()),
+        [_, _, _] => {
+            return Err(
+                "runs at seconds other than 0 (cron has no seconds); expected HH:MM or HH:MM:00"
+                    .into(),
+            );
+        }
         _ => return Err(format!("has the time {time:?}; expected HH:MM[:SS]")),
     };
     Ok(Schedule {
@@ -412,6 +445,101 @@ mod tests {
             let err = cron_schedule(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    /// The error of `herd gen --target kubernetes` for an environment of
+    /// `files` (paths below its directory), and where the environment is.
+    fn gen_error(files: &[(&str, &str)]) -> (tempfile::TempDir, anyhow::Error) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        let env = crate::environments::Environment::load(dir.path()).unwrap();
+        let error =
+            super::super::generate(&env, super::super::Target::Kubernetes, None).unwrap_err();
+        (dir, error)
+    }
+
+    const MANIFEST: &str = "services/db/service-manifest.yml";
+    const TIMER: &str = "services/db/unit.timer.tmpl";
+
+    fn one_node(hostname: &str) -> String {
+        format!("containers: [aci.example.com/db:1]\nnodes:\n  - hostname: {hostname}\n")
+    }
+
+    #[test]
+    fn a_name_too_long_names_the_kind_of_object_and_its_limit() {
+        let config = format!("envName: {}\n", "e".repeat(250));
+        let (_dir, error) = gen_error(&[("config.yml", &config), (MANIFEST, &one_node("h1"))]);
+        let error = error.to_string();
+        assert!(
+            error.contains("service-manifest.yml: the Pod name eee")
+                && error.contains("longer than the 253 characters"),
+            "{error}"
+        );
+
+        let (_dir, error) = gen_error(&[
+            ("config.yml", "envName: prod\n"),
+            (MANIFEST, &one_node(&"h".repeat(50))),
+            (TIMER, "[Timer]\nOnCalendar=daily\n"),
+        ]);
+        let error = error.to_string();
+        assert!(
+            error.contains("service-manifest.yml: the CronJob name prod-db-hhh")
+                && error.contains("longer than the 52 characters"),
+            "{error}"
+        );
+        assert!(!error.contains("Pod"), "{error}");
+    }
+
+    #[test]
+    fn an_on_calendar_cron_cannot_express_names_its_line() {
+        let files = |timer| {
+            gen_error(&[
+                ("config.yml", "envName: prod\n"),
+                (MANIFEST, &one_node("h1")),
+                ("templates/head.partial", "# one\n# two\n# three\n"),
+                (
+                    "templates/timer.partial",
+                    "[Timer]\nOnCalendar=*-*-* 03:00:30\n",
+                ),
+                (TIMER, timer),
+            ])
+        };
+        // The template's line, not the rendered timer's (where the partial
+        // adds three lines before it).
+        let (dir, error) = files(
+            "{% include \"head.partial\" -%}\n{% set at = \"*-*-* 03:00:30\" -%}\n[Unit]\n\n[Timer]\nOnCalendar={{ at }}\n",
+        );
+        let error = error.downcast::<InputError>().unwrap();
+        assert_eq!(error.file, dir.path().join(TIMER));
+        assert_eq!(error.line, Some(6), "{error}");
+        assert_eq!(
+            error.message,
+            "the timer of prod_db_h1 has OnCalendar=*-*-* 03:00:30, which runs at seconds \
+             other than 0 (cron has no seconds); expected HH:MM or HH:MM:00"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("{}:6: ", dir.path().join(TIMER).display())),
+            "{error}"
+        );
+
+        // Written by a partial: the template has no such line, so the
+        // rendered timer's line is given.
+        let (dir, error) = files("[Unit]\nDescription=backup\n{% include \"timer.partial\" %}\n");
+        let error = error.downcast::<InputError>().unwrap();
+        assert_eq!(error.file, dir.path().join(TIMER));
+        assert_eq!(error.line, None, "{error}");
+        assert!(
+            error.message.starts_with(
+                "the timer rendered for prod_db_h1 has OnCalendar=*-*-* 03:00:30 on its line 4, which runs at seconds"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

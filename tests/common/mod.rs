@@ -1,10 +1,12 @@
 //! Helpers shared by the end-to-end tests: run the built binaries, make
-//! image directories, run podman with the tests' containers.conf.
+//! image directories, run podman with the tests' containers.conf, start a
+//! registry.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn herd_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herd"))
@@ -179,4 +181,141 @@ pub fn built_digest(stdout: &str, name: &str) -> String {
                 .map(|d| format!("sha256:{d}"))
         })
         .unwrap_or_else(|| panic!("no digest for {name} in:\n{stdout}"))
+}
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on a free
+/// loopback port, with its own storage, stopped when dropped. Plain http;
+/// its access log (`access.log`) records every request.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Registry {
+    /// A registry anyone may push to and pull from.
+    pub fn start() -> Registry {
+        Registry::start_in(tempfile::tempdir().unwrap(), String::new())
+    }
+
+    /// A registry that wants basic auth from `user` with `password`.
+    pub fn with_password(user: &str, password: &str) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = run_ok(Command::new(tool("htpasswd")).args(["-Bbn", user, password]));
+        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: herd-test\n    path: {}\n",
+            dir.path().join("htpasswd").display()
+        );
+        Registry::start_in(dir, auth)
+    }
+
+    /// A registry keeping its files in `dir`, with `auth` (an `auth:`
+    /// section of its configuration, or nothing) added to its
+    /// configuration.
+    pub fn start_in(dir: tempfile::TempDir, auth: String) -> Registry {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: herd-test-secret\n{auth}",
+            dir.path().join("storage").display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let mut registry = Registry {
+            dir,
+            port,
+            child: None,
+        };
+        registry.spawn();
+        registry
+    }
+
+    /// Starts the registry process (again, after `stop`) and waits until
+    /// it accepts connections.
+    pub fn spawn(&mut self) {
+        let log = |name| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+                .unwrap()
+        };
+        let child = Command::new(tool("docker-registry"))
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(log("access.log"))
+            .stderr(log("registry.log"))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not start: {}",
+                self.log("registry.log")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the registry process; its storage stays.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image names.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The registry's storage directory (`docker/registry/v2/...` below).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// The registry's `access.log` or `registry.log` so far.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// Access log lines so far; pass the count to `uploads_since`.
+    pub fn requests(&self) -> usize {
+        self.log("access.log").lines().count()
+    }
+
+    /// Blob uploads started (POSTs without `mount=`) after line `since`.
+    pub fn uploads_since(&self, since: usize) -> usize {
+        let log = self.log("access.log");
+        log.lines()
+            .skip(since)
+            .filter(|l| l.contains("\"POST /v2/") && l.contains("/blobs/uploads/ HTTP"))
+            .count()
+    }
+
+    /// Bytes in upload sessions under way: how far a big PUT got.
+    pub fn bytes_being_uploaded(&self) -> u64 {
+        walkdir::WalkDir::new(self.storage())
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name() == "data" && e.path().to_string_lossy().contains("_uploads"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

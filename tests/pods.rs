@@ -4,12 +4,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("aci").join(name)
-}
 
 const POD: &str = "aci.example.com/pod-web:1.0-1";
 
@@ -26,14 +21,7 @@ impl Drop for PlayedPod {
 fn the_example_pod_runs_with_kube_play_and_merges_attributes_in_order() {
     let work = workdir();
     let store = work.path().join("store");
-    let built = run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg(example("pod-web"))
-            .arg("--store")
-            .arg(&store),
-    );
+    let built = build_examples(&store, &["aci-busybox", "pod-web"]);
     assert!(
         built.contains("aci.example.com/pod-web_web:1.0-1 sha256:"),
         "{built}"
@@ -102,33 +90,9 @@ fn the_example_pod_runs_with_kube_play_and_merges_attributes_in_order() {
 fn rebuilding_an_unchanged_pod_gives_the_same_digest() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg("--store")
-            .arg(&store),
-    );
-    let first = built_digest(
-        &run_ok(
-            herd()
-                .arg("build")
-                .arg(example("pod-web"))
-                .arg("--store")
-                .arg(&store),
-        ),
-        POD,
-    );
-    let second = built_digest(
-        &run_ok(
-            herd()
-                .arg("build")
-                .arg(example("pod-web"))
-                .arg("--store")
-                .arg(&store),
-        ),
-        POD,
-    );
+    build_examples(&store, &["aci-busybox"]);
+    let first = built_digest(&build_examples(&store, &["pod-web"]), POD);
+    let second = built_digest(&build_examples(&store, &["pod-web"]), POD);
     assert_eq!(first, second);
 }
 
@@ -136,13 +100,7 @@ fn rebuilding_an_unchanged_pod_gives_the_same_digest() {
 fn a_pod_without_a_version_gets_a_generated_one() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg("--store")
-            .arg(&store),
-    );
+    build_examples(&store, &["aci-busybox"]);
     let pod = work.path().join("pod-unversioned");
     copy_tree(&example("pod-web"), &pod);
     let manifest = std::fs::read_to_string(pod.join("pod-manifest.yml"))
@@ -171,13 +129,7 @@ fn a_pod_without_a_version_gets_a_generated_one() {
 fn a_pod_with_a_missing_dependency_fails_clearly_and_writes_nothing() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg("--store")
-            .arg(&store),
-    );
+    build_examples(&store, &["aci-busybox"]);
     let before = snapshot(&store);
     let pod = work.path().join("pod-broken");
     std::fs::create_dir_all(&pod).unwrap();
@@ -213,14 +165,7 @@ fn a_pod_with_a_missing_dependency_fails_clearly_and_writes_nothing() {
 fn herd_gen_expands_a_stored_pod_into_its_apps_by_digest() {
     let work = workdir();
     let store = work.path().join("store");
-    let built = run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg(example("pod-web"))
-            .arg("--store")
-            .arg(&store),
-    );
+    let built = build_examples(&store, &["aci-busybox", "pod-web"]);
     let env = work.path().join("env/test");
     std::fs::create_dir_all(env.join("services/web")).unwrap();
     std::fs::write(env.join("config.yml"), "envName: test\n").unwrap();

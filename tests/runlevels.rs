@@ -4,12 +4,8 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("aci").join(name)
-}
 
 fn layers(store: &Path, name: &str) -> Vec<String> {
     let out = run_ok(
@@ -42,14 +38,7 @@ const GREETER: &str = "aci.example.com/aci-greeter:2.4-1";
 fn example_images_build_on_each_other_through_their_scripts() {
     let work = workdir();
     let store = work.path().join("store");
-    let out = run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg(example("aci-greeter"))
-            .arg("--store")
-            .arg(&store),
-    );
+    let out = build_examples(&store, &["aci-busybox", "aci-greeter"]);
     // The tag carries the version the build script wrote.
     assert!(out.contains(GREETER), "{out}");
 
@@ -106,13 +95,7 @@ fn image_with_script(dir: &Path, name: &str, level: &str, script: &str) {
 fn a_failing_script_names_itself_and_leaves_the_store_unchanged() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg("--store")
-            .arg(&store),
-    );
+    build_examples(&store, &["aci-busybox"]);
     let before = snapshot(&store.join("blobs"));
     let index = std::fs::read(store.join("index.json")).unwrap();
 
@@ -188,13 +171,7 @@ fn a_builder_script_cannot_write_to_the_host() {
 fn a_version_no_script_writes_is_an_error_naming_it() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg("--store")
-            .arg(&store),
-    );
+    build_examples(&store, &["aci-busybox"]);
     let dir = work.path().join("unversioned");
     image_with_script(&dir, "unversioned", "build", "true\n");
     std::fs::write(

@@ -5,13 +5,9 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn example(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("aci").join(name)
-}
 
 /// `herd test DIR --store STORE` with the tests' podman configuration
 /// (the command itself uses whatever the user's is).
@@ -54,13 +50,7 @@ fn assert_tests_failed(output: &Output) {
 fn the_greeter_example_passes_and_a_failing_assertion_fails_the_run() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(
-        herd()
-            .arg("build")
-            .arg(example("aci-busybox"))
-            .arg("--store")
-            .arg(&store),
-    );
+    build_examples(&store, &["aci-busybox"]);
     let dir = work.path().join("aci-greeter");
     copy_tree(&example("aci-greeter"), &dir);
 

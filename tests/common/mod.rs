@@ -122,6 +122,22 @@ const APPLETS: &[&str] = &[
     "date", "printf", "cp", "mv", "seq", "tr", "od",
 ];
 
+/// An example image or pod directory of the repository (`aci/NAME`).
+pub fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("aci").join(name)
+}
+
+/// `herd build` of the examples `names` (in that order) into `store`; its
+/// standard output.
+pub fn build_examples(store: &Path, names: &[&str]) -> String {
+    let mut command = herd();
+    command.arg("build");
+    for name in names {
+        command.arg(example(name));
+    }
+    run_ok(command.arg("--store").arg(store))
+}
+
 /// Copies the host's static busybox into `files_dir/bin` with a symlink per
 /// applet, so an image built from it has a shell and core tools.
 pub fn add_busybox(files_dir: &Path) {

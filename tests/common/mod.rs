@@ -40,7 +40,31 @@ impl Workdir {
 
 impl Drop for Workdir {
     fn drop(&mut self) {
+        forget_podman_images_of(&self.0);
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// podman names an image it reads from `oci:DIR:TAG` after DIR
+/// (`localhost/DIR:latest`), so every test store run through podman would
+/// leave a name behind. Forgets those of the stores directly under `dir`.
+fn forget_podman_images_of(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join("index.json").is_file())
+        .map(|store| format!("localhost{}:latest", store.display()).to_lowercase())
+        .collect();
+    if !names.is_empty() {
+        let _ = podman()
+            .args(["rmi", "--ignore"])
+            .args(&names)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

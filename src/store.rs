@@ -391,29 +391,12 @@ impl Store {
         let _lock = self.lock()?;
         let mut removed = 0;
         for entry in std::fs::read_dir(self.tmp_dir())? {
-            let entry = entry?;
-            let path = entry.path();
-            let is_dir = entry.file_type()?.is_dir();
-            if is_dir && is_in_use(&path) {
-                continue; // a running build's root or scratch space
-            }
-            let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-            // A blob being written right now is young (blob writes take no
-            // lock), and so is a directory between its creation and its lock.
-            if age.as_secs() < 60 {
-                continue;
-            }
-            if is_dir {
-                std::fs::remove_dir_all(&path)?
-            } else {
-                std::fs::remove_file(&path)?
-            }
-            removed += 1;
+            removed += usize::from(remove_if_abandoned(&entry?)?);
         }
         // A kill -9 also leaves temporaries outside tmp/: `write_atomic`'s
         // files beside index.json, registry-blobs.json and cache records,
         // and half-extracted layers in the cache. They are made next to
-        // their target so that committing them is a rename; same age rule.
+        // their target so that committing them is a rename; same rules.
         for (dir, prefix) in [
             (self.root.clone(), ".herd-tmp-"),
             (self.root.join("cache/builds"), ".herd-tmp-"),
@@ -424,27 +407,40 @@ impl Store {
             };
             for entry in entries {
                 let entry = entry?;
-                if !entry
+                if entry
                     .file_name()
                     .as_encoded_bytes()
                     .starts_with(prefix.as_bytes())
                 {
-                    continue;
+                    removed += usize::from(remove_if_abandoned(&entry)?);
                 }
-                let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-                if age.as_secs() < 60 {
-                    continue;
-                }
-                if entry.file_type()?.is_dir() {
-                    std::fs::remove_dir_all(entry.path())?
-                } else {
-                    std::fs::remove_file(entry.path())?
-                }
-                removed += 1;
             }
         }
         Ok(removed)
     }
+}
+
+/// Removes a temporary file or directory that no live herd is using; true
+/// if it did. A directory a running build holds (`is_in_use`) stays, and so
+/// does anything younger than a minute: a blob being written right now
+/// (blob writes take no lock), a directory between its creation and its
+/// lock.
+fn remove_if_abandoned(entry: &std::fs::DirEntry) -> Result<bool> {
+    let path = entry.path();
+    let is_dir = entry.file_type()?.is_dir();
+    if is_dir && is_in_use(&path) {
+        return Ok(false);
+    }
+    let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+    if age.as_secs() < 60 {
+        return Ok(false);
+    }
+    if is_dir {
+        std::fs::remove_dir_all(&path)?
+    } else {
+        std::fs::remove_file(&path)?
+    }
+    Ok(true)
 }
 
 /// JSON with object keys sorted and no insignificant whitespace: the same

@@ -56,10 +56,18 @@ pub fn has_template_syntax(text: &str) -> bool {
     text.contains("{{") || text.contains("{%") || text.contains("{#")
 }
 
-/// Renders one template text over `attributes` (top-level variables).
-pub fn render_str(name: &str, text: &str, attributes: &Value) -> Result<String, RenderError> {
+/// An empty Tera set as herd renders: configuration files, units and
+/// attribute values, never HTML, so nothing is escaped whatever the file's
+/// extension.
+pub fn tera_set() -> tera::Tera {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
+    tera
+}
+
+/// Renders one template text over `attributes` (top-level variables).
+pub fn render_str(name: &str, text: &str, attributes: &Value) -> Result<String, RenderError> {
+    let mut tera = tera_set();
     tera.add_raw_template(name, text)
         .map_err(|e| classify(&e, text))?;
     render_with(&tera, name, text, attributes)

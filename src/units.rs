@@ -306,8 +306,7 @@ impl Templates {
             .chain([default])
             .map(|t| (t.name.clone(), t))
             .collect();
-        let mut tera = tera::Tera::default();
-        tera.autoescape_on(vec![]);
+        let mut tera = crate::templates::tera_set();
         // All at once: Tera rebuilds its inheritance chains on every add.
         tera.add_raw_templates(files.values().map(|t| (t.name.as_str(), t.text.as_str())))
             .map_err(|e| locate(&e, &files, None, "parsing"))?;

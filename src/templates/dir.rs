@@ -405,6 +405,7 @@ fn parse_in_parallel(sources: &[(String, &str)], threads: usize) -> Option<tera:
         let workers: Vec<_> = (0..threads)
             .map(|index| {
                 scope.spawn(move || {
+                    // Parsing only: escaping is the merged set's setting.
                     let mut part = tera::Tera::default();
                     let mine = sources.iter().skip(index).step_by(threads);
                     part.add_raw_templates(mine.map(|(n, t)| (n.as_str(), *t)))
@@ -418,8 +419,7 @@ fn parse_in_parallel(sources: &[(String, &str)], threads: usize) -> Option<tera:
             .map(|worker| worker.join().ok().flatten())
             .collect()
     });
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
+    let mut tera = super::tera_set();
     for part in parts {
         tera.extend(&part?).ok()?;
     }
@@ -460,8 +460,7 @@ fn build_tera(
     if let Some(tera) = parse_in_parallel(&sources, threads) {
         return Ok(tera);
     }
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
+    let mut tera = super::tera_set();
     if let Err(error) = tera.add_raw_templates(sources.iter().map(|(n, t)| (n.as_str(), *t))) {
         // Tera says which template failed only in its message; parsing each
         // alone finds it and gives its line.
@@ -488,8 +487,9 @@ fn build_tera(
 /// written or a secret with loose permissions. A new file is created in
 /// place, exclusively, with the mode already restrictive: nothing can be
 /// reading a file that did not exist, and on a fresh container root, where
-/// every file is new, this saves a file creation and a rename per template
-/// (creating files is most of a container start's cost on a slow disk). If
+/// every file is new, this saves a rename and the lookups of a temporary
+/// name per template (file system work is most of a container start's cost
+/// on a slow disk). If
 /// the start dies while writing it, the next start finds the file different
 /// and replaces it.
 /// Without a mode, an existing file keeps its mode, a new one gets 0644.

@@ -60,8 +60,7 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
         return Ok(());
     }
     let mut errors = vec![];
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(vec![]);
+    let mut tera = super::tera_set();
     pending.retain_mut(|value| {
         let name = value.dotted();
         match tera.add_raw_template(&name, &value.text) {

@@ -38,7 +38,7 @@ fn an_image_directory_becomes_an_image_that_umoci_skopeo_and_podman_accept() {
     let inspect = run_ok(
         std::process::Command::new(tool("skopeo"))
             .arg("inspect")
-            .arg(format!("oci:{}:{NAME}", store.display())),
+            .arg(oci_ref(&store, NAME)),
     );
     let inspect: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(inspect["Digest"], digest.as_str());
@@ -55,7 +55,7 @@ fn an_image_directory_becomes_an_image_that_umoci_skopeo_and_podman_accept() {
         std::process::Command::new(tool("skopeo"))
             .arg("inspect")
             .arg("--config")
-            .arg(format!("oci:{}:{NAME}", store.display())),
+            .arg(oci_ref(&store, NAME)),
     );
     let config: serde_json::Value = serde_json::from_str(&config).unwrap();
     assert_eq!(
@@ -94,11 +94,7 @@ fn an_image_directory_becomes_an_image_that_umoci_skopeo_and_podman_accept() {
     );
     assert_eq!(std::fs::metadata(rootfs.join("secret")).unwrap().uid(), 0);
 
-    let output = run_ok(
-        podman()
-            .args(["run", "--rm"])
-            .arg(format!("oci:{}:{NAME}", store.display())),
-    );
+    let output = run_ok(podman().args(["run", "--rm"]).arg(oci_ref(&store, NAME)));
     assert!(output.contains("hello from herd"), "{output}");
     assert!(output.contains("600 /secret"), "{output}");
     assert!(output.contains("4755 /bin/suid"), "{output}");

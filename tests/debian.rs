@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
 
 #[test]
 fn debian_examples_build_and_run_when_asked() {
@@ -14,14 +13,7 @@ fn debian_examples_build_and_run_when_asked() {
     }
     let work = workdir();
     let store = work.path().join("store");
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("aci/debian");
-    let out = run_ok(
-        herd()
-            .arg("build")
-            .arg(&examples)
-            .arg("--store")
-            .arg(&store),
-    );
+    let out = build_examples(&store, &["debian"]);
     let name = out
         .lines()
         .find(|l| l.starts_with("aci.example.com/aci-mariadb:"))
@@ -30,27 +22,20 @@ fn debian_examples_build_and_run_when_asked() {
         .next()
         .unwrap()
         .to_string();
-    let config = run_ok(
-        podman()
-            .args(["run", "--rm"])
-            .arg(format!("oci:{}:{name}", store.display()))
-            .args(["cat", "/etc/mysql/mariadb.conf.d/90-herd.cnf"]),
-    );
+    let run = |command: &[&str]| {
+        run_ok(
+            podman()
+                .args(["run", "--rm"])
+                .arg(oci_ref(&store, &name))
+                .args(command),
+        )
+    };
+    let config = run(&["cat", "/etc/mysql/mariadb.conf.d/90-herd.cnf"]);
     assert!(config.contains("max_connections = 100"), "{config}");
     // MariaDB itself runs in the image and reads the rendered file.
-    let version = run_ok(
-        podman()
-            .args(["run", "--rm"])
-            .arg(format!("oci:{}:{name}", store.display()))
-            .args(["mariadbd", "--version"]),
-    );
+    let version = run(&["mariadbd", "--version"]);
     assert!(version.contains("MariaDB"), "{version}");
-    let defaults = run_ok(
-        podman()
-            .args(["run", "--rm"])
-            .arg(format!("oci:{}:{name}", store.display()))
-            .args(["my_print_defaults", "--mysqld"]),
-    );
+    let defaults = run(&["my_print_defaults", "--mysqld"]);
     assert!(
         defaults.contains("--max_connections=100"),
         "mariadbd does not read the rendered config:\n{defaults}"

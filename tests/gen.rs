@@ -793,7 +793,7 @@ fn the_default_unit_runs_its_pod_with_podman() {
     run_ok(
         Command::new(tool("skopeo"))
             .arg("copy")
-            .arg(format!("oci:{}:{name}", store.display()))
+            .arg(oci_ref(&store, name))
             .arg(format!("containers-storage:{name}")),
     );
     let env_dir = work.path().join("env").join(&env_name);

@@ -11,7 +11,7 @@ fn layers(store: &Path, name: &str) -> Vec<String> {
     let out = run_ok(
         Command::new(tool("skopeo"))
             .arg("inspect")
-            .arg(format!("oci:{}:{name}", store.display())),
+            .arg(oci_ref(store, name)),
     );
     let value: serde_json::Value = serde_json::from_str(&out).unwrap();
     value["Layers"]
@@ -26,7 +26,7 @@ fn shell_in(store: &Path, name: &str, script: &str) -> String {
     run_ok(
         podman()
             .args(["run", "--rm", "--entrypoint", "/bin/sh"])
-            .arg(format!("oci:{}:{name}", store.display()))
+            .arg(oci_ref(store, name))
             .args(["-c", script]),
     )
 }

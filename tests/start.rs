@@ -46,7 +46,7 @@ fn image() -> &'static str {
         let dir = image_dir(&work);
         let store = work.join("store");
         run_ok(herd().arg("build").arg(&dir).arg("--store").arg(&store));
-        format!("oci:{}:{NAME}", store.display())
+        oci_ref(&store, NAME)
     })
 }
 

@@ -151,6 +151,12 @@ pub fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("aci").join(name)
 }
 
+/// The `oci:` reference of image `name` in the herd store `store`, as
+/// skopeo and podman read it.
+pub fn oci_ref(store: &Path, name: &str) -> String {
+    format!("oci:{}:{name}", store.display())
+}
+
 /// `herd build` of the examples `names` (in that order) into `store`; its
 /// standard output.
 pub fn build_examples(store: &Path, names: &[&str]) -> String {

@@ -1230,10 +1230,7 @@ fn pushes_killed_at_random_moments_leave_the_store_consistent() {
         Command::new(tool("skopeo"))
             .args(["copy", "--src-tls-verify=false"])
             .arg(format!("docker://{earlier}"))
-            .arg(format!(
-                "oci:{}:earlier",
-                work.path().join("copy").display()
-            )),
+            .arg(oci_ref(&work.path().join("copy"), "earlier")),
     );
     eprintln!(
         "push kill loop: {runs} runs, {killed} killed mid-push ({phases:?}), {} finished first; \

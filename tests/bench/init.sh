@@ -39,7 +39,14 @@ command -v hyperfine >/dev/null || { echo "hyperfine is needed (Debian package h
 # Lower case only: podman names an oci: image after the store's path.
 work=/tmp/herd-bench-init-$$-$(date +%s%N)
 mkdir -p "$work"
-trap '[ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"' EXIT
+# podman's names for the image: the one it gives the oci: store, and the
+# one measures 2 and 3 copy it to; removed however the script ends.
+name=localhost/herd-bench-init:$$
+cleanup() {
+  podman rmi -f "$(echo "localhost$work/store" | tr 'A-Z' 'a-z'):latest" "$name" >/dev/null 2>&1 || true
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
 image=$work/aci-bench
 mkdir -p "$image/attributes" "$image/templates/etc/bench" "$image/files/bin"
 cp "$busybox" "$image/files/bin/busybox"
@@ -145,7 +152,6 @@ PY
 #           cost with the disk taken out.
 # The image is imported into podman's storage first and run by name, so
 # the oci: copy podman makes of an oci: reference is not counted.
-name=localhost/herd-bench-init:$$
 skopeo copy --quiet "$ref" "containers-storage:$name"
 since() { local s; s=$(date +%s%N); "$@" 2>/dev/null | tail -n 1 | { read -r t; echo $(( (t - s) / 1000 )); }; }
 floor="/bin/busybox mkdir -p /etc/bench; i=0; while [ \$i -lt $templates ]; do echo x > /etc/bench/file\$i.conf; i=\$((i + 1)); done; exec /bin/clock"
@@ -181,4 +187,3 @@ med = lambda t: t[len(t) // 2] / 1000
 print(f"podman, whole run ({len(w)} runs each): entrypoint=app median {med(wo):.1f} ms, "
       f"entrypoint=herd-init median {med(w):.1f} ms -> difference {med(w) - med(wo):.1f} ms")
 PY
-podman rmi -f "$(echo "localhost${store}" | tr 'A-Z' 'a-z'):latest" "$name" >/dev/null 2>&1 || true

@@ -153,7 +153,7 @@ fn build_with_scripts(
     let lowers: Vec<PathBuf> = base
         .layers
         .iter()
-        .map(|(blob, _)| rootfs::extracted_layer(store, blob))
+        .map(|(blob, origin)| rootfs::extracted_layer(store, blob, origin))
         .collect::<Result<_>>()?;
     let overlay = Overlay::mount(store, &lowers)?;
     let scratch = store.work_dir("scripts-")?;
@@ -268,7 +268,7 @@ fn build_with_scripts(
             let lowers: Vec<PathBuf> = builder_base
                 .layers
                 .iter()
-                .map(|(blob, _)| rootfs::extracted_layer(store, blob))
+                .map(|(blob, origin)| rootfs::extracted_layer(store, blob, origin))
                 .collect::<Result<_>>()?;
             Some(Overlay::mount(store, &lowers)?)
         };
@@ -679,6 +679,12 @@ impl Base {
             let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
             let descriptor = crate::registry::pull_if_missing(store, &name)
                 .with_context(|| format!("resolving dependency {name}"))?;
+            // Kept from gc while this build runs (another herd may move
+            // the tag meanwhile).
+            let walk = store.protect_image(&descriptor)?;
+            if let Some(missing) = walk.missing.first() {
+                bail!("dependency {name}: blob {missing} is not in the store (run herd fsck)");
+            }
             let manifest = store.read_manifest(&descriptor)?;
             let config = store.read_config(&manifest)?;
             let diff_ids = config.rootfs().diff_ids();

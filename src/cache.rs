@@ -93,7 +93,7 @@ fn record_path(store: &Store, key: &Digest) -> PathBuf {
 }
 
 /// The record under `key`, if its tags still resolve (re-pointing a tag
-/// that another build moved, as long as the manifest is still stored).
+/// that another build moved, as long as the image is still whole).
 pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Record>> {
     let Ok(bytes) = std::fs::read(record_path(store, key)) else {
         return Ok(None);
@@ -104,7 +104,15 @@ pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Record>> {
     for (name, digest) in &record.tags {
         let name: ImageName = name.parse().map_err(anyhow::Error::msg)?;
         let digest: Digest = digest.parse().map_err(anyhow::Error::msg)?;
-        if !store.has_blob(&digest) {
+        // A hit needs every blob of the image, not only its manifest: a gc
+        // may have taken some. Protected from here on, for the re-tagging.
+        let recorded = oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageManifest,
+            0,
+            crate::store::to_oci_digest(&digest),
+        );
+        let walk = store.protect_image(&recorded)?;
+        if !walk.missing.is_empty() || !walk.problems.is_empty() {
             return Ok(None); // collected since; build again
         }
         match store.resolve(&name)? {

@@ -86,6 +86,37 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Passes everything read from the inner reader, hashing it: extracting a
+/// layer checks its diff_id in the same pass that unpacks it.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Reads what is left (a tar's trailing padding counts too) and gives
+    /// the digest of the whole stream.
+    pub fn finish(mut self) -> io::Result<Digest> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(Digest::from_hasher(self.hasher))
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.hasher.update(&buf[..read]);
+        Ok(read)
+    }
+}
+
 /// Hashes a whole reader, for checking a blob against its name.
 pub fn digest_reader(mut reader: impl io::Read) -> io::Result<(Digest, u64)> {
     let mut writer = HashingWriter::new(io::sink());
@@ -115,6 +146,14 @@ mod tests {
         assert_eq!(inner, b"hello world");
         assert_eq!(size, 11);
         assert_eq!(digest, Digest::of(b"hello world"));
+    }
+
+    #[test]
+    fn a_hashing_reader_counts_what_is_left_unread() {
+        let mut reader = HashingReader::new(&b"hello world"[..]);
+        let mut first = [0u8; 5];
+        io::Read::read_exact(&mut reader, &mut first).unwrap();
+        assert_eq!(reader.finish().unwrap(), Digest::of(b"hello world"));
     }
 
     #[test]

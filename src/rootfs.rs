@@ -9,7 +9,7 @@
 //! `..` components, absolute paths, hard links out of the root, and writes
 //! through symlinks.
 
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingReader};
 use crate::layers::{self, Entry, EntryKind, LayerBlob, ScanOptions};
 use crate::store::Store;
 use anyhow::{Context, Result, bail};
@@ -24,28 +24,136 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
+/// Inside a cache entry `cache/layers/<diff_id hex>/`: the extracted tree,
+/// and the record that it was verified (written before the entry got its
+/// name, so an entry without it was not made by this herd).
+const CACHE_TREE: &str = "rootfs";
+const CACHE_VERIFIED: &str = "verified";
+
+/// How a cache entry was verified.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Verified {
+    diff_id: String,
+    blob: String,
+    how: String,
+}
+
+fn layer_cache(store: &Store) -> PathBuf {
+    store.root().join("cache/layers")
+}
+
+/// Whether the cache entry `entry` holds a tree verified against the
+/// diff_id it is named after.
+fn is_verified(entry: &Path) -> bool {
+    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+    std::fs::read(entry.join(CACHE_VERIFIED))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Verified>(&bytes).ok())
+        .is_some_and(|v| v.diff_id.strip_prefix("sha256:") == Some(&*name))
+        && entry.join(CACHE_TREE).is_dir()
+}
+
 /// The extracted form of `blob`, from the store's cache or made now.
-pub fn extracted_layer(store: &Store, blob: &LayerBlob) -> Result<PathBuf> {
-    let cache = store.root().join("cache/layers");
+/// `origin` says where the layer comes from (`from NAME`), for errors.
+///
+/// The tar stream is hashed while it is unpacked: the cache is keyed by
+/// diff_id, so a layer whose content does not match the diff_id its
+/// image's config claims (another image's layer, herd's init) would define
+/// that layer for every later build. Such an extraction is discarded.
+pub fn extracted_layer(store: &Store, blob: &LayerBlob, origin: &str) -> Result<PathBuf> {
+    let cache = layer_cache(store);
     let target = cache.join(blob.diff_id.hex());
-    if target.is_dir() {
-        return Ok(target);
+    if is_verified(&target) {
+        return Ok(target.join(CACHE_TREE));
     }
     fs::create_dir_all(&cache)?;
+    if target.symlink_metadata().is_ok() {
+        // Left by an older herd, unverified: moved aside for `herd clean`.
+        let aside = cache.join(format!(
+            ".partial-unverified-{}-{}",
+            blob.diff_id.hex(),
+            std::process::id()
+        ));
+        let _ = fs::rename(&target, &aside);
+    }
     let partial = tempfile::Builder::new()
         .prefix(".partial-")
         .tempdir_in(&cache)?;
-    let reader = layers::open_decompressed(&store.blob_path(&blob.digest), blob.media_type)?;
-    extract(reader, partial.path()).with_context(|| format!("extracting layer {}", blob.digest))?;
+    let tree = partial.path().join(CACHE_TREE);
+    fs::create_dir(&tree)?;
+    let mut reader = HashingReader::new(layers::open_decompressed(
+        &store.blob_path(&blob.digest),
+        blob.media_type,
+    )?);
+    extract(&mut reader, &tree).with_context(|| format!("extracting layer {}", blob.digest))?;
+    let actual = reader
+        .finish()
+        .with_context(|| format!("extracting layer {}", blob.digest))?;
+    if actual != blob.diff_id {
+        bail!(
+            "refusing layer {} ({origin}): its content has diff_id {actual}, but the image's \
+             config claims {}; the image is corrupt or forged",
+            blob.digest,
+            blob.diff_id
+        );
+    }
+    let verified = Verified {
+        diff_id: blob.diff_id.to_string(),
+        blob: blob.digest.to_string(),
+        how: "sha256 of the uncompressed stream, computed while extracting".into(),
+    };
+    fs::write(
+        partial.path().join(CACHE_VERIFIED),
+        serde_json::to_vec(&verified)?,
+    )?;
     let partial = partial.keep();
     if let Err(error) = fs::rename(&partial, &target) {
         // Another build extracted the same layer first; use theirs.
         let _ = fs::remove_dir_all(&partial);
-        if !target.is_dir() {
+        if !is_verified(&target) {
             return Err(error).context("caching an extracted layer");
         }
     }
-    Ok(target)
+    Ok(target.join(CACHE_TREE))
+}
+
+/// The entries of the extracted-layer cache that were not verified against
+/// their diff_id (made by an older herd, or changed since), one line each.
+pub fn check_layer_cache(store: &Store) -> Vec<String> {
+    unverified_layers(store)
+        .iter()
+        .map(|path| {
+            format!(
+                "{}: an extracted layer not verified against its diff_id (made by an older herd \
+                 or changed); `herd clean` removes it",
+                path.display()
+            )
+        })
+        .collect()
+}
+
+/// Removes the cache entries `check_layer_cache` reports; how many.
+pub fn remove_unverified_layers(store: &Store) -> Result<usize> {
+    let unverified = unverified_layers(store);
+    for path in &unverified {
+        remove_any(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(unverified.len())
+}
+
+fn unverified_layers(store: &Store) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(layer_cache(store)) else {
+        return vec![]; // no cache yet
+    };
+    let mut unverified: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().as_bytes().starts_with(b".partial-"))
+        .map(|e| e.path())
+        .filter(|path| !is_verified(path))
+        .collect();
+    unverified.sort();
+    unverified
 }
 
 /// Extracts a tar stream into `root` in overlayfs form: a whiteout becomes

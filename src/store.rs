@@ -6,21 +6,39 @@
 //! `index.json` is replaced atomically under a file lock, so concurrent
 //! builds do not lose each other's tags and `kill -9` leaves the old or the
 //! new index, never a torn one.
+//!
+//! Work in progress is protected from `herd gc` by a lease (`lease`): every
+//! blob a process writes or builds on is recorded before it relies on it,
+//! and `set_tag` refuses a manifest whose blobs are not all there.
+//!
+//! Permissions: blobs and `index.json` are readable as the umask allows
+//! (skopeo or podman run by another user read the store); `tmp/` (build
+//! roots), `cache/` (extracted layers, whose setuid files and device nodes
+//! came from images) and `leases/` are the owner's only.
+
+mod lease;
+mod walk;
+
+pub use walk::Walk;
 
 use crate::digest::{Digest, digest_reader};
 use crate::names::ImageName;
 use anyhow::{Context, Result, anyhow, bail};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The index annotation that names an image (its tag, in OCI layout terms).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub struct Store {
     root: PathBuf,
+    /// This process's lease, made when it first protects a blob.
+    lease: Mutex<Option<lease::Lease>>,
 }
 
 /// A directory in the store's temporary area that a running herd is using:
@@ -60,6 +78,31 @@ pub struct Tag {
     pub descriptor: Descriptor,
 }
 
+/// What `Store::gc` did, and what it found wrong on the way.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub problems: Vec<String>,
+}
+
+/// Creates `dir` (and its parents) if needed and makes it the owner's
+/// only. A directory another user owns keeps its mode (only they may
+/// change it).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let metadata = dir.metadata()?;
+    if metadata.mode() & 0o077 != 0 && metadata.uid() == nix::unistd::geteuid().as_raw() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// `$XDG_DATA_HOME/herd/store`, or `~/.local/share/herd/store`.
     pub fn default_path() -> Result<PathBuf> {
@@ -79,10 +122,12 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
+            lease: Mutex::new(None),
         };
         std::fs::create_dir_all(store.root.join("blobs/sha256"))
             .with_context(|| format!("creating the store at {}", root.display()))?;
-        std::fs::create_dir_all(store.tmp_dir())?;
+        create_private_dir(&store.tmp_dir())?;
+        create_private_dir(&store.root.join("cache"))?;
         if !store.root.join("oci-layout").exists() || !store.index_path().exists() {
             let _lock = store.lock()?;
             if !store.root.join("oci-layout").exists() {
@@ -134,8 +179,11 @@ impl Store {
     /// A temporary file in the store, on the same file system as `blobs/`
     /// so that committing it is a rename.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile> {
+        // tempfile makes files 0600; a blob is as readable as the umask
+        // lets any file be.
         tempfile::Builder::new()
             .prefix("blob-")
+            .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(self.tmp_dir())
             .context("creating a temporary blob")
     }
@@ -155,6 +203,7 @@ impl Store {
     /// Moves a fully written temporary file into `blobs/` under `digest`.
     /// The caller computed `digest` from the bytes it wrote.
     pub fn commit_blob(&self, temp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        self.protect(std::slice::from_ref(digest))?;
         let target = self.blob_path(digest);
         if target.exists() {
             return Ok(()); // same content already there; the temp file is dropped
@@ -169,12 +218,52 @@ impl Store {
     /// Stores a small blob (a config or manifest) and returns its digest.
     pub fn write_blob(&self, bytes: &[u8]) -> Result<Digest> {
         let digest = Digest::of(bytes);
+        self.protect(std::slice::from_ref(&digest))?;
         if !self.has_blob(&digest) {
             let mut temp = self.temp_file()?;
             std::io::Write::write_all(&mut temp, bytes)?;
             self.commit_blob(temp, &digest)?;
         }
         Ok(digest)
+    }
+
+    /// Keeps `digests` from `herd gc` until this `Store` is dropped (or the
+    /// process ends). Called before a blob is written or reused.
+    pub fn protect(&self, digests: &[Digest]) -> Result<()> {
+        let mut lease = self.lease.lock().expect("lease lock");
+        if lease
+            .as_ref()
+            .is_some_and(|l| l.missing(digests).is_empty())
+        {
+            return Ok(());
+        }
+        let _lock = self.lock()?;
+        if lease.is_none() {
+            *lease = Some(lease::Lease::create(&self.root.join(lease::DIR))?);
+        }
+        let lease = lease.as_mut().expect("just made");
+        let missing = lease.missing(digests);
+        lease.add(&missing)
+    }
+
+    /// Protects the image `descriptor` and every blob it needs, then walks
+    /// it: what the walk calls missing was gone before the protection.
+    pub fn protect_image(&self, descriptor: &Descriptor) -> Result<Walk> {
+        let digest = from_oci_digest(descriptor.digest());
+        self.protect(std::slice::from_ref(&digest))?;
+        let walk = self.walk(descriptor);
+        self.protect(&walk.blobs)?;
+        Ok(walk)
+    }
+
+    /// What the image `descriptor` needs, and what of it is missing or
+    /// wrong.
+    pub fn walk(&self, descriptor: &Descriptor) -> Walk {
+        walk::walk(
+            self,
+            &from_oci_digest(descriptor.digest()),
+            &descriptor.media_type().to_string(),
+        )
     }
 
     pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
@@ -260,8 +349,25 @@ impl Store {
 
     /// Points `name` at `descriptor`, replacing what the name pointed at
     /// before and keeping every other name.
+    /// Refuses a manifest whose blobs are not all in the store (a gc
+    /// removed them, or it was never complete).
     pub fn set_tag(&self, name: &ImageName, descriptor: &Descriptor) -> Result<()> {
         let _lock = self.lock()?;
+        let walk = self.walk(descriptor);
+        if let Some(problem) = walk.problems.first() {
+            bail!("not tagging {name}: {problem}");
+        }
+        if !walk.missing.is_empty() {
+            bail!(
+                "not tagging {name}: the store lacks {} of its blobs ({})",
+                walk.missing.len(),
+                walk.missing
+                    .iter()
+                    .map(Digest::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let wanted = name.to_string();
         let mut entries: Vec<Descriptor> = self
             .read_index()?
@@ -310,79 +416,86 @@ impl Store {
         crate::fsutil::write_atomic(&self.index_path(), &canonical_json(&index)?)
     }
 
-    /// Checks that every blob matches its name and every tag's manifest,
-    /// config and layers are present. Returns the problems found.
+    /// Checks that every blob matches its name and every tag's manifests,
+    /// configs and layers are present and readable. Returns every problem
+    /// found, one line each; holds the store lock, so no gc or tag change
+    /// runs meanwhile.
     pub fn fsck(&self) -> Result<Vec<String>> {
+        let _lock = self.lock()?;
         let mut problems = Vec::new();
-        for entry in std::fs::read_dir(self.root.join("blobs/sha256"))? {
-            let entry = entry?;
+        let blobs = self.root.join("blobs/sha256");
+        let entries =
+            std::fs::read_dir(&blobs).with_context(|| format!("listing {}", blobs.display()))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", blobs.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let expected: Result<Digest, _> = format!("sha256:{name}").parse();
             let Ok(expected) = expected else {
                 problems.push(format!("blobs/sha256/{name}: not a digest name"));
                 continue;
             };
-            let (actual, _) = digest_reader(File::open(entry.path())?)?;
-            if actual != expected {
-                problems.push(format!("blobs/sha256/{name}: content has digest {actual}"));
+            match File::open(entry.path()).and_then(digest_reader) {
+                Ok((actual, _)) if actual != expected => {
+                    problems.push(format!("blobs/sha256/{name}: content has digest {actual}"))
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    problems.push(format!("blobs/sha256/{name}: cannot be read: {error}"))
+                }
             }
         }
-        for tag in self.tags()? {
-            for digest in self.referenced_blobs(&tag.descriptor)? {
-                if !self.has_blob(&digest) {
-                    problems.push(format!("{}: blob {digest} is missing", tag.name));
-                }
+        let tags = match self.tags() {
+            Ok(tags) => tags,
+            Err(error) => {
+                problems.push(format!("{error:#}"));
+                return Ok(problems);
+            }
+        };
+        for tag in tags {
+            let walk = self.walk(&tag.descriptor);
+            let top = tag.descriptor.digest();
+            for problem in &walk.problems {
+                problems.push(format!("{} ({top}): {problem}", tag.name));
+            }
+            for digest in &walk.missing {
+                problems.push(format!("{} ({top}): blob {digest} is missing", tag.name));
             }
         }
         Ok(problems)
     }
 
-    /// The digests a manifest needs: itself, its config and its layers
-    /// (or, for an index, its manifests and theirs).
-    pub fn referenced_blobs(&self, descriptor: &Descriptor) -> Result<Vec<Digest>> {
-        let digest = from_oci_digest(descriptor.digest());
-        let mut blobs = vec![digest.clone()];
-        if !self.has_blob(&digest) {
-            return Ok(blobs);
-        }
-        if *descriptor.media_type() == MediaType::ImageIndex {
-            let index: ImageIndex = serde_json::from_slice(&self.read_blob(&digest)?)?;
-            for child in index.manifests() {
-                blobs.extend(self.referenced_blobs(child)?);
-            }
-            return Ok(blobs);
-        }
-        let manifest = self.read_manifest(descriptor)?;
-        blobs.push(from_oci_digest(manifest.config().digest()));
-        blobs.extend(
-            manifest
-                .layers()
-                .iter()
-                .map(|l| from_oci_digest(l.digest())),
-        );
-        Ok(blobs)
-    }
-
-    /// Deletes blobs no tag references and leftovers in `tmp/`; returns the
-    /// number of blobs and bytes freed.
-    pub fn gc(&self) -> Result<(usize, u64)> {
+    /// Deletes blobs that no tag and no running herd (`protect`) needs.
+    /// A tag whose manifest is broken keeps what of it can be reached, and
+    /// is reported; the rest of the store is collected all the same.
+    pub fn gc(&self) -> Result<GcReport> {
         let _lock = self.lock()?;
-        let mut keep = std::collections::HashSet::new();
+        let mut report = GcReport::default();
+        let mut keep: HashSet<Digest> = lease::live_digests(&self.root.join(lease::DIR))?;
         for tag in self.tags()? {
-            keep.extend(self.referenced_blobs(&tag.descriptor)?);
+            let walk = self.walk(&tag.descriptor);
+            let top = tag.descriptor.digest();
+            for problem in walk.problems {
+                report
+                    .problems
+                    .push(format!("{} ({top}): {problem}", tag.name));
+            }
+            keep.extend(walk.blobs);
         }
-        let (mut count, mut bytes) = (0, 0);
-        for entry in std::fs::read_dir(self.root.join("blobs/sha256"))? {
+        let blobs = self.root.join("blobs/sha256");
+        for entry in
+            std::fs::read_dir(&blobs).with_context(|| format!("listing {}", blobs.display()))?
+        {
             let entry = entry?;
             let name = format!("sha256:{}", entry.file_name().to_string_lossy());
             if name.parse::<Digest>().is_ok_and(|d| keep.contains(&d)) {
                 continue;
             }
-            bytes += entry.metadata()?.len();
-            std::fs::remove_file(entry.path())?;
-            count += 1;
+            report.bytes += entry.metadata()?.len();
+            std::fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+            report.blobs += 1;
         }
-        Ok((count, bytes))
+        Ok(report)
     }
 
     /// Removes temporary files left by interrupted builds. Takes the lock so
@@ -485,16 +598,26 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// A small complete image: a config and a manifest naming it.
+    fn image(store: &Store, config: &[u8]) -> Descriptor {
+        let digest = store.write_blob(config).unwrap();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": digest.to_string(), "size": config.len()},
+            "layers": [],
+        });
+        store
+            .write_json(MediaType::ImageManifest, &manifest)
+            .unwrap()
+    }
+
     #[test]
     fn tags_replace_their_own_name_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let a = store
-            .write_json(MediaType::ImageManifest, &serde_json::json!({"a": 1}))
-            .unwrap();
-        let b = store
-            .write_json(MediaType::ImageManifest, &serde_json::json!({"b": 1}))
-            .unwrap();
+        let a = image(&store, b"a");
+        let b = image(&store, b"b");
         store.set_tag(&name("x.io/app:1"), &a).unwrap();
         store.set_tag(&name("x.io/app:2"), &a).unwrap();
         store.set_tag(&name("x.io/app:1"), &b).unwrap();

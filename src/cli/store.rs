@@ -25,21 +25,26 @@ pub struct FsckArgs {
 }
 
 pub fn run_gc(args: GcArgs) -> anyhow::Result<ExitCode> {
-    let (blobs, bytes) = args.store.open()?.gc()?;
-    println!("removed {blobs} blobs, {bytes} bytes");
+    let report = args.store.open()?.gc()?;
+    for problem in &report.problems {
+        eprintln!("warning: {problem} (kept what it references)");
+    }
+    println!("removed {} blobs, {} bytes", report.blobs, report.bytes);
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     herd::rootfs::unmount_stale(&store)?;
-    let removed = store.clean()?;
+    let removed = store.clean()? + herd::rootfs::remove_unverified_layers(&store)?;
     println!("removed {removed} leftovers");
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_fsck(args: FsckArgs) -> anyhow::Result<ExitCode> {
-    let problems = args.store.open()?.fsck()?;
+    let store = args.store.open()?;
+    let mut problems = store.fsck()?;
+    problems.extend(herd::rootfs::check_layer_cache(&store));
     for problem in &problems {
         println!("{problem}");
     }

@@ -77,6 +77,8 @@ fn download(
 ) -> Result<()> {
     let store = session.store;
     parallel(&parts.blobs, PARALLEL_BLOBS, |blob| {
+        // Kept from gc until the tag is set, whether reused or downloaded.
+        store.protect(std::slice::from_ref(&blob.digest))?;
         if !store.has_blob(&blob.digest) {
             let progress = session.progress.blob(&blob.digest, blob.size);
             client.download_blob(repository, &blob.digest, blob.size, store, &progress)?;

@@ -1,0 +1,666 @@
+//! The store against hostile layers, other users and concurrent commands:
+//! a layer whose content contradicts its config's diff_id never enters the
+//! extracted-layer cache; setuid files and device nodes from layers give
+//! other users nothing while blobs stay readable to them; `herd gc` in a
+//! loop never takes what running builds and pulls use; one bad entry is
+//! reported by fsck and the rest of the store is still checked and
+//! collected.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob(store: &Path, digest: &str) -> PathBuf {
+    store
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// The manifest descriptor tagged `name`, from index.json.
+fn tagged(store: &Path, name: &str) -> Value {
+    read_json(&store.join("index.json"))["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not tagged"))
+        .clone()
+}
+
+fn manifest_of(store: &Path, name: &str) -> Value {
+    read_json(&blob(
+        store,
+        tagged(store, name)["digest"].as_str().unwrap(),
+    ))
+}
+
+fn config_of(store: &Path, name: &str) -> Value {
+    let manifest = manifest_of(store, name);
+    read_json(&blob(store, manifest["config"]["digest"].as_str().unwrap()))
+}
+
+/// Stores a blob by hand; returns its descriptor.
+fn put_blob(store: &Path, media_type: &str, bytes: &[u8]) -> Value {
+    let digest = herd::digest::Digest::of(bytes);
+    std::fs::write(store.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
+    json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()})
+}
+
+/// Adds `descriptor` to index.json under `name`, as another tool could.
+fn put_tag(store: &Path, name: &str, mut descriptor: Value) {
+    descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+    let mut index = read_json(&store.join("index.json"));
+    index["manifests"].as_array_mut().unwrap().push(descriptor);
+    std::fs::write(
+        store.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A one-layer image (`layer` an uncompressed tar) whose config claims
+/// `diff_id` for it; returns the manifest's descriptor.
+fn put_image(store: &Path, layer: &[u8], diff_id: &str) -> Value {
+    let layer = put_blob(store, "application/vnd.oci.image.layer.v1.tar", layer);
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let config = put_blob(
+        store,
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": [layer],
+    });
+    put_blob(
+        store,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    )
+}
+
+/// A tar of regular files, written with the tar crate.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *content).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+fn image_dir(dir: &Path, manifest: &str, scripts: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("aci-manifest.yml"), manifest).unwrap();
+    for (path, script) in scripts {
+        let path = dir.join("runlevels").join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, script).unwrap();
+    }
+}
+
+fn build(dir: &Path, store: &Path) -> Command {
+    let mut command = herd();
+    command
+        .arg("build")
+        .arg(dir)
+        .arg("--store")
+        .arg(store)
+        .args(["--compression", "none"]);
+    command
+}
+
+fn fsck(store: &Path) -> (bool, String) {
+    let output = herd()
+        .args(["fsck", "--store"])
+        .arg(store)
+        .output()
+        .unwrap();
+    (output.status.success(), text(&output.stdout))
+}
+
+fn assert_fsck_ok(store: &Path) {
+    let (ok, out) = fsck(store);
+    assert!(
+        ok && out.trim() == "ok",
+        "fsck of {}:\n{out}",
+        store.display()
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------
+// 1. Verified extraction
+
+#[test]
+fn a_layer_contradicting_its_diff_id_is_refused_and_later_builds_stay_clean() {
+    let work = workdir();
+    let store = work.path().join("store");
+    // A trusted base: busybox and herd's init layer (its first layer).
+    let base = work.path().join("base");
+    busybox_image(&base, "name: aci.example.com/base:1\n");
+    run_ok(&mut build(&base, &store));
+    let init_diff_id = config_of(&store, "aci.example.com/base:1")["rootfs"]["diff_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A forged image: its layer replaces herd's init, its config claims
+    // the init layer's diff_id.
+    const EVIL: &[u8] = b"EVIL-INIT-REPLACEMENT";
+    let forged_layer = tar_of(&[("herd/init", EVIL), ("evil-marker", EVIL)]);
+    let forged_digest = herd::digest::Digest::of(&forged_layer).to_string();
+    let forged = put_image(&store, &forged_layer, &init_diff_id);
+    put_tag(&store, "aci.example.com/forged:1", forged);
+    let victim = work.path().join("on-forged");
+    image_dir(
+        &victim,
+        "name: aci.example.com/on-forged:1\naci:\n  dependencies: [aci.example.com/forged:1]\n",
+        &[("build/10.sh", "#!/bin/sh\ntrue\n")],
+    );
+    let error = text(&run_fails(&mut build(&victim, &store)).stderr);
+    for expected in [
+        "refusing layer",
+        "aci.example.com/forged:1",
+        &forged_digest,
+        &init_diff_id,
+    ] {
+        assert!(error.contains(expected), "{expected:?} not in:\n{error}");
+    }
+    let cache = store.join("cache/layers");
+    let entry = cache.join(init_diff_id.trim_start_matches("sha256:"));
+    assert!(
+        !entry.exists(),
+        "the forged layer entered the cache at {}",
+        entry.display()
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(&cache)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "left in the cache: {leftovers:?}");
+
+    // A trusted build on the base copies the init its root has into its
+    // own layer: it must be herd's init, not the forged one.
+    let trusted = work.path().join("trusted");
+    image_dir(
+        &trusted,
+        "name: aci.example.com/trusted:1\naci:\n  dependencies: [aci.example.com/base:1]\n",
+        &[(
+            "build/10.sh",
+            "#!/bin/sh\nset -e\ncp /herd/init /copy-of-init\nls / > /listing\n",
+        )],
+    );
+    run_ok(&mut build(&trusted, &store));
+    let layers = manifest_of(&store, "aci.example.com/trusted:1")["layers"].clone();
+    let own = std::fs::read(blob(
+        &store,
+        layers.as_array().unwrap().last().unwrap()["digest"]
+            .as_str()
+            .unwrap(),
+    ))
+    .unwrap();
+    assert!(contains(&own, b"copy-of-init"), "the script did not run");
+    assert!(
+        !contains(&own, EVIL),
+        "the trusted layer carries the forgery"
+    );
+    assert!(!contains(&own, b"evil-marker"));
+    let init = std::fs::read(env!("CARGO_BIN_EXE_herd-init")).unwrap();
+    let middle = init.len() / 2;
+    assert!(
+        contains(&own, &init[middle..middle + 4096]),
+        "the copy is not herd's init"
+    );
+    assert_fsck_ok(&store);
+
+    // An entry made by an older herd (or changed) is not verified: fsck
+    // names it, clean removes it and keeps the verified ones.
+    let verified = std::fs::read_dir(&cache).unwrap().count();
+    assert!(verified >= 2, "{verified} cache entries");
+    let unverified = cache.join("ab".repeat(32));
+    std::fs::create_dir_all(unverified.join("etc")).unwrap();
+    std::fs::write(unverified.join("etc/passwd"), "root::0:0::/:/bin/sh\n").unwrap();
+    let (ok, out) = fsck(&store);
+    assert!(!ok, "fsck passed an unverified cache entry:\n{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.contains(&unverified.display().to_string()) && out.contains("not verified"),
+        "{out}"
+    );
+    run_ok(herd().args(["clean", "--store"]).arg(&store));
+    assert!(!unverified.exists());
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), verified);
+    assert_fsck_ok(&store);
+    // And the cached entries are used again: the trusted image rebuilds.
+    std::fs::write(trusted.join("runlevels/build/20.sh"), "#!/bin/sh\ntrue\n").unwrap();
+    run_ok(&mut build(&trusted, &store));
+}
+
+// ---------------------------------------------------------------------------
+// 2. Permissions
+
+/// `sh -c SCRIPT ARG` as user nobody, without capabilities.
+fn as_nobody(script: &str, arg: &Path) -> std::process::Output {
+    Command::new(tool("setpriv"))
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .arg(arg)
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+/// Setuid/setgid files and device nodes below `dir`, found as root.
+fn dangerous_files(dir: &Path) -> Vec<PathBuf> {
+    let out = run_ok(Command::new(tool("find")).arg(dir).args([
+        "(", "-perm", "-4000", "-o", "-perm", "-2000", "-o", "-type", "c", "-o", "-type", "b", ")",
+        "-print",
+    ]));
+    out.lines().map(PathBuf::from).collect()
+}
+
+/// Every setuid file and device node below `dir` is out of nobody's reach.
+fn assert_out_of_reach(dir: &Path) -> usize {
+    let found = dangerous_files(dir);
+    for path in &found {
+        let ran = as_nobody("exec \"$0\" true", path);
+        assert!(
+            !ran.status.success() && text(&ran.stderr).contains("ermission denied"),
+            "nobody could run {}: {ran:?}",
+            path.display()
+        );
+        let opened = as_nobody("exec 3<\"$0\"", path);
+        assert!(
+            !opened.status.success() && text(&opened.stderr).contains("ermission denied"),
+            "nobody could open {}: {opened:?}",
+            path.display()
+        );
+    }
+    found.len()
+}
+
+#[test]
+fn setuid_files_and_devices_from_layers_give_other_users_nothing() {
+    let work = workdir();
+    let store = work.path().join("store");
+    // Readable by nobody up to the store.
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = work.path().join("setuid-base");
+    busybox_image(&base, "name: aci.example.com/setuid-base:1\n");
+    image_dir(
+        &base,
+        "name: aci.example.com/setuid-base:1\n",
+        &[(
+            "builder/10.sh",
+            "set -e\ncp /bin/busybox $ROOTFS/suid-busybox\nchmod 4755 $ROOTFS/suid-busybox\n\
+             mknod -m 666 $ROOTFS/null c 1 3\n",
+        )],
+    );
+    let umask_022 = |command: &mut Command| unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    };
+    let mut command = build(&base, &store);
+    umask_022(&mut command);
+    run_ok(&mut command);
+
+    // A dependent build extracts the base into the cache; its script
+    // waits until the test has probed its build root.
+    let dependent = work.path().join("dependent");
+    let go = dependent.join("go");
+    image_dir(
+        &dependent,
+        "name: aci.example.com/dependent:1\naci:\n  dependencies: [aci.example.com/setuid-base:1]\n",
+        &[(
+            "build/10.sh",
+            "i=0\nwhile [ ! -e /.herd-build/home/go ] && [ $i -lt 600 ]; do \
+             sleep 0.1; i=$((i+1)); done\n",
+        )],
+    );
+    let mut command = build(&dependent, &store);
+    umask_022(&mut command);
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let root = loop {
+        let roots: Vec<PathBuf> = std::fs::read_dir(store.join("tmp"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path().join("merged"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(root) = roots.into_iter().find(|r| r.join("suid-busybox").exists()) {
+            break root;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build root appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let in_build_root = assert_out_of_reach(&root);
+    std::fs::write(&go, "").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        in_build_root >= 2,
+        "{in_build_root} found in {}",
+        root.display()
+    );
+    let in_cache = assert_out_of_reach(&store.join("cache"));
+    assert!(in_cache >= 2, "{in_cache} found in the cache");
+    for private in ["cache", "tmp"] {
+        let mode = std::fs::metadata(store.join(private))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700, "{private}");
+    }
+
+    // The store itself stays readable: skopeo as nobody reads the image.
+    let inspect = as_nobody(
+        &format!(
+            "exec {} inspect \"oci:$0:aci.example.com/dependent:1\"",
+            tool("skopeo").display()
+        ),
+        &store,
+    );
+    assert!(inspect.status.success(), "{inspect:?}");
+    assert!(text(&inspect.stdout).contains("\"Layers\""), "{inspect:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 3. gc against work in progress
+
+#[test]
+fn gc_in_a_loop_never_takes_what_running_builds_and_pulls_use() {
+    let work = workdir();
+    let registry = Registry::start();
+    let host = registry.host();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("none.yml"), "{}\n").unwrap();
+    let with_env = |mut command: Command| {
+        command
+            .env("HOME", &home)
+            .env("HERD_CONFIG", home.join("none.yml"))
+            .env("DOCKER_CONFIG", home.join("docker"))
+            .env("XDG_RUNTIME_DIR", home.join("run"))
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("REGISTRY_AUTH_FILE");
+        command
+    };
+    let small_image = |dir: &Path, name: &str| {
+        std::fs::create_dir_all(dir.join("files")).unwrap();
+        std::fs::write(dir.join("aci-manifest.yml"), format!("name: {name}\n")).unwrap();
+        std::fs::write(dir.join("files/content"), name.repeat(5000)).unwrap();
+    };
+    // Ten images pushed from another store, to be pulled.
+    let source = work.path().join("source");
+    let pulled: Vec<String> = (0..10).map(|i| format!("{host}/gc/pulled-{i}:1")).collect();
+    for (i, name) in pulled.iter().enumerate() {
+        let dir = work.path().join(format!("pulled-{i}"));
+        small_image(&dir, name);
+        run_ok(&mut build(&dir, &source));
+    }
+    let mut push = with_env(herd());
+    push.args(["push", "--insecure", "--store"]).arg(&source);
+    run_ok(push.args(&pulled));
+
+    let store = work.path().join("store");
+    run_ok(herd().args(["fsck", "--store"]).arg(&store));
+    let built: Vec<(PathBuf, String)> = (0..10)
+        .map(|i| {
+            let dir = work.path().join(format!("built-{i}"));
+            let name = format!("aci.example.com/gc-built-{i}:1");
+            small_image(&dir, &name);
+            (dir, name)
+        })
+        .collect();
+
+    let stop = AtomicBool::new(false);
+    let gc_runs = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<(String, bool, String)> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            // Bounded: the builds and pulls end long before.
+            for _ in 0..5000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                run_ok(herd().args(["gc", "--store"]).arg(&store));
+                gc_runs.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut jobs = Vec::new();
+        // 20 builds (each image twice: the second may be a cache hit)
+        // and 10 pulls, four processes at a time.
+        for round in 0..2 {
+            for (dir, name) in &built {
+                jobs.push((name.clone(), build(dir, &store), round));
+            }
+        }
+        for name in &pulled {
+            let mut command = with_env(herd());
+            command
+                .args(["pull", "--insecure", "--store"])
+                .arg(&store)
+                .arg(name);
+            jobs.push((name.clone(), command, 0));
+        }
+        let jobs = std::sync::Mutex::new(jobs.into_iter());
+        let results = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|workers| {
+            for _ in 0..4 {
+                workers.spawn(|| {
+                    loop {
+                        let Some((name, mut command, _)) = jobs.lock().unwrap().next() else {
+                            break;
+                        };
+                        let output = command.output().unwrap();
+                        results.lock().unwrap().push((
+                            name,
+                            output.status.success(),
+                            text(&output.stderr),
+                        ));
+                    }
+                });
+            }
+        });
+        stop.store(true, Ordering::Relaxed);
+        results.into_inner().unwrap()
+    });
+    eprintln!(
+        "{} gc runs during {} builds and pulls",
+        gc_runs.load(Ordering::Relaxed),
+        results.len()
+    );
+    assert!(gc_runs.load(Ordering::Relaxed) >= 5);
+    let failed: Vec<&(String, bool, String)> = results.iter().filter(|r| !r.1).collect();
+    assert!(failed.is_empty(), "failed under gc: {failed:#?}");
+    for (name, _, _) in &results {
+        run_ok(
+            Command::new(tool("skopeo"))
+                .arg("inspect")
+                .arg(oci_ref(&store, name)),
+        );
+    }
+    assert_fsck_ok(&store);
+
+    // A cache hit needs the whole image: with a layer gone, it rebuilds.
+    let (dir, name) = &built[0];
+    let again = text(&run_ok_output(build(dir, &store)).stderr);
+    assert!(again.contains(&format!("cached {name}")), "{again}");
+    let layer = manifest_of(&store, name)["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(blob(&store, &layer)).unwrap();
+    let rebuilt = text(&run_ok_output(build(dir, &store)).stderr);
+    assert!(rebuilt.contains(&format!("built {name}")), "{rebuilt}");
+    assert!(blob(&store, &layer).is_file());
+    assert_fsck_ok(&store);
+}
+
+fn run_ok_output(mut command: Command) -> std::process::Output {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?}: {output:?}");
+    output
+}
+
+// ---------------------------------------------------------------------------
+// 4. One bad entry
+
+#[test]
+fn one_bad_entry_is_reported_and_the_rest_of_the_store_is_checked_and_collected() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let good = work.path().join("good");
+    std::fs::create_dir_all(good.join("files")).unwrap();
+    std::fs::write(
+        good.join("aci-manifest.yml"),
+        "name: aci.example.com/good:1\n",
+    )
+    .unwrap();
+    std::fs::write(good.join("files/hello"), "hello").unwrap();
+    run_ok(&mut build(&good, &store));
+    let damaged = work.path().join("damaged");
+    std::fs::create_dir_all(damaged.join("files")).unwrap();
+    std::fs::write(
+        damaged.join("aci-manifest.yml"),
+        "name: aci.example.com/damaged:1\n",
+    )
+    .unwrap();
+    std::fs::write(damaged.join("files/hello"), "damaged").unwrap();
+    run_ok(&mut build(&damaged, &store));
+    let lost_layer = manifest_of(&store, "aci.example.com/damaged:1")["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::remove_file(blob(&store, &lost_layer)).unwrap();
+
+    // An image manifest labelled as an index.
+    let mut mislabelled = tagged(&store, "aci.example.com/good:1");
+    mislabelled["mediaType"] = json!("application/vnd.oci.image.index.v1+json");
+    let mislabelled_digest = mislabelled["digest"].as_str().unwrap().to_string();
+    put_tag(&store, "aci.example.com/mislabelled:1", mislabelled);
+    // An index that lists itself (its file is named after its own digest,
+    // which no honest content can be).
+    let looping_digest = format!("sha256:{}", "c".repeat(64));
+    let looping = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": looping_digest, "size": 1}],
+    });
+    std::fs::write(
+        blob(&store, &looping_digest),
+        serde_json::to_vec(&looping).unwrap(),
+    )
+    .unwrap();
+    put_tag(
+        &store,
+        "aci.example.com/looping:1",
+        json!({"mediaType": "application/vnd.oci.image.index.v1+json",
+               "digest": looping_digest, "size": 1}),
+    );
+    // A blob gc should collect.
+    let garbage = put_blob(&store, "application/octet-stream", b"garbage");
+
+    let (ok, out) = fsck(&store);
+    assert!(!ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    let about = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    assert_eq!(about("aci.example.com/good:1"), 0, "{out}");
+    assert_eq!(about("aci.example.com/mislabelled:1"), 1, "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("aci.example.com/mislabelled:1")
+                && l.contains(&mislabelled_digest)
+                && l.contains("labelled")),
+        "{out}"
+    );
+    assert_eq!(about("aci.example.com/looping:1"), 1, "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("aci.example.com/looping:1") && l.contains("cycle")),
+        "{out}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("aci.example.com/damaged:1")
+            && l.contains(&lost_layer)
+            && l.contains("missing")),
+        "{out}"
+    );
+    // The looping index's file does not match its name either.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&"c".repeat(64)) && l.contains("content has digest")),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 4, "{out}");
+
+    let gc = herd().args(["gc", "--store"]).arg(&store).output().unwrap();
+    assert!(gc.status.success(), "{gc:?}");
+    assert!(
+        text(&gc.stderr).contains("aci.example.com/looping:1"),
+        "{gc:?}"
+    );
+    assert!(!blob(&store, garbage["digest"].as_str().unwrap()).exists());
+    run_ok(
+        Command::new(tool("skopeo"))
+            .arg("inspect")
+            .arg(oci_ref(&store, "aci.example.com/good:1")),
+    );
+    let images = run_ok(herd().args(["images", "--store"]).arg(&store));
+    for name in ["good", "damaged", "mislabelled", "looping"] {
+        assert!(
+            images.contains(&format!("aci.example.com/{name}:1")),
+            "{images}"
+        );
+    }
+}

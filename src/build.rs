@@ -150,12 +150,7 @@ fn build_with_scripts(
     options: &BuildOptions,
 ) -> Result<(ImageManifest, LayerBlob)> {
     let isolation = Isolation::choose(options.isolation, options.runtime.as_deref())?;
-    let lowers: Vec<PathBuf> = base
-        .layers
-        .iter()
-        .map(|(blob, origin)| rootfs::extracted_layer(store, blob, origin))
-        .collect::<Result<_>>()?;
-    let overlay = Overlay::mount(store, &lowers)?;
+    let overlay = Overlay::mount(store, &base.extracted_layers(store)?)?;
     let scratch = store.work_dir("scripts-")?;
     let attributes_dir = scratch.path().join("attributes");
     std::fs::create_dir(&attributes_dir)?;
@@ -265,12 +260,10 @@ fn build_with_scripts(
         let builder_overlay = if provisional.builder.dependencies.is_empty() {
             None
         } else {
-            let lowers: Vec<PathBuf> = builder_base
-                .layers
-                .iter()
-                .map(|(blob, origin)| rootfs::extracted_layer(store, blob, origin))
-                .collect::<Result<_>>()?;
-            Some(Overlay::mount(store, &lowers)?)
+            Some(Overlay::mount(
+                store,
+                &builder_base.extracted_layers(store)?,
+            )?)
         };
         let root = builder_overlay
             .as_ref()
@@ -676,6 +669,11 @@ impl Base {
     fn resolve(store: &Store, dependencies: &[String]) -> Result<Base> {
         let mut base = Base::default();
         for dependency in dependencies {
+            // A layer an earlier dependency brought is not stacked again
+            // (the common base of two dependencies); a layer one manifest
+            // lists twice is kept twice, as that image has it.
+            let earlier: std::collections::HashSet<crate::digest::Digest> =
+                base.layers.iter().map(|(b, _)| b.digest.clone()).collect();
             let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
             let descriptor = crate::registry::pull_if_missing(store, &name)
                 .with_context(|| format!("resolving dependency {name}"))?;
@@ -702,7 +700,7 @@ impl Base {
                     size: layer.size(),
                     media_type: media_type_str(layer.media_type())?,
                 };
-                if !base.layers.iter().any(|(b, _)| b.digest == blob.digest) {
+                if !earlier.contains(&blob.digest) {
                     base.layers.push((blob, format!("from {name}")));
                 }
             }
@@ -725,6 +723,28 @@ impl Base {
             base.config = config.config().clone();
         }
         Ok(base)
+    }
+}
+
+impl Base {
+    /// The extracted layers to stack under a build root, lowest first.
+    /// overlayfs refuses a directory twice, and a layer applied again
+    /// later wins wherever its earlier application had any effect (the
+    /// topmost mention of a path decides), so only the last occurrence of
+    /// a repeated layer is stacked.
+    fn extracted_layers(&self, store: &Store) -> Result<Vec<PathBuf>> {
+        let mut seen = std::collections::HashSet::new();
+        let mut last_first: Vec<&(LayerBlob, String)> = self
+            .layers
+            .iter()
+            .rev()
+            .filter(|(blob, _)| seen.insert(blob.diff_id.clone()))
+            .collect();
+        last_first.reverse();
+        last_first
+            .into_iter()
+            .map(|(blob, origin)| rootfs::extracted_layer(store, blob, origin))
+            .collect()
     }
 }
 
@@ -807,7 +827,9 @@ fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entr
                 image_paths::HERD_DIR
             );
         }
-        entries.extend(layers::scan_tree(&files, "", &scan)?);
+        let files_entries = layers::scan_tree(&files, "", &scan)?;
+        layers::refuse_whiteout_names(&files_entries, &files.display().to_string())?;
+        entries.extend(files_entries);
     }
     let mut add_dir = |from: PathBuf, to: String| -> Result<()> {
         if from.is_dir() {

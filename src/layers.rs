@@ -272,6 +272,23 @@ fn read_xattrs(path: &Path) -> Vec<(Vec<u8>, Vec<u8>)> {
     xattrs
 }
 
+/// Refuses entries named `.wh.*`: in an OCI layer such a name is a
+/// whiteout, so a file a build made under it would delete what the layers
+/// below have instead of being stored. `origin` says who made them.
+pub fn refuse_whiteout_names(entries: &[Entry], origin: &str) -> Result<()> {
+    for entry in entries {
+        let name = entry.path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if name.starts_with(b".wh.") {
+            bail!(
+                "{origin}: /{}: a name starting with .wh. is a whiteout in an OCI layer \
+                 (it would delete files of the layers below rather than be stored); rename it",
+                entry.path_display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Adds entries for the parent directories of every entry that lacks one
 /// (mode 0755, root-owned), and sorts: a tar lists a directory before what
 /// is in it, and sorted paths make the archive independent of disk order.
@@ -644,7 +661,9 @@ impl Header<'_> {
         block[257..263].copy_from_slice(b"ustar\0");
         block[263..265].copy_from_slice(b"00");
         // uname and gname stay empty: no host user names leak into images.
-        if matches!(self.type_flag, b'3' | b'4') {
+        // A FIFO gets zero device numbers too, as GNU tar writes them:
+        // readers (the tar crate) refuse empty numeric fields.
+        if matches!(self.type_flag, b'3' | b'4' | b'6') {
             put_octal(&mut block[329..337], u64::from(major));
             put_octal(&mut block[337..345], u64::from(minor));
         }

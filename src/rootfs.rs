@@ -206,6 +206,16 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
                 fs::create_dir(&target)?;
             }
         } else {
+            if is_pax_sparse(&mut entry)? {
+                // The tar crate expands old-style GNU sparse entries (type
+                // S) but not the PAX form, whose data starts with the map:
+                // extracting it as a file would be silently wrong.
+                bail!(
+                    "layer entry {} is a PAX-format GNU sparse file, which herd does not \
+                     extract; make the layer without tar --sparse (or with --format=gnu)",
+                    relative.display()
+                );
+            }
             remove_any(&target)?;
             if entry_type.is_symlink() {
                 let link = entry
@@ -225,7 +235,12 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
                 ensure_inside(root, &source)?;
                 fs::hard_link(&source, &target)?;
                 continue; // shares the metadata of its target
-            } else if entry_type.is_file() || entry_type == tar::EntryType::Continuous {
+            } else if entry_type.is_file()
+                || entry_type == tar::EntryType::Continuous
+                || entry_type == tar::EntryType::GNUSparse
+            {
+                // A GNU sparse entry reads as its whole content, holes as
+                // zeros.
                 let mut file = fs::File::options()
                     .write(true)
                     .create_new(true)
@@ -235,17 +250,24 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
                 || entry_type.is_block_special()
                 || entry_type.is_fifo()
             {
-                let kind = if entry_type.is_fifo() {
-                    nix::sys::stat::SFlag::S_IFIFO
-                } else if entry_type.is_character_special() {
-                    nix::sys::stat::SFlag::S_IFCHR
+                let (kind, device) = if entry_type.is_fifo() {
+                    // Some writers leave a FIFO's device fields empty.
+                    (nix::sys::stat::SFlag::S_IFIFO, 0)
                 } else {
-                    nix::sys::stat::SFlag::S_IFBLK
+                    let kind = if entry_type.is_character_special() {
+                        nix::sys::stat::SFlag::S_IFCHR
+                    } else {
+                        nix::sys::stat::SFlag::S_IFBLK
+                    };
+                    let number = |field: std::io::Result<Option<u32>>, what: &str| {
+                        field.map(Option::unwrap_or_default).with_context(|| {
+                            format!("layer entry {}: its {what} number", relative.display())
+                        })
+                    };
+                    let major = number(header.device_major(), "major device")?;
+                    let minor = number(header.device_minor(), "minor device")?;
+                    (kind, nix::sys::stat::makedev(major.into(), minor.into()))
                 };
-                let device = nix::sys::stat::makedev(
-                    u64::from(header.device_major()?.unwrap_or(0)),
-                    u64::from(header.device_minor()?.unwrap_or(0)),
-                );
                 nix::sys::stat::mknod(&target, kind, nix::sys::stat::Mode::empty(), device)?;
             } else {
                 continue; // PAX and GNU extension headers are consumed by the reader
@@ -266,6 +288,16 @@ pub fn extract(reader: impl Read, root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a regular-looking entry is a PAX-format GNU sparse file.
+fn is_pax_sparse<R: Read>(entry: &mut tar::Entry<R>) -> Result<bool> {
+    let Some(extensions) = entry.pax_extensions()? else {
+        return Ok(false);
+    };
+    Ok(extensions
+        .filter_map(Result::ok)
+        .any(|e| e.key_bytes().starts_with(b"GNU.sparse.")))
 }
 
 /// The entry's path as a relative path, or an error when it would escape
@@ -388,7 +420,9 @@ impl Overlay {
             allow_special_files: true,
         };
         let mut entries = Vec::new();
-        for entry in layers::scan_tree(&self.upper, "", &options)? {
+        let upper = layers::scan_tree(&self.upper, "", &options)?;
+        layers::refuse_whiteout_names(&upper, "made by a build script")?;
+        for entry in upper {
             let on_disk = self.upper.join(OsStr::from_bytes(&entry.path));
             match entry.kind {
                 EntryKind::CharDevice { major: 0, minor: 0 } => {
@@ -596,6 +630,32 @@ mod tests {
             assert!(format!("{err:#}").contains("whiteout"), "{path:?}: {err:#}");
             assert!(sandbox.path().join("canary").is_file(), "{path:?}");
             assert!(root.join("a").is_dir(), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_extracts_with_or_without_device_numbers() {
+        // Without: as some writers leave them. With: as herd writes them.
+        let written = {
+            let mut entries = vec![Entry {
+                kind: EntryKind::Fifo,
+                ..Entry::bytes("opt/fifo", vec![], 0o644, 0)
+            }];
+            layers::complete_and_sort(&mut entries, 0);
+            let mut out = Vec::new();
+            layers::write_tar(&entries, &mut out).unwrap();
+            out
+        };
+        for (tar, path) in [
+            (tar_with(b"fifo", b'6', b""), "fifo"),
+            (written, "opt/fifo"),
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            extract(tar.as_slice(), root.path()).unwrap();
+            let metadata = root.path().join(path).symlink_metadata().unwrap();
+            assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+                &metadata.file_type()
+            ));
         }
     }
 

@@ -664,3 +664,128 @@ fn one_bad_entry_is_reported_and_the_rest_of_the_store_is_checked_and_collected(
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// 5. Layer fidelity
+
+/// The content of `path` in the root of image `name`, unpacked by umoci.
+fn file_in_image(work: &Path, store: &Path, name: &str, path: &str) -> Vec<u8> {
+    let bundle = work.join(format!("bundle-{name}-{path}").replace(['/', ':'], "-"));
+    run_ok(
+        Command::new(tool("umoci"))
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{name}", store.display()))
+            .arg(&bundle),
+    );
+    std::fs::read(bundle.join("rootfs").join(path)).unwrap_or_default()
+}
+
+#[test]
+fn fifos_repeated_layers_and_whiteout_names_keep_their_meaning() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let busybox = work.path().join("busybox");
+    busybox_image(&busybox, "name: aci.example.com/busybox:1\n");
+    run_ok(&mut build(&busybox, &store));
+
+    // A FIFO made by a build script, extracted again by a dependent build.
+    let fifo = work.path().join("fifo");
+    image_dir(
+        &fifo,
+        "name: aci.example.com/fifo:1\naci:\n  dependencies: [aci.example.com/busybox:1]\n",
+        &[("build/10.sh", "set -e\nmkdir -p /opt\nmkfifo /opt/fifo\n")],
+    );
+    run_ok(&mut build(&fifo, &store));
+    let on_fifo = work.path().join("on-fifo");
+    image_dir(
+        &on_fifo,
+        "name: aci.example.com/on-fifo:1\naci:\n  dependencies: [aci.example.com/fifo:1]\n",
+        &[(
+            "build/10.sh",
+            "set -e\ntest -p /opt/fifo\necho seen > /fifo-seen\n",
+        )],
+    );
+    run_ok(&mut build(&on_fifo, &store));
+    assert_eq!(
+        file_in_image(
+            work.path(),
+            &store,
+            "aci.example.com/on-fifo:1",
+            "fifo-seen"
+        ),
+        b"seen\n"
+    );
+
+    // A base whose manifest lists one layer twice: the second application
+    // wins over the layer between them.
+    let one = put_blob(
+        &store,
+        "application/vnd.oci.image.layer.v1.tar",
+        &tar_of(&[("etc/which", b"one")]),
+    );
+    let two = put_blob(
+        &store,
+        "application/vnd.oci.image.layer.v1.tar",
+        &tar_of(&[("etc/which", b"two")]),
+    );
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [one["digest"], two["digest"], one["digest"]]},
+    });
+    let config = put_blob(
+        &store,
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    let manifest = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config, "layers": [one, two, one],
+    });
+    let manifest = put_blob(
+        &store,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    );
+    put_tag(&store, "aci.example.com/repeated:1", manifest);
+    let on_repeated = work.path().join("on-repeated");
+    image_dir(
+        &on_repeated,
+        "name: aci.example.com/on-repeated:1\naci:\n  dependencies:\n  \
+         - aci.example.com/busybox:1\n  - aci.example.com/repeated:1\n",
+        &[("build/10.sh", "set -e\ncat /etc/which > /seen-by-build\n")],
+    );
+    run_ok(&mut build(&on_repeated, &store));
+    let layers: Vec<Value> = manifest_of(&store, "aci.example.com/on-repeated:1")["layers"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ones = layers
+        .iter()
+        .filter(|l| l["digest"] == one["digest"])
+        .count();
+    assert_eq!(ones, 2, "{layers:#?}");
+    for path in ["seen-by-build", "etc/which"] {
+        assert_eq!(
+            file_in_image(work.path(), &store, "aci.example.com/on-repeated:1", path),
+            b"one",
+            "{path}"
+        );
+    }
+
+    // A build script's file named like a whiteout is refused, named.
+    let whiteout = work.path().join("whiteout");
+    image_dir(
+        &whiteout,
+        "name: aci.example.com/whiteout:1\naci:\n  dependencies: [aci.example.com/busybox:1]\n",
+        &[(
+            "build/10.sh",
+            "set -e\nmkdir -p /data\ntouch /data/.wh.oops\n",
+        )],
+    );
+    let error = text(&run_fails(&mut build(&whiteout, &store)).stderr);
+    assert!(
+        error.contains("/data/.wh.oops") && error.contains("whiteout"),
+        "{error}"
+    );
+    assert_fsck_ok(&store);
+}

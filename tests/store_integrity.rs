@@ -789,3 +789,89 @@ fn fifos_repeated_layers_and_whiteout_names_keep_their_meaning() {
     );
     assert_fsck_ok(&store);
 }
+
+#[test]
+fn a_docker_schema_2_image_is_pulled_as_oci_and_readable_by_every_tool() {
+    let work = workdir();
+    let registry = Registry::start();
+    let source = work.path().join("source");
+    let busybox = work.path().join("busybox");
+    busybox_image(&busybox, "name: aci.example.com/busybox:1\n");
+    run_ok(&mut build(&busybox, &source));
+    let name = format!("{}/docker/busybox:1", registry.host());
+    run_ok(
+        Command::new(tool("skopeo"))
+            .args([
+                "copy",
+                "--quiet",
+                "--format",
+                "v2s2",
+                "--dest-tls-verify=false",
+            ])
+            .arg(oci_ref(&source, "aci.example.com/busybox:1"))
+            .arg(format!("docker://{name}")),
+    );
+    let raw = run_ok(
+        Command::new(tool("skopeo"))
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{name}")),
+    );
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.v2+json"),
+        "{raw}"
+    );
+
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.yml"), "{}\n").unwrap();
+    let store = work.path().join("store");
+    run_ok(
+        herd()
+            .args(["pull", "--insecure", "--store"])
+            .arg(&store)
+            .arg(&name)
+            .env("HOME", &home)
+            .env("HERD_CONFIG", home.join("config.yml"))
+            .env("DOCKER_CONFIG", home.join("docker"))
+            .env_remove("REGISTRY_AUTH_FILE"),
+    );
+    assert_eq!(
+        tagged(&store, &name)["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    let manifest = manifest_of(&store, &name);
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    for layer in manifest["layers"].as_array().unwrap() {
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        );
+    }
+    run_ok(
+        Command::new(tool("skopeo"))
+            .arg("inspect")
+            .arg(oci_ref(&store, &name)),
+    );
+    assert!(!file_in_image(work.path(), &store, &name, "bin/busybox").is_empty());
+    // herd builds on it, and podman runs the result.
+    let dependent = work.path().join("dependent");
+    image_dir(
+        &dependent,
+        &format!(
+            "name: aci.example.com/on-docker:1\naci:\n  dependencies: [{name}]\n  \
+             app:\n    exec: [/bin/cat, /seen]\n"
+        ),
+        &[("build/10.sh", "echo built-on-docker > /seen\n")],
+    );
+    run_ok(&mut build(&dependent, &store));
+    let out = run_ok(
+        podman()
+            .args(["run", "--rm"])
+            .arg(oci_ref(&store, "aci.example.com/on-docker:1")),
+    );
+    assert!(out.contains("built-on-docker"), "{out}");
+    assert_fsck_ok(&store);
+}

@@ -17,6 +17,7 @@
 mod auth;
 mod client;
 pub mod config;
+mod docker;
 mod known_blobs;
 mod progress;
 mod pull;

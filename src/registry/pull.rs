@@ -37,6 +37,7 @@ pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descri
     let result = download(&session, &client, repository, &parts);
     session.known.save(store);
     result?;
+    let (bytes, media_type) = super::docker::to_oci(bytes, media_type, &endpoint.display())?;
     let digest = store.write_blob(&bytes)?;
     let descriptor = Descriptor::new(
         MediaType::from(media_type.as_str()),

@@ -612,6 +612,13 @@ fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Resul
     let name: ImageName = text
         .parse()
         .map_err(|e: String| InputError::new(manifest_path, e))?;
+    if name.digest().is_some() {
+        return Err(InputError::new(
+            manifest_path,
+            format!("{name}: an image being built has no digest yet; name it without @sha256:..."),
+        )
+        .into());
+    }
     if name.tag().is_some() {
         return Ok(name);
     }

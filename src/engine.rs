@@ -16,13 +16,27 @@ use std::process::Command;
 /// into containers-storage. Returns the image names installed.
 pub fn install(store: &Store, name: &ImageName) -> Result<Vec<ImageName>> {
     let descriptor = store.require(name)?;
+    // A name pinned by digest may be found under another tag: skopeo reads
+    // the image under the name the store has it, and containers-storage
+    // gets the name without the digest (skopeo refuses one there).
+    let stored = descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::store::REF_NAME))
+        .cloned()
+        .unwrap_or_else(|| name.to_string());
     let images = match crate::pods::app_images(store, &descriptor)? {
         Some(apps) => apps,
         None => vec![name.clone()],
     };
     for image in &images {
-        let source = format!("oci:{}:{image}", store.root().display());
-        let destination = format!("containers-storage:{image}");
+        let source_name = if image == name {
+            stored.clone()
+        } else {
+            image.to_string()
+        };
+        let source = format!("oci:{}:{source_name}", store.root().display());
+        let destination = format!("containers-storage:{}", image.without_digest());
         let output = Command::new("skopeo")
             .args(["copy", "--quiet", &source, &destination])
             .output()

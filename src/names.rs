@@ -1,16 +1,21 @@
-//! Image names: OCI references such as `aci.example.com/aci-mariadb:10.1-25`,
-//! their parts, generated versions and version order (FORMATS.md section 1).
+//! Image names: OCI references such as `aci.example.com/aci-mariadb:10.1-25`
+//! or `...:10.1-25@sha256:<hex>` (pinned by digest), their parts, generated
+//! versions and version order (FORMATS.md section 1).
 
+use crate::digest::Digest;
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
-/// A validated image reference: `[domain/]path[:tag]`.
+/// A validated image reference: `[domain/]path[:tag][@digest]`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ImageName {
     domain: Option<String>,
     path: String,
     tag: Option<String>,
+    /// The manifest digest the name is pinned to; when set, it decides
+    /// which image is meant (the tag is then only a label).
+    digest: Option<Digest>,
 }
 
 impl ImageName {
@@ -31,6 +36,18 @@ impl ImageName {
 
     pub fn tag(&self) -> Option<&str> {
         self.tag.as_deref()
+    }
+
+    pub fn digest(&self) -> Option<&Digest> {
+        self.digest.as_ref()
+    }
+
+    /// The same name, not pinned.
+    pub fn without_digest(&self) -> ImageName {
+        ImageName {
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// The name without its tag: `aci.example.com/aci-mariadb`.
@@ -63,7 +80,7 @@ impl ImageName {
         let text = format!("{}{suffix}", self.repository());
         let mut name: ImageName = text.parse()?;
         name.tag = self.tag.clone();
-        Ok(name)
+        Ok(name) // another image: no digest
     }
 }
 
@@ -72,6 +89,9 @@ impl fmt::Display for ImageName {
         f.write_str(&self.repository())?;
         if let Some(tag) = &self.tag {
             write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
         }
         Ok(())
     }
@@ -82,10 +102,19 @@ impl FromStr for ImageName {
 
     /// Validates against the OCI distribution reference grammar and says
     /// which part is wrong.
-    fn from_str(text: &str) -> Result<ImageName, String> {
-        if text.is_empty() {
+    fn from_str(full: &str) -> Result<ImageName, String> {
+        if full.is_empty() {
             return Err("the image name is empty".into());
         }
+        let (text, digest) = match full.split_once('@') {
+            Some((name, digest)) => {
+                let digest = digest
+                    .parse::<Digest>()
+                    .map_err(|e| format!("in {full:?}: {e}"))?;
+                (name, Some(digest))
+            }
+            None => (full, None),
+        };
         let (domain, rest) = match text.split_once('/') {
             Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
                 (Some(first), rest)
@@ -113,6 +142,7 @@ impl FromStr for ImageName {
             domain: domain.map(str::to_string),
             path: path.to_string(),
             tag: tag.map(str::to_string),
+            digest,
         })
     }
 }
@@ -273,6 +303,30 @@ mod tests {
         assert_eq!(name.tiny_name(), "aci-mariadb");
         assert_eq!(name.tag(), Some("10.1-25"));
         assert_eq!(name.to_string(), "aci.example.com/team/aci-mariadb:10.1-25");
+    }
+
+    #[test]
+    fn a_name_may_be_pinned_by_digest_with_or_without_a_tag() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        for (text, tag) in [
+            (format!("localhost:5000/app@sha256:{hex}"), None),
+            (format!("localhost:5000/app:1@sha256:{hex}"), Some("1")),
+        ] {
+            let name: ImageName = text.parse().unwrap();
+            assert_eq!(name.domain(), Some("localhost:5000"));
+            assert_eq!(name.path(), "app");
+            assert_eq!(name.tag(), tag);
+            assert_eq!(name.digest().unwrap().hex(), hex);
+            assert_eq!(name.to_string(), text);
+        }
+        for bad in [
+            "x.io/app@sha256:abc",
+            "x.io/app@",
+            "x.io/app@md5:00",
+            "@sha256:x",
+        ] {
+            assert!(bad.parse::<ImageName>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

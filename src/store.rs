@@ -311,13 +311,22 @@ impl Store {
             .collect())
     }
 
-    /// The descriptor stored under `name`, if any.
+    /// The descriptor stored under `name`, if any. A name pinned by digest
+    /// (`NAME@sha256:...`) is found under that very name (as a pull by
+    /// digest stores it), else as any tag whose manifest has that digest:
+    /// the digest names the content, whatever the tag says.
     pub fn resolve(&self, name: &ImageName) -> Result<Option<Descriptor>> {
         let wanted = name.to_string();
-        Ok(self
-            .tags()?
+        let tags = self.tags()?;
+        if let Some(tag) = tags.iter().find(|t| t.name == wanted) {
+            return Ok(Some(tag.descriptor.clone()));
+        }
+        let Some(digest) = name.digest() else {
+            return Ok(None);
+        };
+        Ok(tags
             .into_iter()
-            .find(|t| t.name == wanted)
+            .find(|t| from_oci_digest(t.descriptor.digest()) == *digest)
             .map(|t| t.descriptor))
     }
 

@@ -550,7 +550,8 @@ fn hostile_names_and_500_deep_directories_round_trip_through_the_layer() {
     );
     let cached = store
         .join("cache/layers")
-        .join(diff_id.trim_start_matches("sha256:"));
+        .join(diff_id.trim_start_matches("sha256:"))
+        .join("rootfs");
     assert_same_tree(&expected, &tree_without_herd(&cached));
     assert!(hard(&cached));
     assert_fsck(&store);
@@ -735,9 +736,17 @@ fn hostile_dependency_layers_are_refused_and_nothing_lands_outside() {
     );
     // An earlier extracted layer in the cache: a hostile layer must not
     // take it (or anything else of the cache) away.
-    let canary = store.join("cache/layers/canary");
+    // (A verified entry: its tree in rootfs/, the record beside it.)
+    let canary_entry = store.join("cache/layers").join("c".repeat(64));
+    let canary = canary_entry.join("rootfs");
     std::fs::create_dir_all(&canary).unwrap();
     std::fs::write(canary.join("keep"), "keep").unwrap();
+    std::fs::write(
+        canary_entry.join("verified"),
+        json!({"diffId": format!("sha256:{}", "c".repeat(64)), "blob": "", "how": "test"})
+            .to_string(),
+    )
+    .unwrap();
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (

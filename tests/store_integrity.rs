@@ -875,3 +875,112 @@ fn a_docker_schema_2_image_is_pulled_as_oci_and_readable_by_every_tool() {
     assert!(out.contains("built-on-docker"), "{out}");
     assert_fsck_ok(&store);
 }
+
+// ---------------------------------------------------------------------------
+// 6. Names pinned by digest
+
+#[test]
+fn names_pinned_by_digest_work_for_pull_inspect_push_install_and_dependencies() {
+    let work = workdir();
+    let registry = Registry::start();
+    let home = work.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("config.yml"), "{}\n").unwrap();
+    let herd_here = || {
+        let mut command = herd();
+        command
+            .env("HOME", &home)
+            .env("HERD_CONFIG", home.join("config.yml"))
+            .env("DOCKER_CONFIG", home.join("docker"))
+            .env_remove("REGISTRY_AUTH_FILE");
+        command
+    };
+    let source = work.path().join("source");
+    let name = format!("{}/pinned/busybox:1", registry.host());
+    let dir = work.path().join("busybox");
+    busybox_image(&dir, &format!("name: {name}\n"));
+    run_ok(&mut build(&dir, &source));
+    let pushed = run_ok(
+        herd_here()
+            .args(["push", "--insecure", "--store"])
+            .arg(&source)
+            .arg(&name),
+    );
+    let digest = pushed.split_whitespace().nth(1).unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{pushed}");
+    let repository = name.trim_end_matches(":1");
+    let pinned = format!("{repository}@{digest}");
+    let tagged_and_pinned = format!("{name}@{digest}");
+
+    let store = work.path().join("store");
+    let pulled = run_ok(
+        herd_here()
+            .args(["pull", "--insecure", "--store"])
+            .arg(&store)
+            .arg(&pinned),
+    );
+    assert!(pulled.contains(&digest), "{pulled}");
+    for reference in [&pinned, &tagged_and_pinned] {
+        let inspect = run_ok(
+            herd()
+                .args(["inspect", "--store"])
+                .arg(&store)
+                .arg(reference),
+        );
+        let value: Value = serde_json::from_str(&inspect).unwrap();
+        assert_eq!(value["digest"], digest.as_str(), "{reference}");
+    }
+    // A digest the store does not have is not taken for the tag's image.
+    let other = format!("{name}@sha256:{}", "0".repeat(64));
+    let error =
+        text(&run_fails(herd().args(["inspect", "--store"]).arg(&store).arg(&other)).stderr);
+    assert!(error.contains("not in the store"), "{error}");
+
+    // Pushed again by digest: the registry has it, nothing is uploaded.
+    let before = registry.requests();
+    let pushed = run_ok(
+        herd_here()
+            .args(["push", "--insecure", "--store"])
+            .arg(&store)
+            .arg(&pinned),
+    );
+    assert!(pushed.contains(&format!("@{digest}")), "{pushed}");
+    assert_eq!(registry.uploads_since(before), 0);
+
+    // A dependency pinned by digest.
+    let dependent = work.path().join("dependent");
+    image_dir(
+        &dependent,
+        &format!(
+            "name: aci.example.com/on-pinned:1\naci:\n  dependencies: [{tagged_and_pinned}]\n"
+        ),
+        &[("build/10.sh", "echo on-pinned > /seen\n")],
+    );
+    run_ok(&mut build(&dependent, &store));
+    assert_eq!(
+        file_in_image(work.path(), &store, "aci.example.com/on-pinned:1", "seen"),
+        b"on-pinned\n"
+    );
+
+    // Installed into containers-storage under the name without the digest.
+    let installed = run_ok(
+        herd()
+            .args(["install", "--store"])
+            .arg(&store)
+            .arg(&tagged_and_pinned),
+    );
+    assert!(installed.contains(&tagged_and_pinned), "{installed}");
+    let id = run_ok(podman().args(["image", "inspect", "--format", "{{.Digest}}", &name]));
+    let _ = podman().args(["rmi", "--force", &name]).output();
+    assert!(!id.trim().is_empty());
+
+    // A name being built cannot carry a digest.
+    let wrong = work.path().join("wrong");
+    image_dir(
+        &wrong,
+        &format!("name: aci.example.com/wrong:1@{digest}\n"),
+        &[],
+    );
+    let error = text(&run_fails(&mut build(&wrong, &store)).stderr);
+    assert!(error.contains("no digest yet"), "{error}");
+}

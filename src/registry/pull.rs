@@ -16,8 +16,21 @@ pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descri
     let endpoint = session.endpoint(name);
     let client = session.client(&endpoint)?;
     let repository = &endpoint.repository;
-    let reference = name.tag().unwrap_or("latest");
+    let reference = match name.digest() {
+        Some(digest) => digest.to_string(),
+        None => name.tag().unwrap_or("latest").to_string(),
+    };
+    let reference = reference.as_str();
     let (mut bytes, mut media_type) = client.get_manifest(repository, reference)?;
+    if let Some(wanted) = name.digest()
+        && crate::digest::Digest::of(&bytes) != *wanted
+    {
+        bail!(
+            "{}: asked for manifest {wanted}, the registry sent one with digest {}",
+            endpoint.display(),
+            crate::digest::Digest::of(&bytes)
+        );
+    }
     let mut parts =
         ManifestParts::parse(&bytes, &format!("the manifest of {}", endpoint.display()))?;
     if !parts.children.is_empty() {
@@ -46,8 +59,9 @@ pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descri
     );
     store.set_tag(name, &descriptor)?;
     session.progress.line(&format!(
-        "pulled {name} from {}:{reference} ({digest})",
-        endpoint.display()
+        "pulled {name} from {}{}{reference} ({digest})",
+        endpoint.display(),
+        if name.digest().is_some() { "@" } else { ":" }
     ));
     Ok(descriptor)
 }

@@ -97,7 +97,13 @@ impl Pusher<'_, '_> {
         }
         let endpoint = self.session.endpoint(name);
         let client = self.session.client(&endpoint)?;
-        let tag = name.tag().unwrap_or("latest");
+        // A name pinned by digest and without a tag is pushed by digest.
+        let by_digest = digest.to_string();
+        let tag = match (name.tag(), name.digest()) {
+            (Some(tag), _) => tag,
+            (None, Some(_)) => by_digest.as_str(),
+            (None, None) => "latest",
+        };
         let media_type = descriptor.media_type().to_string();
         self.push_manifest(
             &client,
@@ -108,7 +114,8 @@ impl Pusher<'_, '_> {
             &parts,
             &media_type,
         )?;
-        let destination = format!("{}:{tag}", endpoint.display());
+        let separator = if tag == by_digest { "@" } else { ":" };
+        let destination = format!("{}{separator}{tag}", endpoint.display());
         self.session
             .progress
             .line(&format!("pushed {name} to {destination} ({digest})"));

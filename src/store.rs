@@ -262,7 +262,7 @@ impl Store {
         walk::walk(
             self,
             &from_oci_digest(descriptor.digest()),
-            &descriptor.media_type().to_string(),
+            descriptor.media_type().as_ref(),
         )
     }
 
@@ -702,6 +702,29 @@ mod tests {
         assert!(store.fsck().unwrap().is_empty());
         std::fs::write(store.blob_path(&digest), b"tampered").unwrap();
         assert_eq!(store.fsck().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn gc_keeps_what_a_live_lease_protects_and_only_that() {
+        let dir = tempfile::tempdir().unwrap();
+        let building = Store::open(dir.path()).unwrap();
+        let kept = building.write_blob(b"written by a running build").unwrap();
+        // Another Store stands for another herd: its lock is its own.
+        let collector = Store::open(dir.path()).unwrap();
+        let loose = collector.blob_path(&Digest::of(b"loose"));
+        std::fs::write(&loose, b"loose").unwrap();
+        let report = collector.gc().unwrap();
+        assert_eq!(report.blobs, 1);
+        assert!(building.has_blob(&kept) && !loose.exists());
+        drop(building); // the build ended without tagging its blob
+        assert_eq!(collector.gc().unwrap().blobs, 1);
+        assert!(!collector.has_blob(&kept));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("leases"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]

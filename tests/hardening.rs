@@ -96,16 +96,6 @@ fn tags(store: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn blob(store: &Path, digest: &str) -> PathBuf {
-    store
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
 /// The last layer of a tagged image (the image's own) and its diff_id.
 fn own_layer(store: &Path, name: &str) -> (PathBuf, String) {
     let manifest = read_json(&blob(store, &tags(store)[name]));
@@ -667,45 +657,11 @@ fn raw_tar(entries: &[TarEntry]) -> Vec<u8> {
     out
 }
 
-/// Stores a blob by hand; returns its descriptor.
-fn put_blob(store: &Path, media_type: &str, bytes: &[u8]) -> Value {
-    let digest = herd::digest::Digest::of(bytes);
-    std::fs::write(store.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
-    json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()})
-}
-
 /// Puts an image whose only layer is `layer` (an uncompressed tar) into
 /// the store under `name`, the way a registry or another tool could.
 fn put_image(store: &Path, name: &str, layer: &[u8]) {
-    let layer_descriptor = put_blob(store, "application/vnd.oci.image.layer.v1.tar", layer);
-    let config = json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_descriptor["digest"]]},
-    });
-    let config_descriptor = put_blob(
-        store,
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config_descriptor,
-        "layers": [layer_descriptor],
-    });
-    let mut descriptor = put_blob(
-        store,
-        "application/vnd.oci.image.manifest.v1+json",
-        &serde_json::to_vec(&manifest).unwrap(),
-    );
-    descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": name});
-    let mut index = read_json(&store.join("index.json"));
-    index["manifests"].as_array_mut().unwrap().push(descriptor);
-    std::fs::write(
-        store.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    let diff_id = herd::digest::Digest::of(layer).to_string();
+    put_tag(store, name, put_one_layer_image(store, layer, &diff_id));
 }
 
 /// Names of every entry below `dir`, for "nothing appeared" checks.

@@ -16,16 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-}
-
-fn blob(store: &Path, digest: &str) -> PathBuf {
-    store
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"))
-}
-
 /// The manifest descriptor tagged `name`, from index.json.
 fn tagged(store: &Path, name: &str) -> Value {
     read_json(&store.join("index.json"))["manifests"]
@@ -47,51 +37,6 @@ fn manifest_of(store: &Path, name: &str) -> Value {
 fn config_of(store: &Path, name: &str) -> Value {
     let manifest = manifest_of(store, name);
     read_json(&blob(store, manifest["config"]["digest"].as_str().unwrap()))
-}
-
-/// Stores a blob by hand; returns its descriptor.
-fn put_blob(store: &Path, media_type: &str, bytes: &[u8]) -> Value {
-    let digest = herd::digest::Digest::of(bytes);
-    std::fs::write(store.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
-    json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()})
-}
-
-/// Adds `descriptor` to index.json under `name`, as another tool could.
-fn put_tag(store: &Path, name: &str, mut descriptor: Value) {
-    descriptor["annotations"] = json!({"org.opencontainers.image.ref.name": name});
-    let mut index = read_json(&store.join("index.json"));
-    index["manifests"].as_array_mut().unwrap().push(descriptor);
-    std::fs::write(
-        store.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
-}
-
-/// A one-layer image (`layer` an uncompressed tar) whose config claims
-/// `diff_id` for it; returns the manifest's descriptor.
-fn put_image(store: &Path, layer: &[u8], diff_id: &str) -> Value {
-    let layer = put_blob(store, "application/vnd.oci.image.layer.v1.tar", layer);
-    let config = json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-    });
-    let config = put_blob(
-        store,
-        "application/vnd.oci.image.config.v1+json",
-        &serde_json::to_vec(&config).unwrap(),
-    );
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config,
-        "layers": [layer],
-    });
-    put_blob(
-        store,
-        "application/vnd.oci.image.manifest.v1+json",
-        &serde_json::to_vec(&manifest).unwrap(),
-    )
 }
 
 /// A tar of regular files, written with the tar crate.
@@ -174,7 +119,7 @@ fn a_layer_contradicting_its_diff_id_is_refused_and_later_builds_stay_clean() {
     const EVIL: &[u8] = b"EVIL-INIT-REPLACEMENT";
     let forged_layer = tar_of(&[("herd/init", EVIL), ("evil-marker", EVIL)]);
     let forged_digest = herd::digest::Digest::of(&forged_layer).to_string();
-    let forged = put_image(&store, &forged_layer, &init_diff_id);
+    let forged = put_one_layer_image(&store, &forged_layer, &init_diff_id);
     put_tag(&store, "aci.example.com/forged:1", forged);
     let victim = work.path().join("on-forged");
     image_dir(

@@ -365,3 +365,62 @@ impl Drop for Registry {
         self.stop();
     }
 }
+
+// ---------------------------------------------------------------------------
+// The store, read and written directly (as another tool or an attacker could)
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The file of blob `digest` in `store`.
+pub fn blob(store: &Path, digest: &str) -> PathBuf {
+    store
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Stores a blob by hand; returns its descriptor.
+pub fn put_blob(store: &Path, media_type: &str, bytes: &[u8]) -> serde_json::Value {
+    let digest = herd::digest::Digest::of(bytes);
+    std::fs::write(store.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
+    serde_json::json!({"mediaType": media_type, "digest": digest.to_string(), "size": bytes.len()})
+}
+
+/// Adds `descriptor` to index.json under `name`, as another tool could.
+pub fn put_tag(store: &Path, name: &str, mut descriptor: serde_json::Value) {
+    descriptor["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
+    let mut index = read_json(&store.join("index.json"));
+    index["manifests"].as_array_mut().unwrap().push(descriptor);
+    std::fs::write(
+        store.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A one-layer image (`layer` an uncompressed tar) whose config claims
+/// `diff_id` for it; returns the manifest's descriptor.
+pub fn put_one_layer_image(store: &Path, layer: &[u8], diff_id: &str) -> serde_json::Value {
+    let layer = put_blob(store, "application/vnd.oci.image.layer.v1.tar", layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let config = put_blob(
+        store,
+        "application/vnd.oci.image.config.v1+json",
+        &serde_json::to_vec(&config).unwrap(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": config,
+        "layers": [layer],
+    });
+    put_blob(
+        store,
+        "application/vnd.oci.image.manifest.v1+json",
+        &serde_json::to_vec(&manifest).unwrap(),
+    )
+}

@@ -765,6 +765,38 @@ fn a_docker_schema_2_image_is_pulled_as_oci_and_readable_by_every_tool() {
         raw.contains("application/vnd.docker.distribution.manifest.v2+json"),
         "{raw}"
     );
+    // And as a Docker manifest list of that image.
+    let mut child = tagged(&source, "aci.example.com/busybox:1");
+    child.as_object_mut().unwrap().remove("annotations");
+    child["platform"] = json!({"os": "linux", "architecture": herd::build::host_architecture()});
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [child],
+    });
+    let index = put_blob(
+        &source,
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    put_tag(&source, "aci.example.com/busybox:list", index);
+    let list_name = format!("{}/docker/busybox:list", registry.host());
+    run_ok(
+        Command::new(tool("skopeo"))
+            .args(["copy", "--quiet", "--all", "--format", "v2s2"])
+            .arg("--dest-tls-verify=false")
+            .arg(oci_ref(&source, "aci.example.com/busybox:list"))
+            .arg(format!("docker://{list_name}")),
+    );
+    let raw = run_ok(
+        Command::new(tool("skopeo"))
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{list_name}")),
+    );
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.list.v2+json"),
+        "{raw}"
+    );
 
     let home = work.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -775,6 +807,7 @@ fn a_docker_schema_2_image_is_pulled_as_oci_and_readable_by_every_tool() {
             .args(["pull", "--insecure", "--store"])
             .arg(&store)
             .arg(&name)
+            .arg(&list_name)
             .env("HOME", &home)
             .env("HERD_CONFIG", home.join("config.yml"))
             .env("DOCKER_CONFIG", home.join("docker"))
@@ -784,6 +817,11 @@ fn a_docker_schema_2_image_is_pulled_as_oci_and_readable_by_every_tool() {
         tagged(&store, &name)["mediaType"],
         "application/vnd.oci.image.manifest.v1+json"
     );
+    assert_eq!(tagged(&store, &list_name), {
+        let mut same = tagged(&store, &name);
+        same["annotations"] = tagged(&store, &list_name)["annotations"].clone();
+        same
+    });
     let manifest = manifest_of(&store, &name);
     assert_eq!(
         manifest["config"]["mediaType"],

@@ -70,12 +70,12 @@ pub fn extracted_layer(store: &Store, blob: &LayerBlob, origin: &str) -> Result<
     fs::create_dir_all(&cache)?;
     if target.symlink_metadata().is_ok() {
         // Left by an older herd, unverified: moved aside for `herd clean`.
-        let aside = cache.join(format!(
-            ".partial-unverified-{}-{}",
-            blob.diff_id.hex(),
-            std::process::id()
-        ));
-        let _ = fs::rename(&target, &aside);
+        let aside = tempfile::Builder::new()
+            .prefix(".partial-unverified-")
+            .tempdir_in(&cache)?
+            .keep();
+        // Into the fresh directory: a rename onto it would need it empty.
+        let _ = fs::rename(&target, aside.join("entry"));
     }
     let partial = tempfile::Builder::new()
         .prefix(".partial-")

@@ -204,9 +204,23 @@ fn a_layer_contradicting_its_diff_id_is_refused_and_later_builds_stay_clean() {
     assert!(!unverified.exists());
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), verified);
     assert_fsck_ok(&store);
-    // And the cached entries are used again: the trusted image rebuilds.
+    // An old-style entry (no record) under the base layer's own name is
+    // not used: moved aside, the layer is extracted and verified again
+    // (the planted tree has no shell: a build on it would fail).
+    let base_diff_id = config_of(&store, "aci.example.com/base:1")["rootfs"]["diff_ids"][1]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let planted = cache.join(base_diff_id.trim_start_matches("sha256:"));
+    std::fs::remove_dir_all(&planted).unwrap();
+    std::fs::create_dir_all(&planted).unwrap();
+    std::fs::write(planted.join("planted"), "old").unwrap();
     std::fs::write(trusted.join("runlevels/build/20.sh"), "#!/bin/sh\ntrue\n").unwrap();
     run_ok(&mut build(&trusted, &store));
+    assert!(planted.join("verified").is_file());
+    assert!(planted.join("rootfs/bin/busybox").is_file());
+    assert!(!planted.join("planted").exists());
+    assert_fsck_ok(&store);
 }
 
 // ---------------------------------------------------------------------------

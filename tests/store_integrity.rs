@@ -658,7 +658,8 @@ fn fifos_repeated_layers_and_whiteout_names_keep_their_meaning() {
     let on_fifo = work.path().join("on-fifo");
     image_dir(
         &on_fifo,
-        "name: aci.example.com/on-fifo:1\naci:\n  dependencies: [aci.example.com/fifo:1]\n",
+        "name: aci.example.com/on-fifo:1\naci:\n  dependencies: [aci.example.com/fifo:1]\n  \
+         app:\n    exec: [/bin/sh, -c, 'test -p /opt/fifo && echo fifo-in-podman']\n",
         &[(
             "build/10.sh",
             "set -e\ntest -p /opt/fifo\necho seen > /fifo-seen\n",
@@ -674,6 +675,9 @@ fn fifos_repeated_layers_and_whiteout_names_keep_their_meaning() {
         ),
         b"seen\n"
     );
+    let run = |name: &str| run_ok(podman().args(["run", "--rm"]).arg(oci_ref(&store, name)));
+    let out = run("aci.example.com/on-fifo:1");
+    assert!(out.contains("fifo-in-podman"), "{out}");
 
     // A base whose manifest lists one layer twice: the second application
     // wins over the layer between them.
@@ -710,7 +714,8 @@ fn fifos_repeated_layers_and_whiteout_names_keep_their_meaning() {
     image_dir(
         &on_repeated,
         "name: aci.example.com/on-repeated:1\naci:\n  dependencies:\n  \
-         - aci.example.com/busybox:1\n  - aci.example.com/repeated:1\n",
+         - aci.example.com/busybox:1\n  - aci.example.com/repeated:1\n  \
+         app:\n    exec: [/bin/cat, /etc/which]\n",
         &[("build/10.sh", "set -e\ncat /etc/which > /seen-by-build\n")],
     );
     run_ok(&mut build(&on_repeated, &store));
@@ -730,6 +735,7 @@ fn fifos_repeated_layers_and_whiteout_names_keep_their_meaning() {
             "{path}"
         );
     }
+    assert_eq!(run("aci.example.com/on-repeated:1").trim(), "one");
 
     // A build script's file named like a whiteout is refused, named.
     let whiteout = work.path().join("whiteout");
@@ -980,4 +986,82 @@ fn names_pinned_by_digest_work_for_pull_inspect_push_install_and_dependencies() 
     );
     let error = text(&run_fails(&mut build(&wrong, &store)).stderr);
     assert!(error.contains("no digest yet"), "{error}");
+}
+
+#[test]
+fn gnu_sparse_layers_are_extracted_whole_and_the_pax_form_is_refused() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let busybox = work.path().join("busybox");
+    busybox_image(&busybox, "name: aci.example.com/busybox:1\n");
+    run_ok(&mut build(&busybox, &store));
+    // A 4 MiB file that is a hole but for its last bytes.
+    let content = work.path().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    let holes = std::fs::File::create(content.join("holes")).unwrap();
+    holes.set_len(4 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&holes, b"the-end\n", (4 << 20) - 8).unwrap();
+    drop(holes);
+    for (format, works) in [("gnu", true), ("posix", false)] {
+        let tar = work.path().join(format!("{format}.tar"));
+        run_ok(
+            Command::new(tool("tar"))
+                .args(["--create", "--sparse", "--numeric-owner"])
+                .arg(format!("--format={format}"))
+                .arg("--file")
+                .arg(&tar)
+                .arg("--directory")
+                .arg(&content)
+                .arg("holes"),
+        );
+        let layer = std::fs::read(&tar).unwrap();
+        assert!(
+            layer.len() < 1 << 20,
+            "{format}: tar did not make it sparse"
+        );
+        let diff_id = herd::digest::Digest::of(&layer).to_string();
+        let sparse = format!("aci.example.com/sparse-{format}:1");
+        put_tag(
+            &store,
+            &sparse,
+            put_one_layer_image(&store, &layer, &diff_id),
+        );
+        let dir = work.path().join(format!("on-{format}"));
+        image_dir(
+            &dir,
+            &format!(
+                "name: aci.example.com/on-sparse-{format}:1\naci:\n  dependencies:\n  \
+                 - aci.example.com/busybox:1\n  - {sparse}\n"
+            ),
+            &[(
+                "build/10.sh",
+                "set -e\nwc -c < /holes > /size\ntail -c 8 /holes > /tail\n",
+            )],
+        );
+        let output = build(&dir, &store).output().unwrap();
+        let name = format!("aci.example.com/on-sparse-{format}:1");
+        if works {
+            assert!(output.status.success(), "{format}: {output:?}");
+            // (umoci cannot unpack the sparse base: read the own layer.)
+            let layers = manifest_of(&store, &name)["layers"].clone();
+            let own = std::fs::read(blob(
+                &store,
+                layers.as_array().unwrap().last().unwrap()["digest"]
+                    .as_str()
+                    .unwrap(),
+            ))
+            .unwrap();
+            let size = format!("{}\n", 4 << 20);
+            assert!(contains(&own, size.as_bytes()), "{format}: size");
+            assert!(contains(&own, b"the-end\n"), "{format}: tail");
+        } else {
+            let error = text(&output.stderr);
+            assert!(!output.status.success(), "{format}: {error}");
+            assert!(
+                error.contains("GNU sparse") && error.contains("holes"),
+                "{format}: {error}"
+            );
+        }
+    }
+    assert_fsck_ok(&store);
 }

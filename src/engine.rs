@@ -16,6 +16,7 @@ use std::process::Command;
 /// into containers-storage. Returns the image names installed.
 pub fn install(store: &Store, name: &ImageName) -> Result<Vec<ImageName>> {
     let descriptor = store.require(name)?;
+    store.protect_image(&descriptor)?; // kept from gc while skopeo reads it
     // A name pinned by digest may be found under another tag: skopeo reads
     // the image under the name the store has it, and containers-storage
     // gets the name without the digest (skopeo refuses one there).

@@ -83,6 +83,8 @@ impl Pusher<'_, '_> {
         }
         let store = self.session.store;
         let descriptor = store.require(name)?;
+        // Kept from gc while it is sent (another herd may move the tag).
+        store.protect_image(&descriptor)?;
         let digest = from_oci_digest(descriptor.digest());
         let bytes = store.read_blob(&digest)?;
         let parts = ManifestParts::parse(&bytes, &format!("the manifest of {name}"))?;

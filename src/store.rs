@@ -238,22 +238,29 @@ impl Store {
             return Ok(());
         }
         let _lock = self.lock()?;
+        self.add_to_lease(&mut lease, digests)
+    }
+
+    /// Protects the image `descriptor` and every blob it needs. The walk is
+    /// made under the store lock, as gc's is, so what it finds present
+    /// stays: what it calls missing was gone before.
+    pub fn protect_image(&self, descriptor: &Descriptor) -> Result<Walk> {
+        let mut lease = self.lease.lock().expect("lease lock");
+        let _lock = self.lock()?;
+        let walk = self.walk(descriptor);
+        self.add_to_lease(&mut lease, &walk.blobs)?;
+        Ok(walk)
+    }
+
+    /// Adds to this process's lease, making it first; the caller holds the
+    /// store lock, so no gc sees the new lease file before it is locked.
+    fn add_to_lease(&self, lease: &mut Option<lease::Lease>, digests: &[Digest]) -> Result<()> {
         if lease.is_none() {
             *lease = Some(lease::Lease::create(&self.root.join(lease::DIR))?);
         }
         let lease = lease.as_mut().expect("just made");
         let missing = lease.missing(digests);
         lease.add(&missing)
-    }
-
-    /// Protects the image `descriptor` and every blob it needs, then walks
-    /// it: what the walk calls missing was gone before the protection.
-    pub fn protect_image(&self, descriptor: &Descriptor) -> Result<Walk> {
-        let digest = from_oci_digest(descriptor.digest());
-        self.protect(std::slice::from_ref(&digest))?;
-        let walk = self.walk(descriptor);
-        self.protect(&walk.blobs)?;
-        Ok(walk)
     }
 
     /// What the image `descriptor` needs, and what of it is missing or

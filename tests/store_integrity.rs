@@ -421,6 +421,7 @@ fn gc_in_a_loop_never_takes_what_running_builds_and_pulls_use() {
 
     let stop = AtomicBool::new(false);
     let gc_runs = std::sync::atomic::AtomicUsize::new(0);
+    let fsck_runs = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<(String, bool, String)> = std::thread::scope(|scope| {
         scope.spawn(|| {
             // Bounded: the builds and pulls end long before.
@@ -430,6 +431,17 @@ fn gc_in_a_loop_never_takes_what_running_builds_and_pulls_use() {
                 }
                 run_ok(herd().args(["gc", "--store"]).arg(&store));
                 gc_runs.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        // fsck meanwhile: it holds the store lock, so it sees every tag
+        // whole and never trips over a blob gc is removing.
+        scope.spawn(|| {
+            for _ in 0..500 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                assert_fsck_ok(&store);
+                fsck_runs.fetch_add(1, Ordering::Relaxed);
             }
         });
         let mut jobs = Vec::new();
@@ -471,11 +483,13 @@ fn gc_in_a_loop_never_takes_what_running_builds_and_pulls_use() {
         results.into_inner().unwrap()
     });
     eprintln!(
-        "{} gc runs during {} builds and pulls",
+        "{} gc and {} fsck runs during {} builds and pulls",
         gc_runs.load(Ordering::Relaxed),
+        fsck_runs.load(Ordering::Relaxed),
         results.len()
     );
     assert!(gc_runs.load(Ordering::Relaxed) >= 5);
+    assert!(fsck_runs.load(Ordering::Relaxed) >= 2);
     let failed: Vec<&(String, bool, String)> = results.iter().filter(|r| !r.1).collect();
     assert!(failed.is_empty(), "failed under gc: {failed:#?}");
     for (name, _, _) in &results {

@@ -48,6 +48,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
             println!("1..0 # SKIP no tests/*.bats in {}", args.path.display());
             Ok(ExitCode::SUCCESS)
         }
+        Err(_) if let Some(signal) = herd::interrupt::received() => {
+            println!("Bail out! interrupted by {signal}");
+            Ok(super::build::interrupted(signal))
+        }
         Err(error) => {
             // TAP readers stop here; the error itself goes to stderr.
             let first = error.to_string();

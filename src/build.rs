@@ -74,6 +74,8 @@ pub fn build_source(
     store: &Store,
     options: &BuildOptions,
 ) -> Result<BuiltImage> {
+    // A build queued behind an interrupted one does not start.
+    crate::interrupt::check()?;
     let dir = source.dir.as_path();
     let epoch = options
         .source_date_epoch

@@ -93,10 +93,10 @@ impl SandboxArgs {
 }
 
 /// The line `herd build` and `herd test` end with when a signal stopped
-/// them, and the exit status for it.
-pub fn interrupted(signal: nix::sys::signal::Signal) -> ExitCode {
+/// them (after `stopped`, what they stopped), and the exit status for it.
+pub fn interrupted(signal: nix::sys::signal::Signal, stopped: &str) -> ExitCode {
     eprintln!(
-        "interrupted by {signal}: stopped the running build scripts, unmounted their build roots and removed temporary files"
+        "interrupted by {signal}: stopped {stopped}, unmounted the build roots and removed temporary files"
     );
     ExitCode::from(interrupt::exit_status(signal))
 }
@@ -160,7 +160,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let outcomes = plan.execute(&store, &options, !args.no_cache, jobs, &report);
     if let Some(signal) = interrupt::received() {
-        return Ok(interrupted(signal));
+        return Ok(interrupted(signal, "the running build scripts"));
     }
 
     let (mut built, mut cached, mut failed) = (0, 0, Vec::new());

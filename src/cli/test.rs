@@ -50,7 +50,10 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         }
         Err(_) if let Some(signal) = herd::interrupt::received() => {
             println!("Bail out! interrupted by {signal}");
-            Ok(super::build::interrupted(signal))
+            Ok(super::build::interrupted(
+                signal,
+                "the build scripts and removed the test container",
+            ))
         }
         Err(error) => {
             // TAP readers stop here; the error itself goes to stderr.

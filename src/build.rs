@@ -524,7 +524,12 @@ impl ScriptContext<'_> {
             ),
             Ending::Exited(0) if outcome.limits.is_empty() => Ok(()),
             Ending::Exited(code) => bail!(
-                "{level} script {name} failed with exit status {code}{}; the last lines of its output:\n{}",
+                "{level} script {name} {}{}; the last lines of its output:\n{}",
+                if code == 0 {
+                    "exited with status 0 but ran into a limit".to_string()
+                } else {
+                    format!("failed with exit status {code}")
+                },
                 limits(),
                 tail()
             ),

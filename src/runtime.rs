@@ -135,11 +135,6 @@ pub enum Ending {
 /// Lines of output kept for the error message of a failed script.
 const TAIL_LINES: usize = 20;
 
-/// Host directories a builder without its own root sees read-only.
-pub const HOST_SYSTEM_DIRS: &[&str] = &[
-    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt",
-];
-
 /// Container names herd gives build scripts: `herd-build-<herd's pid>-<n>`.
 const CONTAINER_PREFIX: &str = "herd-build-";
 
@@ -246,7 +241,7 @@ fn container_spec(
 ) -> Result<Spec> {
     let mut mounts: Vec<Mount> = oci_spec::runtime::get_default_mounts();
     if matches!(run.root, Root::HostReadOnly) {
-        for dir in HOST_SYSTEM_DIRS {
+        for dir in crate::sandbox::HOST_SYSTEM_DIRS {
             let host = Path::new("/").join(dir);
             let Ok(metadata) = host.symlink_metadata() else {
                 continue;
@@ -501,8 +496,11 @@ pub fn spawn_combined(mut command: Command) -> Result<(std::process::Child, std:
 /// How often a running script is checked for its end, its timeout or an
 /// interrupt.
 const POLL_EVERY: Duration = Duration::from_millis(25);
-/// How long a stopped script may take to go before its runner is killed.
+/// How long a stopped script may take to go before its runner is killed
+/// (`runc delete --force` then kills what is left).
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a script that was stopped and still runs is stopped again.
+const STOP_AGAIN: Duration = Duration::from_millis(500);
 
 /// Runs `command` (a runtime running the script, or the script) with
 /// stdout and stderr on one pipe, copying each line to our stderr (after
@@ -530,24 +528,33 @@ fn supervise(command: Command, run: &Run, stop: impl Fn(u32)) -> Result<Outcome>
         let _ = sender.send(Vec::from(tail));
     });
     let deadline = Instant::now() + run.sandbox.timeout;
-    let mut stopped: Option<(Ending, Instant)> = None;
+    // Why and since when the script is being stopped, and when it was
+    // last told to stop.
+    let mut stopped: Option<(Ending, Instant, Instant)> = None;
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        match stopped {
+        let now = Instant::now();
+        match &mut stopped {
             None => {
                 let ending = match crate::interrupt::received() {
                     Some(signal) => Some(Ending::Interrupted(signal)),
-                    None => (Instant::now() >= deadline).then_some(Ending::TimedOut),
+                    None => (now >= deadline).then_some(Ending::TimedOut),
                 };
                 if let Some(ending) = ending {
                     stop(child.id());
-                    stopped = Some((ending, Instant::now()));
+                    stopped = Some((ending, now, now));
                 }
             }
-            Some((_, at)) if at.elapsed() > STOP_GRACE => {
+            Some((_, since, _)) if now - *since > STOP_GRACE => {
                 let _ = child.kill();
+            }
+            // Again now and then: a container still being created when the
+            // first stop came was not there to be killed.
+            Some((_, _, last)) if now - *last > STOP_AGAIN => {
+                stop(child.id());
+                *last = now;
             }
             Some(_) => {}
         }
@@ -559,7 +566,7 @@ fn supervise(command: Command, run: &Run, stop: impl Fn(u32)) -> Result<Outcome>
         .recv_timeout(Duration::from_secs(2))
         .unwrap_or_default();
     let ending = match stopped {
-        Some((ending, _)) => ending,
+        Some((ending, ..)) => ending,
         None => Ending::Exited(status.code().unwrap_or_else(|| {
             128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
         })),

@@ -225,6 +225,11 @@ impl std::fmt::Display for LimitHit {
     }
 }
 
+/// Host directories a builder without its own root sees read-only.
+pub const HOST_SYSTEM_DIRS: &[&str] = &[
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt",
+];
+
 /// Host files a builder without dependencies must not read, though it
 /// sees the host's /etc, /usr and /opt (read-only) as its system: password
 /// hashes, host keys, TLS private keys, and the registry credentials herd
@@ -268,7 +273,7 @@ fn visible_host_path(file: &Path) -> Option<String> {
     let real = file.canonicalize().ok()?;
     let first = real.components().nth(1)?;
     let first = first.as_os_str().to_str()?;
-    crate::runtime::HOST_SYSTEM_DIRS
+    HOST_SYSTEM_DIRS
         .contains(&first)
         .then(|| real.display().to_string())
 }

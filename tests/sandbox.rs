@@ -279,25 +279,6 @@ fn containers_of(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// Mount points below `dir`.
-fn mounted_under(dir: &Path) -> Vec<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = format!("{}/", dir.display());
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-fn tmp_entries(store: &Path) -> Vec<String> {
-    std::fs::read_dir(store.join("tmp")).map_or(vec![], |d| {
-        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    })
-}
-
 /// A `herd build` of `dir` in its own process group, its stderr lines sent
 /// as they come.
 fn start_build(dir: &Path, store: &Path) -> (std::process::Child, mpsc::Receiver<String>) {

@@ -518,7 +518,7 @@ impl ScriptContext<'_> {
                 "interrupted by {signal} while {level} script {name} ran; its container was stopped"
             ),
             Ending::TimedOut => bail!(
-                "{level} script {name} timed out: still running after {} (runlevel {level}, timeout from --script-timeout or build.sandbox.timeout), so its container was killed; the last lines of its output:\n{}",
+                "{level} script {name} timed out: still running after {} (runlevel {level}, timeout from --script-timeout or build.sandbox.timeout), so it was killed with its container; the last lines of its output:\n{}",
                 humantime::format_duration(self.sandbox.timeout),
                 tail()
             ),

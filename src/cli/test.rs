@@ -33,13 +33,19 @@ pub struct TestArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     timeout: u64,
+
+    #[command(flatten)]
+    sandbox: super::build::SandboxArgs,
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let options = TestOptions {
         timeout: Duration::from_secs(args.timeout),
-        ..TestOptions::default()
+        build: herd::build::BuildOptions {
+            sandbox: args.sandbox.choices(),
+            ..Default::default()
+        },
     };
     match tester::test_image(&args.path, &store, &options) {
         Ok(Verdict::Passed) => Ok(ExitCode::SUCCESS),

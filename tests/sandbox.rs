@@ -67,12 +67,14 @@ impl Service {
 
 /// A script that tries the service at the host's loopback and at the
 /// private network's gateway (which slirp4netns could map to it), with
-/// bash's /dev/tcp, and prints its capabilities.
+/// bash's /dev/tcp, tries to open a packet socket (what captures traffic)
+/// with the host's python3, and prints its capabilities.
 fn reach_script(port: u16) -> String {
     format!(
         "for address in 127.0.0.1 10.0.2.2; do\n\
          if timeout 5 bash -c \"exec 3<>/dev/tcp/$address/{port}; head -n 1 <&3\"; then echo reached $address; else echo unreachable $address; fi\n\
          done\n\
+         python3 -c 'import socket; socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))' 2>/dev/null && echo packet-socket-opened || echo packet-socket-refused\n\
          grep CapEff /proc/self/status\n"
     )
 }
@@ -90,6 +92,7 @@ fn has_net_raw(output: &str) -> bool {
 #[test]
 fn a_build_script_reaches_the_hosts_loopback_only_when_host_networking_is_asked() {
     tool("slirp4netns");
+    tool("python3");
     let service = Service::start();
     let work = workdir();
     let store = work.path().join("store");
@@ -104,6 +107,7 @@ fn a_build_script_reaches_the_hosts_loopback_only_when_host_networking_is_asked(
     assert!(!stderr.contains("secret-from-the-host"), "{stderr}");
     assert_eq!(service.accepted(), 0, "the script connected:\n{stderr}");
     assert!(!has_net_raw(&stderr), "CAP_NET_RAW by default:\n{stderr}");
+    assert!(stderr.contains("packet-socket-refused"), "{stderr}");
 
     // Asked for on the command line...
     let output = build(&dir, &store)
@@ -116,6 +120,7 @@ fn a_build_script_reaches_the_hosts_loopback_only_when_host_networking_is_asked(
     assert!(stderr.contains("reached 127.0.0.1"), "{stderr}");
     assert_eq!(service.accepted(), 1);
     assert!(!has_net_raw(&stderr), "CAP_NET_RAW with --network host");
+    assert!(stderr.contains("packet-socket-refused"), "{stderr}");
 
     // ...or in the manifest.
     let manifested = work.path().join("reach-host");

@@ -11,7 +11,7 @@ use oci_spec::runtime::{
     LinuxResourcesBuilder, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
 };
 use std::collections::{HashSet, VecDeque};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -493,6 +493,8 @@ pub fn spawn_combined(mut command: Command) -> Result<(std::process::Child, std:
     Ok((child, reader))
 }
 
+/// The longest line of a script's output passed on whole (64 KiB).
+const MAX_LINE: u64 = 64 << 10;
 /// How often a running script is checked for its end, its timeout or an
 /// interrupt.
 const POLL_EVERY: Duration = Duration::from_millis(25);
@@ -513,9 +515,20 @@ fn supervise(command: Command, run: &Run, stop: impl Fn(u32)) -> Result<Outcome>
     let (sender, receiver) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut tail = VecDeque::with_capacity(TAIL_LINES);
-        for line in BufReader::new(reader).split(b'\n') {
-            let Ok(line) = line else { break };
-            let line = String::from_utf8_lossy(&line).into_owned();
+        let mut reader = BufReader::new(reader);
+        let mut bytes = Vec::new();
+        loop {
+            // A script that prints gigabytes without a newline must not
+            // make herd hold them: a long line is cut into pieces.
+            bytes.clear();
+            match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut bytes) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if bytes.last() == Some(&b'\n') {
+                bytes.pop();
+            }
+            let line = String::from_utf8_lossy(&bytes).into_owned();
             match &label {
                 Some(label) => tracing::info!("  {label} | {line}"),
                 None => tracing::info!("  | {line}"),

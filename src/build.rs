@@ -10,7 +10,8 @@ use crate::layers::{self, Compression, Entry, LayerBlob, ScanOptions};
 use crate::manifest::{self, ImageManifest};
 use crate::names::{self, ImageName};
 use crate::rootfs::{self, Overlay};
-use crate::runtime::{self, BindMount, Isolation, IsolationKind, Root};
+use crate::runtime::{self, BindMount, Ending, Isolation, IsolationKind, Root};
+use crate::sandbox::{self, Sandbox};
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest as OciManifest, MediaType};
@@ -33,6 +34,12 @@ pub struct BuildOptions {
     pub isolation: IsolationKind,
     /// The OCI runtime binary; `None`: runc, else crun, from PATH.
     pub runtime: Option<PathBuf>,
+    /// The command line's network, limits and timeout for build scripts
+    /// (over the manifest's `build.sandbox`).
+    pub sandbox: sandbox::Choices,
+    /// Whether script output lines carry the image's name (several images
+    /// build at once).
+    pub label_output: bool,
 }
 
 /// The result of a build.
@@ -67,6 +74,8 @@ pub fn build_source(
     store: &Store,
     options: &BuildOptions,
 ) -> Result<BuiltImage> {
+    // A build queued behind an interrupted one does not start.
+    crate::interrupt::check()?;
     let dir = source.dir.as_path();
     let epoch = options
         .source_date_epoch
@@ -246,10 +255,19 @@ fn build_with_scripts(
             .collect()
     };
     let env = script_environment(provisional, &provisional_name, epoch);
+    let sandbox = Sandbox::choose(&options.sandbox, &provisional.build.sandbox);
+    if chroot {
+        tracing::warn!(
+            "--isolation chroot: build scripts share the host's network and have no pids or memory limit"
+        );
+    }
+    let label = options.label_output.then(|| tiny.clone());
     let ctx = ScriptContext {
         isolation: &isolation,
         scratch: scratch.path(),
         env: &env,
+        sandbox: &sandbox,
+        label: label.as_deref(),
     };
 
     // builder: its own root (builder dependencies, or the host read-only),
@@ -434,6 +452,8 @@ struct ScriptContext<'a> {
     isolation: &'a Isolation,
     scratch: &'a Path,
     env: &'a [String],
+    sandbox: &'a Sandbox,
+    label: Option<&'a str>,
 }
 
 impl ScriptContext<'_> {
@@ -447,8 +467,12 @@ impl ScriptContext<'_> {
         root: &Root,
         mounts: &[BindMount],
     ) -> Result<()> {
+        crate::interrupt::check()?;
         let name = script.file_name().unwrap_or_default().to_string_lossy();
-        tracing::info!("running {level} script {name}");
+        match self.label {
+            Some(label) => tracing::info!("{label}: running {level} script {name}"),
+            None => tracing::info!("running {level} script {name}"),
+        }
         let executable =
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions())
                 & 0o111
@@ -463,21 +487,46 @@ impl ScriptContext<'_> {
             mounts: mounts.to_vec(),
             env: self.env.to_vec(),
             args,
+            sandbox: self.sandbox.clone(),
+            label: self.label.map(String::from),
         };
         let outcome = runtime::run(self.isolation, &run, self.scratch)?;
-        if outcome.code != 0 {
-            bail!(
-                "{level} script {name} failed with exit status {}; the last lines of its output:\n{}",
-                outcome.code,
-                outcome
-                    .tail
-                    .iter()
-                    .map(|l| format!("  | {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+        let tail = || {
+            outcome
+                .tail
+                .iter()
+                .map(|l| format!("  | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let limits = || {
+            outcome
+                .limits
+                .iter()
+                .map(|hit| format!("; {hit}"))
+                .collect::<String>()
+        };
+        match outcome.ending {
+            Ending::Interrupted(signal) => bail!(
+                "interrupted by {signal} while {level} script {name} ran; its container was stopped"
+            ),
+            Ending::TimedOut => bail!(
+                "{level} script {name} timed out: still running after {} (runlevel {level}, timeout from --script-timeout or build.sandbox.timeout), so it was killed with its container; the last lines of its output:\n{}",
+                humantime::format_duration(self.sandbox.timeout),
+                tail()
+            ),
+            Ending::Exited(0) if outcome.limits.is_empty() => Ok(()),
+            Ending::Exited(code) => bail!(
+                "{level} script {name} {}{}; the last lines of its output:\n{}",
+                if code == 0 {
+                    "exited with status 0 but ran into a limit".to_string()
+                } else {
+                    format!("failed with exit status {code}")
+                },
+                limits(),
+                tail()
+            ),
         }
-        Ok(())
     }
 }
 

@@ -40,6 +40,9 @@ pub struct Builder {
 pub struct BuildSection {
     #[serde(default)]
     pub mount_points: Vec<HostMount>,
+    /// The network, limits and timeout of every build script.
+    #[serde(default)]
+    pub sandbox: crate::sandbox::ManifestChoices,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]

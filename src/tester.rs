@@ -61,13 +61,11 @@ use crate::build::{self, BuildOptions, BuiltImage, ImageSource};
 use crate::names::ImageName;
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 use oci_spec::image::{Descriptor, MediaType};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long the container may take to start and `tests/wait.sh` to succeed,
@@ -142,10 +140,13 @@ pub enum Verdict {
 }
 
 /// Builds the image directory `dir` into `store`, then runs its tests in a
-/// container of it. bats's TAP output goes to stdout as it comes. While the
-/// container exists, SIGINT, SIGTERM and SIGHUP make this return an error
-/// (after removing it) instead of ending the process.
+/// container of it. bats's TAP output goes to stdout as it comes. SIGINT,
+/// SIGTERM and SIGHUP make this return an error (after stopping the build's
+/// scripts and removing the container) instead of ending the process.
 pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Verdict> {
+    // Declared first, dropped last: restores the signal dispositions only
+    // once the build's scripts and the container are gone.
+    let _interrupts = crate::interrupt::Catch::signals()?;
     let tests = dir.join("tests");
     let source = ImageSource::read(dir)?;
     let testers: Vec<ImageName> = source
@@ -190,9 +191,6 @@ pub fn test_image(dir: &Path, store: &Store, options: &TestOptions) -> Result<Ve
         }
     );
 
-    // Declared first, dropped last: restores the signal dispositions only
-    // once the container is gone.
-    let _interrupts = Interrupts::catch()?;
     remove_orphans(&tools.podman);
     let work = WorkDir::create()?;
     tools.install(&work.path().join("tools"))?;
@@ -1022,51 +1020,10 @@ fn run_combined(command: Command, deadline: Instant) -> Result<Option<(i32, Stri
     Ok(status.map(|s| (exit_code(s), String::from_utf8_lossy(&output).into_owned())))
 }
 
-/// Set by the signal handler while a test runs.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn note_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// While alive, SIGINT, SIGTERM and SIGHUP only set a flag that the test's
-/// loops check: an interrupted test then still removes its container, whose
-/// keep-alive would otherwise run forever.
-struct Interrupts(Vec<(Signal, SigAction)>);
-
-impl Interrupts {
-    fn catch() -> Result<Interrupts> {
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        let action = SigAction::new(
-            SigHandler::Handler(note_interrupt),
-            SaFlags::empty(),
-            SigSet::empty(),
-        );
-        let mut previous = Interrupts(vec![]);
-        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            // SAFETY: the handler only stores into an atomic, which is
-            // async-signal-safe.
-            let old = unsafe { sigaction(signal, &action) }
-                .with_context(|| format!("catching {signal}"))?;
-            previous.0.push((signal, old));
-        }
-        Ok(previous)
-    }
-}
-
-impl Drop for Interrupts {
-    fn drop(&mut self) {
-        for (signal, old) in &self.0 {
-            // SAFETY: puts back the disposition that was there before.
-            let _ = unsafe { sigaction(*signal, old) };
-        }
-    }
-}
-
 /// Sleeps for `duration`; an error if the test was interrupted.
 fn pause(duration: Duration) -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted; the test container is being removed");
+    if let Some(signal) = crate::interrupt::received() {
+        bail!("interrupted by {signal}; the test container is being removed");
     }
     std::thread::sleep(duration);
     Ok(())

@@ -856,19 +856,6 @@ fn duration_of(command: &mut Command) -> Duration {
     started.elapsed()
 }
 
-/// Mount points below `dir`: build roots killed builds left mounted (a
-/// SIGKILLed process runs no destructor).
-fn mounted_under(dir: &Path) -> Vec<String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let prefix = format!("{}/", dir.display());
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_string)
-        .collect()
-}
-
 /// Unmounts what `mounted_under` finds, so a failed test's work directory
 /// can still be removed; returns how many there were.
 fn unmount_leftovers(store: &Path) -> usize {
@@ -883,14 +870,6 @@ fn unmount_leftovers(store: &Path) -> usize {
 /// Files under the store's tmp/ (leftovers `herd clean` removes).
 fn tmp_leftovers(store: &Path) -> usize {
     tmp_entries(store).len()
-}
-
-/// The names in the store's tmp/.
-fn tmp_entries(store: &Path) -> Vec<String> {
-    std::fs::read_dir(store.join("tmp")).map_or(vec![], |d| {
-        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    })
 }
 
 /// Temporary files and directories outside tmp/ that an interrupted write

@@ -2,9 +2,11 @@
 
 use super::StoreArg;
 use herd::build::BuildOptions;
+use herd::interrupt;
 use herd::layers::Compression;
 use herd::plan::{self, Event};
 use herd::runtime::IsolationKind;
+use herd::sandbox::{Choices, Limit, Network};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
 
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+
     /// How many images to build at once [default: the number of cores]
     #[arg(long, short)]
     jobs: Option<usize>,
@@ -52,6 +57,50 @@ pub struct BuildArgs {
     json: bool,
 }
 
+/// The box build scripts run in; each flag wins over the manifest's
+/// `build.sandbox` key of the same name.
+#[derive(clap::Args)]
+pub struct SandboxArgs {
+    /// The network of build scripts: private (their own, outbound only,
+    /// no access to the host's loopback) or host [default: private]
+    #[arg(long, value_enum, value_name = "MODE")]
+    network: Option<Network>,
+
+    /// Processes a build script may have at once, or max
+    /// [default: 4096]
+    #[arg(long, value_name = "N", value_parser = Limit::parse_pids)]
+    pids_limit: Option<Limit>,
+
+    /// Memory a build script may use (512MiB, 4GiB), or max [default: 4GiB]
+    #[arg(long, value_name = "SIZE", value_parser = Limit::parse_memory)]
+    memory_limit: Option<Limit>,
+
+    /// How long one build script may run (90s, 30m, 2h) before it is
+    /// killed [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = herd::sandbox::parse_timeout)]
+    script_timeout: Option<std::time::Duration>,
+}
+
+impl SandboxArgs {
+    pub fn choices(&self) -> Choices {
+        Choices {
+            network: self.network,
+            pids: self.pids_limit,
+            memory: self.memory_limit,
+            timeout: self.script_timeout,
+        }
+    }
+}
+
+/// The line `herd build` and `herd test` end with when a signal stopped
+/// them (after `stopped`, what they stopped), and the exit status for it.
+pub fn interrupted(signal: nix::sys::signal::Signal, stopped: &str) -> ExitCode {
+    eprintln!(
+        "interrupted by {signal}: stopped {stopped}, unmounted the build roots and removed temporary files"
+    );
+    ExitCode::from(interrupt::exit_status(signal))
+}
+
 /// Print the dependency graph of image and pod directories in Graphviz dot.
 #[derive(clap::Args)]
 pub struct GraphArgs {
@@ -61,24 +110,32 @@ pub struct GraphArgs {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    // Until every build has unwound: a signal then stops the scripts and
+    // the build roots are unmounted before herd exits.
+    let _interrupts = interrupt::Catch::signals()?;
     let plan = plan::discover(&args.paths)?;
     plan.order()?;
     let store = args.store.open()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let options = BuildOptions {
         compression: args.compression,
         source_date_epoch: args.source_date_epoch,
         init_binary: None,
         isolation: args.isolation,
         runtime: args.runtime,
+        sandbox: args.sandbox.choices(),
+        label_output: jobs > 1 && plan.units.len() > 1,
     };
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let started = std::time::Instant::now();
     let terminal = std::io::stderr().is_terminal();
     let print_lock = Mutex::new(());
     let report = |event: &Event| {
         let _guard = print_lock.lock();
+        if interrupt::received().is_some() {
+            return; // one line says so at the end
+        }
         match event {
             Event::Started(unit) if terminal => eprintln!("building {}", plan.units[*unit].name),
             Event::Started(_) => {}
@@ -102,6 +159,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let outcomes = plan.execute(&store, &options, !args.no_cache, jobs, &report);
+    if let Some(signal) = interrupt::received() {
+        return Ok(interrupted(signal, "the running build scripts"));
+    }
 
     let (mut built, mut cached, mut failed) = (0, 0, Vec::new());
     let mut summary = Vec::new();

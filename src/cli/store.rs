@@ -10,7 +10,8 @@ pub struct GcArgs {
     store: StoreArg,
 }
 
-/// Remove leftovers of interrupted builds (temporary files, build roots).
+/// Remove leftovers of interrupted builds: build script containers whose
+/// herd is gone (stopped and deleted), build roots, temporary files.
 #[derive(clap::Args)]
 pub struct CleanArgs {
     #[command(flatten)]
@@ -35,9 +36,15 @@ pub fn run_gc(args: GcArgs) -> anyhow::Result<ExitCode> {
 
 pub fn run_clean(args: CleanArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
+    // Containers first: a killed herd's script may still be writing into a
+    // build root.
+    let containers = match herd::runtime::Isolation::choose(Default::default(), None) {
+        Ok(herd::runtime::Isolation::Runtime(binary)) => herd::runtime::remove_orphans(&binary)?,
+        _ => 0,
+    };
     herd::rootfs::unmount_stale(&store)?;
     let removed = store.clean()? + herd::rootfs::remove_unverified_layers(&store)?;
-    println!("removed {removed} leftovers");
+    println!("removed {removed} leftovers and {containers} build script containers");
     Ok(ExitCode::SUCCESS)
 }
 

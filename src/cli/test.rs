@@ -33,13 +33,19 @@ pub struct TestArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     timeout: u64,
+
+    #[command(flatten)]
+    sandbox: super::build::SandboxArgs,
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let options = TestOptions {
         timeout: Duration::from_secs(args.timeout),
-        ..TestOptions::default()
+        build: herd::build::BuildOptions {
+            sandbox: args.sandbox.choices(),
+            ..Default::default()
+        },
     };
     match tester::test_image(&args.path, &store, &options) {
         Ok(Verdict::Passed) => Ok(ExitCode::SUCCESS),
@@ -47,6 +53,13 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         Ok(Verdict::NoTests) => {
             println!("1..0 # SKIP no tests/*.bats in {}", args.path.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Err(_) if let Some(signal) = herd::interrupt::received() => {
+            println!("Bail out! interrupted by {signal}");
+            Ok(super::build::interrupted(
+                signal,
+                "the build scripts and removed the test container",
+            ))
         }
         Err(error) => {
             // TAP readers stop here; the error itself goes to stderr.

@@ -80,8 +80,9 @@ struct AuthEntry {
     identitytoken: Option<String>,
 }
 
-/// The files searched, in podman's order, then docker's.
-fn auth_files() -> Vec<PathBuf> {
+/// The files searched, in podman's order, then docker's. Build scripts
+/// must not read them (`sandbox::masked_host_paths`).
+pub(crate) fn credential_files() -> Vec<PathBuf> {
     let var = |name| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())
@@ -129,7 +130,7 @@ fn normalize_key(key: &str) -> &str {
 
 /// Finds credentials for `repository` on `host`, or `None`.
 pub fn lookup(host: &str, repository: &str) -> Result<Option<Credentials>> {
-    for path in auth_files() {
+    for path in credential_files() {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

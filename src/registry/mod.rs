@@ -14,7 +14,7 @@
 //! cross-repository mounts, `progress` shows transfers; `push` and `pull`
 //! put these together.
 
-mod auth;
+pub(crate) mod auth;
 mod client;
 pub mod config;
 mod docker;

@@ -217,6 +217,26 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// Mount points below `dir`: build roots a build left mounted.
+pub fn mounted_under(dir: &Path) -> Vec<String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let prefix = format!("{}/", dir.display());
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The names in the store's tmp/ (what a build left there).
+pub fn tmp_entries(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join("tmp")).map_or(vec![], |d| {
+        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    })
+}
+
 /// The digest `herd build` printed for `name` ("NAME DIGEST" lines).
 pub fn built_digest(stdout: &str, name: &str) -> String {
     stdout

@@ -5,6 +5,7 @@
 pub mod attributes;
 pub mod build;
 pub mod cache;
+pub mod deploy;
 pub mod digest;
 pub mod engine;
 pub mod environments;

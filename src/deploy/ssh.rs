@@ -61,7 +61,7 @@ impl Connections {
             .tempdir_in(&base)
             .context("creating a directory for ssh connections")?;
         if let Some(config) = &config
-            && !config.is_file()
+            && !config.exists()
         {
             bail!("ssh config {} does not exist", config.display());
         }

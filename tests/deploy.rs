@@ -57,7 +57,7 @@ impl Env {
         env.write("services/agent/unit.tmpl", AGENT_UNIT);
         env.write(
             "services/agent/service-manifest.yml",
-            "containers: [aci.example.com/x:1]\nnodes:\n  - {hostname: all, fleet: [Global=true]}\n",
+            "concurrentUpdater: 3\ncontainers: [aci.example.com/x:1]\nnodes:\n  - {hostname: all, fleet: [Global=true]}\n",
         );
         env.slow_nodes(&[("s1", "v1", ""), ("s2", "v1", ""), ("s3", "v1", "")]);
         env
@@ -75,7 +75,8 @@ impl Env {
 
     /// slow's nodes (hostname, version attribute, extra YAML), node i on host i.
     fn slow_nodes(&self, nodes: &[(&str, &str, &str)]) {
-        let mut manifest = String::from("concurrentUpdater: 1\ncontainers: [aci.example.com/x:1]\nnodes:\n");
+        let mut manifest =
+            String::from("concurrentUpdater: 1\ncontainers: [aci.example.com/x:1]\nnodes:\n");
         for (i, (hostname, version, extra)) in nodes.iter().enumerate() {
             let number: usize = hostname[1..].parse().unwrap_or(i + 1);
             manifest.push_str(&format!(
@@ -91,10 +92,16 @@ impl Env {
     }
 
     fn hooks(&self) -> PathBuf {
-        for hook in ["before-service", "after-service", "before-unit", "after-unit"] {
+        for hook in [
+            "before-service",
+            "after-service",
+            "before-unit",
+            "after-unit",
+        ] {
             self.write(&format!("hooks/{hook}"), HOOK);
             let path = self.dir().join("hooks").join(hook);
-            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
         }
         self.work.path().join("hooks.log")
     }
@@ -116,7 +123,12 @@ impl Env {
 
     fn deploy_ok(&self, extra: &[&str]) -> String {
         let out = self.deploy(extra);
-        assert!(out.status.success(), "deploy failed: {}\n{}", out.status, text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "deploy failed: {}\n{}",
+            out.status,
+            text(&out.stderr)
+        );
         text(&out.stdout) + &text(&out.stderr)
     }
 
@@ -129,19 +141,29 @@ impl Env {
 
     /// (event, time, version) lines a slow unit logged on its host.
     fn events(&self, node: usize) -> Vec<(String, f64, String)> {
-        let out = self.hosts.ssh(self.host(node), &format!("cat /var/log/t_slow_s{node}.log"));
+        let out = self
+            .hosts
+            .ssh(self.host(node), &format!("cat /var/log/t_slow_s{node}.log"));
         text(&out.stdout)
             .lines()
             .map(|l| {
                 let parts: Vec<&str> = l.split_whitespace().collect();
-                (parts[0].to_string(), parts[1].parse().unwrap(), parts[2].to_string())
+                (
+                    parts[0].to_string(),
+                    parts[1].parse().unwrap(),
+                    parts[2].to_string(),
+                )
             })
             .collect()
     }
 
     fn lock_on(&self, node: usize) -> Option<String> {
-        let out = self.hosts.ssh(self.host(node), "readlink /var/lib/herd/locks/t_slow");
-        out.status.success().then(|| text(&out.stdout).trim().to_string())
+        let out = self
+            .hosts
+            .ssh(self.host(node), "readlink /var/lib/herd/locks/t_slow");
+        out.status
+            .success()
+            .then(|| text(&out.stdout).trim().to_string())
     }
 }
 
@@ -152,7 +174,11 @@ fn assert_has(haystack: &str, needle: &str) {
 #[test]
 fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     let env = Env::new("hda");
-    let (h1, h2, h3) = (env.host(1).to_string(), env.host(2).to_string(), env.host(3).to_string());
+    let (h1, h2, h3) = (
+        env.host(1).to_string(),
+        env.host(2).to_string(),
+        env.host(3).to_string(),
+    );
     let hook_log = env.hooks();
     let mut expected: Vec<String> = [&h1, &h2, &h3]
         .iter()
@@ -172,7 +198,11 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
         let events = env.events(node);
         assert_eq!(events.len(), 2, "{events:?}");
         let (start, ready) = (events[0].1, events[1].1);
-        assert!(ready - start >= 1.9, "node {node} ready after {:.2} s", ready - start);
+        assert!(
+            ready - start >= 1.9,
+            "node {node} ready after {:.2} s",
+            ready - start
+        );
         spans.push((start, ready));
     }
     spans.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -180,13 +210,27 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
         assert!(pair[1].0 >= pair[0].1, "batches overlap: {spans:?}");
     }
     for h in [&h1, &h2, &h3] {
-        assert_eq!(env.hosts.ssh_ok(h, "systemctl is-active t_agent_all.service").trim(), "active");
+        assert_eq!(
+            env.hosts
+                .ssh_ok(h, "systemctl is-active t_agent_all.service")
+                .trim(),
+            "active"
+        );
     }
     let hooks = std::fs::read_to_string(&hook_log).unwrap();
     let lines: Vec<&str> = hooks.lines().collect();
     assert_eq!(lines[0], "before-service t agent - - -");
-    assert_eq!(lines[1], format!("before-unit t agent t_agent_all.service {h1} -"));
-    assert_eq!(lines[2], format!("after-unit t agent t_agent_all.service {h1} ok"));
+    // agent goes out three at a time: three before-unit hooks, then three after.
+    for (i, h) in [&h1, &h2, &h3].iter().enumerate() {
+        assert_eq!(
+            lines[1 + i],
+            format!("before-unit t agent t_agent_all.service {h} -")
+        );
+        assert_eq!(
+            lines[4 + i],
+            format!("after-unit t agent t_agent_all.service {h} ok")
+        );
+    }
     assert!(lines.contains(&"after-service t slow - - ok"), "{hooks}");
     assert_eq!(lines.len(), 2 * (1 + 3 * 2 + 1), "{hooks}");
 
@@ -199,9 +243,15 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     // One attribute of one node: exactly its unit is redeployed.
     env.slow_nodes(&[("s1", "v1", ""), ("s2", "v2", ""), ("s3", "v1", "")]);
     let plan = env.plan();
-    let changed: Vec<&String> = plan.iter().filter(|l| !l.ends_with("(unchanged)")).collect();
+    let changed: Vec<&String> = plan
+        .iter()
+        .filter(|l| !l.ends_with("(unchanged)"))
+        .collect();
     assert_eq!(changed, [&format!("t_slow_s2.service -> {h2} (changed)")]);
-    let agent_since = env.hosts.ssh_ok(&h1, "systemctl show -p ActiveEnterTimestampMonotonic t_agent_all.service");
+    let agent_since = env.hosts.ssh_ok(
+        &h1,
+        "systemctl show -p ActiveEnterTimestampMonotonic t_agent_all.service",
+    );
     env.deploy_ok(&["slow"]);
     assert_eq!(env.events(1).len(), 2);
     assert_eq!(env.events(3).len(), 2);
@@ -209,14 +259,20 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(events[3].2, "v2");
     assert_eq!(
-        env.hosts.ssh_ok(&h1, "systemctl show -p ActiveEnterTimestampMonotonic t_agent_all.service"),
+        env.hosts.ssh_ok(
+            &h1,
+            "systemctl show -p ActiveEnterTimestampMonotonic t_agent_all.service"
+        ),
         agent_since
     );
 
     // status: all good, then a unit stopped by hand and one edited by hand.
     run_ok(&mut env.herd("status", &[]));
     env.hosts.ssh_ok(&h1, "systemctl stop t_slow_s1.service");
-    env.hosts.ssh_ok(&h3, "echo '# edited' >>/etc/systemd/system/t_slow_s3.service");
+    env.hosts.ssh_ok(
+        &h3,
+        "echo '# edited' >>/etc/systemd/system/t_slow_s3.service",
+    );
     let out = env.herd("status", &[]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let table = text(&out.stdout);
@@ -244,8 +300,15 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     std::fs::write(env.dir().join("refuse"), "").unwrap();
     let out = env.deploy(&["slow"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert_has(&text(&out.stderr), &format!("hook before-unit failed (exit status: 1) for t_slow_s3.service on {h3}"));
-    assert_has(&env.hosts.ssh_ok(&h3, "cat /etc/systemd/system/t_slow_s3.service"), "# edited");
+    assert_has(
+        &text(&out.stderr),
+        &format!("hook before-unit failed (exit status: 1) for t_slow_s3.service on {h3}"),
+    );
+    assert_has(
+        &env.hosts
+            .ssh_ok(&h3, "cat /etc/systemd/system/t_slow_s3.service"),
+        "# edited",
+    );
     std::fs::remove_file(env.dir().join("refuse")).unwrap();
 
     // --prune: s3's node is gone from the manifest, its unit from its host.
@@ -260,10 +323,15 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     );
     let out = env.deploy_ok(&["--prune"]);
     assert_has(&out, &format!("slow: removed t_slow_s3.service from {h3}"));
-    let gone = env.hosts.ssh(&h3, "test -e /etc/systemd/system/t_slow_s3.service");
+    let gone = env
+        .hosts
+        .ssh(&h3, "test -e /etc/systemd/system/t_slow_s3.service");
     assert!(!gone.status.success(), "the unit file is still there");
     assert_eq!(
-        env.hosts.ssh_ok(&h3, "systemctl show -p LoadState -p ActiveState t_slow_s3.service"),
+        env.hosts.ssh_ok(
+            &h3,
+            "systemctl show -p LoadState -p ActiveState t_slow_s3.service"
+        ),
         "LoadState=not-found\nActiveState=inactive\n"
     );
     run_ok(&mut env.herd("status", &[]));
@@ -275,25 +343,57 @@ fn a_unit_that_does_not_become_ready_is_rolled_back_and_the_rollout_stops() {
     let h2 = env.host(2).to_string();
     env.deploy_ok(&["slow"]);
     // Every node changes; s2's new version fails before it is ready.
-    env.slow_nodes(&[("s1", "v2", ""), ("s2", "v2", ", fail: 1"), ("s3", "v2", "")]);
-    let old_s2 = env.hosts.ssh_ok(&h2, "cat /etc/systemd/system/t_slow_s2.service");
+    env.slow_nodes(&[
+        ("s1", "v2", ""),
+        ("s2", "v2", ", fail: 1"),
+        ("s3", "v2", ""),
+    ]);
+    let old_s2 = env
+        .hosts
+        .ssh_ok(&h2, "cat /etc/systemd/system/t_slow_s2.service");
     let out = env.deploy(&["slow"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_has(&stderr, &format!("t_slow_s2.service on {h2} failed"));
-    assert_has(&stderr, &format!("last journal lines of t_slow_s2.service on {h2}:"));
+    assert_has(
+        &stderr,
+        &format!("last journal lines of t_slow_s2.service on {h2}:"),
+    );
     assert_has(&stderr, "status=3");
-    assert_has(&stderr, &format!("t_slow_s2.service on {h2}: previous version restored and active"));
+    assert_has(
+        &stderr,
+        &format!("t_slow_s2.service on {h2}: previous version restored and active"),
+    );
     // s1 went first and runs v2; s2 runs v1 again; s3 was never touched.
     assert_eq!(env.events(1).last().unwrap().2, "v2");
     let events = env.events(2);
     let last = events.last().unwrap();
-    assert_eq!((last.0.as_str(), last.2.as_str()), ("ready", "v1"), "{events:?}");
-    assert_eq!(events.iter().filter(|e| e.0 == "start").count(), 3, "v1, failed v2, v1 again");
+    assert_eq!(
+        (last.0.as_str(), last.2.as_str()),
+        ("ready", "v1"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| e.0 == "start").count(),
+        3,
+        "v1, failed v2, v1 again"
+    );
     assert_eq!(env.events(3).len(), 2);
-    assert_eq!(env.hosts.ssh_ok(&h2, "cat /etc/systemd/system/t_slow_s2.service"), old_s2);
-    assert_eq!(env.hosts.ssh_ok(&h2, "systemctl is-active t_slow_s2.service").trim(), "active");
-    assert!(env.lock_on(1).is_none() && env.lock_on(2).is_none(), "the lock stayed");
+    assert_eq!(
+        env.hosts
+            .ssh_ok(&h2, "cat /etc/systemd/system/t_slow_s2.service"),
+        old_s2
+    );
+    assert_eq!(
+        env.hosts
+            .ssh_ok(&h2, "systemctl is-active t_slow_s2.service")
+            .trim(),
+        "active"
+    );
+    assert!(
+        env.lock_on(1).is_none() && env.lock_on(2).is_none(),
+        "the lock stayed"
+    );
 }
 
 #[test]
@@ -303,21 +403,40 @@ fn one_deploy_at_a_time_and_ctrl_c_releases_the_lock() {
     env.hosts.ssh_ok(env.host(2), "mkdir -p /var/lib/herd/locks && ln -s 'ops@laptop pid 42 since 2026-01-01T00:00:00Z' /var/lib/herd/locks/t_slow");
     let out = env.deploy(&["slow"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_has(&text(&out.stderr), "lock on hdc2 is held by ops@laptop pid 42 since 2026-01-01T00:00:00Z");
-    assert!(env.lock_on(1).is_none(), "the lock it took on hdc1 was not given back");
+    assert_has(
+        &text(&out.stderr),
+        "lock on hdc2 is held by ops@laptop pid 42 since 2026-01-01T00:00:00Z",
+    );
+    assert!(
+        env.lock_on(1).is_none(),
+        "the lock it took on hdc1 was not given back"
+    );
     let out = env.deploy(&["--unlock", "slow"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_has(&text(&out.stderr), "slow: removed the lock on hdc2 held by ops@laptop pid 42");
+    assert_has(
+        &text(&out.stderr),
+        "slow: removed the lock on hdc2 held by ops@laptop pid 42",
+    );
     let out = env.deploy(&["--unlock", "slow"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_has(&text(&out.stderr), "service slow is not locked on any machine of t");
+    assert_has(
+        &text(&out.stderr),
+        "service slow is not locked on any machine of t",
+    );
     assert!(env.lock_on(2).is_none());
 
     // Two deploys: the second refuses, naming the first.
-    let first = env.herd("deploy", &["slow"]).stderr(Stdio::piped()).spawn().unwrap();
+    let first = env
+        .herd("deploy", &["slow"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while env.lock_on(3).is_none() {
-        assert!(Instant::now() < deadline, "the first deploy never took its lock");
+        assert!(
+            Instant::now() < deadline,
+            "the first deploy never took its lock"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = env.deploy(&["slow"]);
@@ -326,22 +445,38 @@ fn one_deploy_at_a_time_and_ctrl_c_releases_the_lock() {
 
     // Ctrl-C while s1 restarts: s1 finishes, the rest is left, locks go.
     while env.events(1).is_empty() {
-        assert!(Instant::now() < deadline, "the first deploy never started s1");
+        assert!(
+            Instant::now() < deadline,
+            "the first deploy never started s1"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let out = first.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert_has(&stderr, "interrupted");
     assert_eq!(env.events(1).len(), 2, "s1's restart was cut short");
-    assert!(env.events(2).is_empty() && env.events(3).is_empty(), "{stderr}");
+    assert!(
+        env.events(2).is_empty() && env.events(3).is_empty(),
+        "{stderr}"
+    );
     for node in 1..=3 {
         assert!(env.lock_on(node).is_none(), "lock left on node {node}");
     }
     let plan = env.plan();
-    assert!(plan.contains(&format!("t_slow_s1.service -> {} (unchanged)", env.host(1))), "{plan:?}");
-    assert!(plan.contains(&format!("t_slow_s2.service -> {} (new)", env.host(2))), "{plan:?}");
+    assert!(
+        plan.contains(&format!("t_slow_s1.service -> {} (unchanged)", env.host(1))),
+        "{plan:?}"
+    );
+    assert!(
+        plan.contains(&format!("t_slow_s2.service -> {} (new)", env.host(2))),
+        "{plan:?}"
+    );
 }
 
 /// Needs no test host: a listener that accepts and never speaks.
@@ -360,17 +495,41 @@ fn an_unreachable_machine_fails_with_a_timeout_and_an_impossible_placement_is_re
     let manifest = env.join("services/web/service-manifest.yml");
     std::fs::write(&manifest, "containers: [aci.example.com/x:1]\nnodes:\n  - {hostname: w1, fleet: [MachineMetadata=role=front]}\n").unwrap();
     let started = Instant::now();
-    let out = run_fails(herd().args(["deploy", "--connect-timeout", "1", "--plan"]).arg(&env).env("HERD_SSH_CONFIG", "/dev/null"));
+    let out = run_fails(
+        herd()
+            .args(["deploy", "--connect-timeout", "1", "--plan"])
+            .arg(&env)
+            .env("HERD_SSH_CONFIG", "/dev/null"),
+    );
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert_has(&stderr, &format!("cannot reach machine mute (root@127.0.0.1:{port}) over ssh within 1 s (ConnectTimeout)"));
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert_has(
+        &stderr,
+        &format!(
+            "cannot reach machine mute (root@127.0.0.1:{port}) over ssh within 1 s (ConnectTimeout)"
+        ),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     drop(silent);
 
     std::fs::write(&manifest, "containers: [aci.example.com/x:1]\nnodes:\n  - {hostname: w1, fleet: [MachineMetadata=role=db]}\n").unwrap();
     let out = run_fails(herd().args(["deploy", "--plan"]).arg(&env));
-    assert_has(&text(&out.stderr), "cannot place t_web_w1.service: no machine has MachineMetadata=role=db (machines: mute)");
-    std::fs::write(env.join("config.yml"), "envName: t\nmachines:\n  - {name: m, ssh: '-oProxyCommand=x'}\n").unwrap();
+    assert_has(
+        &text(&out.stderr),
+        "cannot place t_web_w1.service: no machine has MachineMetadata=role=db (machines: mute)",
+    );
+    std::fs::write(
+        env.join("config.yml"),
+        "envName: t\nmachines:\n  - {name: m, ssh: '-oProxyCommand=x'}\n",
+    )
+    .unwrap();
     let out = run_fails(herd().args(["deploy", "--plan"]).arg(&env));
-    assert_has(&text(&out.stderr), "config.yml:3: machine `m`: ssh \"-oProxyCommand=x\"");
+    assert_has(
+        &text(&out.stderr),
+        "config.yml:3: machine `m`: ssh \"-oProxyCommand=x\"",
+    );
 }

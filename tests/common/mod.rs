@@ -413,7 +413,12 @@ impl TestHosts {
             ssh_config: dir.join("ssh_config"),
         };
         hosts.down();
-        run_ok(Command::new("bash").arg(&hosts.script).arg("up").args(names));
+        run_ok(
+            Command::new("bash")
+                .arg(&hosts.script)
+                .arg("up")
+                .args(names),
+        );
         let config = run_ok(Command::new("bash").arg(&hosts.script).arg("ssh-config"));
         std::fs::write(&hosts.ssh_config, config).unwrap();
         hosts

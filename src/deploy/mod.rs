@@ -183,18 +183,8 @@ pub fn survey_all<'a>(
     machines: &[String],
     files: impl Fn(&str) -> Vec<&'a str> + Sync,
 ) -> Result<BTreeMap<String, Survey>> {
-    let results: Vec<(String, Result<Survey>)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = machines
-            .iter()
-            .map(|m| {
-                let files = &files;
-                scope.spawn(move || (m.clone(), remote::survey(conn, m, env_name, &files(m))))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("survey thread"))
-            .collect()
+    let results = in_parallel(machines, |m| {
+        (m.clone(), remote::survey(conn, m, env_name, &files(m)))
     });
     let mut surveys = BTreeMap::new();
     let mut errors = vec![];
@@ -210,4 +200,18 @@ pub fn survey_all<'a>(
         anyhow::bail!("{}", errors.join("\n"));
     }
     Ok(surveys)
+}
+
+/// `f` of every item, each on its own thread: the work is waiting for
+/// machines over SSH, not computing, so a thread per machine (or per unit
+/// of a batch) is what makes them run at once. Results in input order.
+pub fn in_parallel<I: Sync, T: Send>(items: &[I], f: impl Fn(&I) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items.iter().map(|i| scope.spawn(move || f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a deploy thread panicked"))
+            .collect()
+    })
 }

@@ -8,7 +8,7 @@ use super::lock::Lock;
 use super::placement::Placed;
 use super::remote::{self, RolledBack, Survey};
 use super::ssh::Connections;
-use super::{Change, Plan, survey_all};
+use super::{Change, Plan, in_parallel, survey_all};
 use crate::environments::Environment;
 use anyhow::{Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
@@ -222,16 +222,8 @@ impl ServiceRollout<'_> {
                 }
             }
             let started = Instant::now();
-            let results: Vec<(&Placed, Result<Result<(), String>>)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|p| scope.spawn(move || (*p, self.update(p))))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("rollout thread"))
-                    .collect()
-            });
+            let results: Vec<(&Placed, Result<Result<(), String>>)> =
+                in_parallel(batch, |p| (*p, self.update(p)));
             let mut failed = vec![];
             for (p, result) in &results {
                 let result = match result {

@@ -3,7 +3,7 @@
 
 use super::remote::{self, UnitState};
 use super::ssh::Connections;
-use super::{Change, Plan, survey_all};
+use super::{Change, Plan, in_parallel, survey_all};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -46,25 +46,14 @@ pub fn status(plan: &Plan, conn: &Connections, services: &[String]) -> Result<Ve
             .collect()
     };
     let surveys = survey_all(conn, &plan.env_name, &machines, files_of)?;
-    let states: Vec<Result<BTreeMap<String, UnitState>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = machines
+    let states: Vec<Result<BTreeMap<String, UnitState>>> = in_parallel(&machines, |m| {
+        let starts: Vec<String> = selected
             .iter()
-            .map(|m| {
-                let starts: Vec<String> = selected
-                    .iter()
-                    .filter(|p| p.machine == *m)
-                    .map(|p| plan.unit(&p.unit).start())
-                    .collect();
-                scope.spawn(move || {
-                    let names: Vec<&str> = starts.iter().map(String::as_str).collect();
-                    remote::states(conn, m, &names)
-                })
-            })
+            .filter(|p| p.machine == *m)
+            .map(|p| plan.unit(&p.unit).start())
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("status thread"))
-            .collect()
+        let names: Vec<&str> = starts.iter().map(String::as_str).collect();
+        remote::states(conn, m, &names)
     });
     let mut by_machine = BTreeMap::new();
     for (machine, result) in machines.iter().zip(states) {

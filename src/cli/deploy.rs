@@ -35,8 +35,9 @@ pub struct Reach {
 /// put back to its previous version and the rollout stops.
 ///
 /// Exit status: 0 when done, 1 when a unit failed (rolled back) or a hook
-/// refused, 2 on errors, 130 when interrupted (Ctrl-C; the lock is
-/// released, a second Ctrl-C quits at once).
+/// refused, 2 on errors, 130 when interrupted (Ctrl-C stops after the step
+/// under way and releases the locks; a second Ctrl-C quits at once and
+/// leaves them, for --unlock).
 #[derive(clap::Args, Debug)]
 pub struct DeployArgs {
     /// The environment directory (as for herd gen)

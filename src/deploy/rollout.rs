@@ -120,6 +120,9 @@ pub fn deploy(
         services.retain(|s| options.services.contains(s));
     }
     for service in &services {
+        if interrupted.load(Ordering::SeqCst) {
+            return Ok(Outcome::Interrupted);
+        }
         let concurrent = env
             .service(service)
             .map_or(1, |s| s.concurrent_updater as usize);
@@ -165,6 +168,18 @@ impl ServiceRollout<'_> {
         let surveys = survey_all(self.conn, env, &machines, |m| {
             self.plan.files_on(m, service)
         })?;
+        if !options.prune {
+            let service_only = [service.to_string()];
+            for (machine, files) in stale(self.plan, &surveys, &service_only)
+                .remove(service)
+                .unwrap_or_default()
+            {
+                eprintln!(
+                    "warning: {service}: {} on {machine} not generated any more (--prune removes it)",
+                    files.join(" ")
+                );
+            }
+        }
         let todo: Vec<&Placed> = targets
             .into_iter()
             .filter(|p| self.plan.unit(&p.unit).change(&surveys[&p.machine]) != Change::Unchanged)

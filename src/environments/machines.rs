@@ -173,6 +173,29 @@ pub fn check(machines: &[Machine], path: &Path, text: &str) -> Result<(), InputE
 mod tests {
     use super::*;
 
+    fn check_text(text: &str) -> Result<(), InputError> {
+        let path = Path::new("env/prod/config.yml");
+        let machines: Vec<Machine> = crate::yaml::parse(path, text)?;
+        check(&machines, path, text)
+    }
+
+    #[test]
+    fn machines_are_checked_with_their_line() {
+        assert!(
+            check_text("- {name: a, ssh: root@h:22, metadata: {rack: 101, ok: true}}\n").is_ok()
+        );
+        let err = check_text("- {name: a, ssh: h}\n- {name: a, ssh: h2}\n").unwrap_err();
+        assert!(err.message.contains("machine `a` is listed twice"), "{err}");
+        let err = check_text("- {name: a, ssh: h}\n- {name: b, ssh: 'h; rm -rf /'}\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        let err = check_text("- {name: a, ssh: h, metadata: {name: x}}\n").unwrap_err();
+        assert!(err.message.contains("metadata `name`"), "{err}");
+        let err = check_text("- {name: a, ssh: h, metadata: {rack: [1, 2]}}\n").unwrap_err();
+        assert!(err.message.contains("metadata `rack`"), "{err}");
+        let err = check_text("- {name: a, ssh: h, metdata: {}}\n").unwrap_err();
+        assert!(err.message.contains("did you mean `metadata`?"), "{err}");
+    }
+
     #[test]
     fn destinations_parse_and_options_are_refused() {
         let d = parse_destination("root@10.1.0.11:2222").unwrap();

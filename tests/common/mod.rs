@@ -19,6 +19,7 @@ pub fn herd() -> Command {
         "HERD_STORE",
         "HERD_INIT",
         "HERD_CONFIG",
+        "HERD_SSH_CONFIG",
         "SOURCE_DATE_EPOCH",
         "LOG_LEVEL",
     ] {

@@ -341,7 +341,32 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
 fn a_unit_that_does_not_become_ready_is_rolled_back_and_the_rollout_stops() {
     let env = Env::new("hdb");
     let h2 = env.host(2).to_string();
-    env.deploy_ok(&["slow"]);
+    // A service with a timer: both files go out, the timer is what runs.
+    env.write(
+        "services/tick/service-manifest.yml",
+        "containers: [aci.example.com/x:1]\nnodes:\n  - {hostname: k1, fleet: [MachineMetadata=name=hdb1]}\n",
+    );
+    env.write(
+        "services/tick/unit.tmpl",
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    );
+    env.write(
+        "services/tick/unit.timer.tmpl",
+        "[Timer]\nOnCalendar=daily\n[Install]\nWantedBy=timers.target\n",
+    );
+    env.deploy_ok(&["slow", "tick"]);
+    assert_eq!(
+        env.hosts.ssh_ok(
+            env.host(1),
+            "systemctl is-active t_tick_k1.timer; systemctl is-enabled t_tick_k1.timer"
+        ),
+        "active\nenabled\n"
+    );
+    let status = run_ok(&mut env.herd("status", &["tick"]));
+    assert_has(
+        &status,
+        "t_tick_k1.service  hdb1     up-to-date  active/waiting",
+    );
     // Every node changes; s2's new version fails before it is ready.
     env.slow_nodes(&[
         ("s1", "v2", ""),

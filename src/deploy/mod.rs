@@ -36,7 +36,8 @@ pub struct Unit {
 impl Unit {
     /// What is restarted and must be active: the timer when there is one.
     pub fn start(&self) -> String {
-        let timer = self.name.replace(".service", ".timer");
+        let stem = self.name.strip_suffix(".service").unwrap_or(&self.name);
+        let timer = format!("{stem}.timer");
         match self.files.contains_key(&timer) {
             true => timer,
             false => self.name.clone(),

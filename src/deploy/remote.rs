@@ -66,50 +66,57 @@ pub fn survey(conn: &Connections, machine: &str, env: &str, files: &[&str]) -> R
     Ok(survey)
 }
 
-const INSTALL: &str = r#"
-set -e
-env=$1 service=$2 f=$3
+const UPDATE: &str = r#"
+env=$1 service=$2 start=$3; shift 3
 d=/etc/systemd/system p=/var/lib/herd/previous m=/var/lib/herd/deployed/$env/$service
-mkdir -p "$p" "$m"
-t=$(mktemp "$d/.herd-XXXXXXXX")
+mkdir -p "$p" "$m" || exit 2
+# First the versions running now become the previous ones, so a rollback
+# after any failure below puts back exactly what was there.
+i=1; for a; do
+  if [ $((i % 2)) = 1 ]; then
+    if [ -f "$d/$a" ]; then cp "$d/$a" "$p/.$a.new" && mv -f "$p/.$a.new" "$p/$a" || exit 2
+    else rm -f "$p/$a"; fi
+  fi
+  i=$((i + 1))
+done
+t=
 trap 'rm -f "$t"' EXIT
-cat >"$t"
-chmod 644 "$t"
-if [ -f "$d/$f" ]; then cp "$d/$f" "$p/.$f.new"; mv -f "$p/.$f.new" "$p/$f"; else rm -f "$p/$f"; fi
-sync "$t" 2>/dev/null || true
-mv -f "$t" "$d/$f"
-: >"$m/$f"
+while [ $# -ge 2 ]; do
+  f=$1 n=$2; shift 2
+  t=$(mktemp "$d/.herd-XXXXXXXX") || exit 2
+  # GNU head -c reads no more than it is asked: the next file follows.
+  head -c "$n" >"$t" && [ "$(wc -c <"$t")" -eq "$n" ] || { echo "writing $f failed" >&2; exit 2; }
+  chmod 644 "$t" && sync "$t" && mv -f "$t" "$d/$f" && : >"$m/$f" || { echo "writing $f failed" >&2; exit 2; }
+done
+systemctl daemon-reload || { echo "systemctl daemon-reload failed" >&2; exit 1; }
+systemctl enable --quiet "$start" 2>/dev/null || true
+systemctl restart "$start" || exit 1
+systemctl is-active --quiet "$start" || { echo "$start is $(systemctl is-active "$start") after its restart" >&2; exit 1; }
 "#;
 
-/// Writes `content` as `/etc/systemd/system/<file>` atomically (a
-/// temporary file renamed over it), keeping the old one in `previous/`.
-pub fn install(
+/// Writes each of `files` (name, content) to `/etc/systemd/system`
+/// atomically (a temporary file renamed over the old one, which is kept in
+/// `previous/`), then daemon-reload, enable and restart `start` (its
+/// readiness is what `systemctl restart` waits for) and checks it is
+/// active: one SSH round trip per unit. `Ok(Err)` is the unit failing, as
+/// opposed to the machine not answering.
+pub fn update(
     conn: &Connections,
     machine: &str,
     env: &str,
     service: &str,
-    file: &str,
-    content: &[u8],
-) -> Result<()> {
-    let out = conn.script(machine, INSTALL, &[env, service, file], content)?;
-    if !out.success() {
-        bail!("writing {file} on {machine} failed: {}", out.stderr);
+    start: &str,
+    files: &[(&str, &[u8])],
+) -> Result<Result<(), String>> {
+    let lengths: Vec<String> = files.iter().map(|(_, c)| c.len().to_string()).collect();
+    let mut args = vec![env, service, start];
+    let mut input = vec![];
+    for ((name, content), length) in files.iter().zip(&lengths) {
+        args.push(name);
+        args.push(length);
+        input.extend_from_slice(content);
     }
-    Ok(())
-}
-
-const ACTIVATE: &str = r#"
-systemctl daemon-reload || { echo "systemctl daemon-reload failed" >&2; exit 1; }
-systemctl enable --quiet "$1" 2>/dev/null || true
-systemctl restart "$1" || exit 1
-systemctl is-active --quiet "$1" || { echo "$1 is $(systemctl is-active "$1") after its restart" >&2; exit 1; }
-"#;
-
-/// daemon-reload, enable and restart `unit` (its readiness is what
-/// `systemctl restart` waits for), then check it is active. `Ok(Err)` is
-/// the unit failing, as opposed to the machine not answering.
-pub fn activate(conn: &Connections, machine: &str, unit: &str) -> Result<Result<(), String>> {
-    let out = conn.script(machine, ACTIVATE, &[unit], b"")?;
+    let out = conn.script(machine, UPDATE, &args, &input)?;
     Ok(match out.success() {
         true => Ok(()),
         false => Err(out.stderr),

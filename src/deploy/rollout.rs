@@ -287,17 +287,19 @@ impl ServiceRollout<'_> {
     /// not become active.
     fn update(&self, p: &Placed) -> Result<Result<(), String>> {
         let unit = self.plan.unit(&p.unit);
-        for file in unit.file_names() {
-            remote::install(
-                self.conn,
-                &p.machine,
-                &self.plan.env_name,
-                self.service,
-                file,
-                &unit.files[file],
-            )?;
-        }
-        remote::activate(self.conn, &p.machine, &unit.start())
+        let files: Vec<(&str, &[u8])> = unit
+            .file_names()
+            .into_iter()
+            .map(|f| (f, unit.files[f].as_slice()))
+            .collect();
+        remote::update(
+            self.conn,
+            &p.machine,
+            &self.plan.env_name,
+            self.service,
+            &unit.start(),
+            &files,
+        )
     }
 
     /// Puts the previous version back, shows the journal of the failed one.

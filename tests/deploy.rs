@@ -335,6 +335,20 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
         "LoadState=not-found\nActiveState=inactive\n"
     );
     run_ok(&mut env.herd("status", &[]));
+
+    // A deleted service: --prune removes its units from every machine.
+    std::fs::remove_dir_all(env.dir().join("services/agent")).unwrap();
+    let out = env.deploy_ok(&["--prune"]);
+    for h in [&h1, &h2, &h3] {
+        assert_has(
+            &out,
+            &format!("agent: removed t_agent_all.service from {h}"),
+        );
+        let left = env
+            .hosts
+            .ssh_ok(h, "ls /etc/systemd/system /var/lib/herd/deployed/t");
+        assert!(!left.contains("agent"), "{h}: {left}");
+    }
 }
 
 #[test]

@@ -149,7 +149,8 @@ struct ServiceRollout<'a> {
     hooks: &'a Hooks,
     service: &'a str,
     concurrent: usize,
-    /// machine -> files to remove (`--prune`).
+    /// machine -> files `--prune` found before the lock: the machines to
+    /// lock besides the units' own.
     stale: BTreeMap<String, Vec<String>>,
     interrupted: &'a AtomicBool,
 }
@@ -168,23 +169,29 @@ impl ServiceRollout<'_> {
         let surveys = survey_all(self.conn, env, &machines, |m| {
             self.plan.files_on(m, service)
         })?;
+        // What is stale, read under the lock too.
+        let service_only = [service.to_string()];
+        let stale_now = stale(self.plan, &surveys, &service_only)
+            .remove(service)
+            .unwrap_or_default();
         if !options.prune {
-            let service_only = [service.to_string()];
-            for (machine, files) in stale(self.plan, &surveys, &service_only)
-                .remove(service)
-                .unwrap_or_default()
-            {
+            for (machine, files) in &stale_now {
                 eprintln!(
                     "warning: {service}: {} on {machine} not generated any more (--prune removes it)",
                     files.join(" ")
                 );
             }
         }
+        let stale_now = if options.prune {
+            stale_now
+        } else {
+            BTreeMap::new()
+        };
         let todo: Vec<&Placed> = targets
             .into_iter()
             .filter(|p| self.plan.unit(&p.unit).change(&surveys[&p.machine]) != Change::Unchanged)
             .collect();
-        if todo.is_empty() && self.stale.is_empty() {
+        if todo.is_empty() && stale_now.is_empty() {
             eprintln!("{service}: up to date");
             return Ok(Outcome::Done);
         }
@@ -195,7 +202,7 @@ impl ServiceRollout<'_> {
         self.hooks.run(hooks::BEFORE_SERVICE, &context)?;
         let outcome = self.roll(&todo)?;
         let outcome = match outcome {
-            Outcome::Done => self.prune()?,
+            Outcome::Done => self.prune(&stale_now)?,
             other => other,
         };
         let word = outcome_word(&outcome);
@@ -347,8 +354,8 @@ impl ServiceRollout<'_> {
 
     /// `--prune`: stops and removes this service's files that are no
     /// longer generated for their machine.
-    fn prune(&self) -> Result<Outcome> {
-        for (machine, files) in &self.stale {
+    fn prune(&self, stale: &BTreeMap<String, Vec<String>>) -> Result<Outcome> {
+        for (machine, files) in stale {
             if self.interrupted.load(Ordering::SeqCst) {
                 return Ok(Outcome::Interrupted);
             }

@@ -12,6 +12,9 @@ use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+mod machines;
+pub use machines::{Machine, SshDestination, parse_destination};
+
 pub const CONFIG_FILE: &str = "config.yml";
 pub const SERVICE_MANIFEST: &str = "service-manifest.yml";
 pub const UNIT_TEMPLATE: &str = "unit.tmpl";
@@ -43,6 +46,9 @@ pub struct EnvConfig {
     /// What `herd gen` writes when `--target` is not given.
     #[serde(default)]
     pub target: Target,
+    /// The hosts `herd deploy` places units on.
+    #[serde(default)]
+    pub machines: Vec<Machine>,
 }
 
 /// How units reach the registry their images come from.
@@ -211,6 +217,7 @@ impl Environment {
                 .parse::<ImageName>()
                 .map_err(|e| InputError::new(&config_path, format!("registry.domain: {e}")))?;
         }
+        machines::check(&config.machines, &config_path, &read_text(&config_path))?;
         let common = common_attributes_dir(dir);
         let mut attributes = MergedAttributes::new();
         attributes.apply_files(&with_includes(

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Build OCI images and pods from directories; generate systemd units from
-/// environment directories.
+/// environment directories and deploy them to their machines.
 #[derive(Parser)]
 #[command(name = "herd", version, about, long_about = None, propagate_version = true)]
 struct Herd {
@@ -37,6 +37,8 @@ enum Command {
     Push(cli::push::PushArgs),
     Pull(cli::pull::PullArgs),
     Gen(cli::r#gen::GenArgs),
+    Deploy(cli::deploy::DeployArgs),
+    Status(cli::deploy::StatusArgs),
     // Commands are listed in the order a user meets them; each lives in
     // src/cli/<command>.rs.
 }
@@ -61,6 +63,8 @@ fn main() -> ExitCode {
         Command::Push(args) => cli::push::run(args),
         Command::Pull(args) => cli::pull::run(args),
         Command::Gen(args) => cli::r#gen::run(args),
+        Command::Deploy(args) => cli::deploy::run_deploy(args),
+        Command::Status(args) => cli::deploy::run_status(args),
     };
     match result {
         Ok(code) => code,

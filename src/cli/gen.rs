@@ -57,16 +57,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         started.elapsed()
     );
     let target = args.target.unwrap_or(env.config.target);
-    let store = match &args.store {
-        // Opening would create an empty store: a mistyped path would then
-        // silently leave every image unpinned.
-        Some(path) if !path.join("index.json").is_file() => bail!(
-            "{} is not an image store (it has no index.json)",
-            path.display()
-        ),
-        Some(path) => Some(herd::store::Store::open(path)?),
-        None => None,
-    };
+    let store = open_store(args.store.as_deref())?;
     let files = units::generate(&env, target, store.as_ref())?;
     tracing::debug!("rendered {} files in {:?}", files.len(), started.elapsed());
     if let Some(dir) = &args.check {
@@ -103,6 +94,20 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         false => eprintln!("{} is up to date ({what})", out.display()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store images are pinned from, if one is given. Opening would
+/// create an empty store: a mistyped path would then silently leave every
+/// image unpinned, so a directory without `index.json` is refused.
+pub fn open_store(path: Option<&Path>) -> Result<Option<herd::store::Store>> {
+    match path {
+        Some(path) if !path.join("index.json").is_file() => bail!(
+            "{} is not an image store (it has no index.json)",
+            path.display()
+        ),
+        Some(path) => Ok(Some(herd::store::Store::open(path)?)),
+        None => Ok(None),
+    }
 }
 
 /// `units/<envName>` beside the `env/` directory holding the environment,

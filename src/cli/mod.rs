@@ -2,6 +2,7 @@
 
 pub mod attributes;
 pub mod build;
+pub mod deploy;
 pub mod r#gen;
 pub mod images;
 pub mod pods;

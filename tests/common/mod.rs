@@ -19,6 +19,7 @@ pub fn herd() -> Command {
         "HERD_STORE",
         "HERD_INIT",
         "HERD_CONFIG",
+        "HERD_SSH_CONFIG",
         "SOURCE_DATE_EPOCH",
         "LOG_LEVEL",
     ] {
@@ -443,4 +444,104 @@ pub fn put_one_layer_image(store: &Path, layer: &[u8], diff_id: &str) -> serde_j
         "application/vnd.oci.image.manifest.v1+json",
         &serde_json::to_vec(&manifest).unwrap(),
     )
+}
+
+/// `shared/tools/testhosts.sh`, which starts named test hosts (podman
+/// containers running systemd and sshd on 127.0.0.1): beside the clone
+/// (`../shared`, as CI has it), beside a directory of worktrees
+/// (`../../shared`), or where `HERD_TESTHOSTS` says.
+pub fn testhosts_script() -> PathBuf {
+    if let Some(path) = std::env::var_os("HERD_TESTHOSTS") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let candidates = [
+        root.join("../shared/tools/testhosts.sh"),
+        root.join("../../shared/tools/testhosts.sh"),
+    ];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "testhosts.sh not found at {} (CI has shared/ beside the clone; or set HERD_TESTHOSTS)",
+                candidates[0].display()
+            )
+        })
+}
+
+/// Test hosts started by `testhosts.sh up` for one test, removed on drop.
+/// Each test names its own hosts, so tests run in parallel.
+pub struct TestHosts {
+    script: PathBuf,
+    pub names: Vec<String>,
+    /// An ssh configuration with a `Host` entry per running host.
+    pub ssh_config: PathBuf,
+}
+
+impl TestHosts {
+    /// Starts fresh hosts `names` (any left by an earlier run are removed
+    /// first) and writes their ssh configuration into `dir`.
+    pub fn up(names: &[&str], dir: &Path) -> TestHosts {
+        tool("ssh"); // openssh-client
+        tool("podman");
+        let script = testhosts_script();
+        let hosts = TestHosts {
+            script,
+            names: names.iter().map(|n| n.to_string()).collect(),
+            ssh_config: dir.join("ssh_config"),
+        };
+        hosts.down();
+        run_ok(
+            Command::new("bash")
+                .arg(&hosts.script)
+                .arg("up")
+                .args(names),
+        );
+        let config = run_ok(Command::new("bash").arg(&hosts.script).arg("ssh-config"));
+        std::fs::write(&hosts.ssh_config, config).unwrap();
+        hosts
+    }
+
+    /// Runs the shell command `command` on host `name` (with ssh and the
+    /// hosts' configuration: `testhosts.sh ssh` asks podman for the port
+    /// each time, which is slow on a busy machine).
+    pub fn ssh(&self, name: &str, command: &str) -> Output {
+        Command::new(tool("ssh"))
+            .arg("-F")
+            .arg(&self.ssh_config)
+            .args(["-o", "BatchMode=yes", name, command])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Like `ssh`, which must succeed; its standard output.
+    pub fn ssh_ok(&self, name: &str, command: &str) -> String {
+        let out = self.ssh(name, command);
+        assert!(
+            out.status.success(),
+            "on {name}: {command}: {}\n{}",
+            out.status,
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    fn down(&self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .arg("down")
+            .args(&self.names)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for TestHosts {
+    fn drop(&mut self) {
+        self.down();
+    }
 }

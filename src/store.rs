@@ -21,6 +21,12 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 pub struct Store {
     root: PathBuf,
+    /// The last `index.json` read, as bytes and parsed: a tree build asks
+    /// for tags hundreds of times and parsing is most of the cost, while
+    /// reading the bytes again (to know they did not change) is cheap.
+    /// Compared by content, not by file identity: inode numbers are reused
+    /// and timestamps are coarse when several herds write in a burst.
+    last_index: std::sync::Mutex<Option<(Vec<u8>, std::sync::Arc<ImageIndex>)>>,
 }
 
 /// A directory in the store's temporary area that a running herd is using:
@@ -79,6 +85,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store> {
         let store = Store {
             root: root.to_path_buf(),
+            last_index: std::sync::Mutex::new(None),
         };
         std::fs::create_dir_all(store.root.join("blobs/sha256"))
             .with_context(|| format!("creating the store at {}", root.display()))?;
@@ -226,10 +233,11 @@ impl Store {
     pub fn resolve(&self, name: &ImageName) -> Result<Option<Descriptor>> {
         let wanted = name.to_string();
         Ok(self
-            .tags()?
-            .into_iter()
-            .find(|t| t.name == wanted)
-            .map(|t| t.descriptor))
+            .read_index()?
+            .manifests()
+            .iter()
+            .find(|d| d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(&wanted))
+            .cloned())
     }
 
     /// Like `resolve`, but a missing name is an error that lists what the
@@ -295,10 +303,21 @@ impl Store {
         Ok(true)
     }
 
-    fn read_index(&self) -> Result<ImageIndex> {
+    fn read_index(&self) -> Result<std::sync::Arc<ImageIndex>> {
         let path = self.index_path();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+        let mut last = self.last_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last_bytes, index)) = last.as_ref()
+            && *last_bytes == bytes
+        {
+            return Ok(index.clone());
+        }
+        let index: std::sync::Arc<ImageIndex> = std::sync::Arc::new(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        );
+        *last = Some((bytes, index.clone()));
+        Ok(index)
     }
 
     fn write_index(&self, manifests: &[Descriptor]) -> Result<()> {

@@ -679,33 +679,23 @@ fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Resul
 
 /// The abbreviated commit hash of the repository holding `dir`, if any.
 pub fn git_short_hash(dir: &Path) -> Option<String> {
-    git(dir, &["rev-parse", "--short", "HEAD"])
+    crate::vcs::revision(dir).short_hash
 }
 
 /// `SOURCE_DATE_EPOCH`, else the last commit time of `dir`, else 0.
 pub fn source_date_epoch(dir: &Path) -> Result<u64> {
+    source_date_epoch_or(|| crate::vcs::revision(dir).epoch)
+}
+
+/// `SOURCE_DATE_EPOCH`, else what `from_git` says.
+pub fn source_date_epoch_or(from_git: impl FnOnce() -> u64) -> Result<u64> {
     if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
         return value
             .trim()
             .parse()
             .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
     }
-    Ok(git(dir, &["log", "-1", "--format=%ct", "--", "."])
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0))
-}
-
-/// Runs git in `dir`; `None` when it is not a repository or git is absent.
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
-    (output.status.success() && !text.is_empty()).then_some(text)
+    Ok(from_git())
 }
 
 /// What an image inherits from its dependencies.

@@ -30,4 +30,5 @@ pub mod store;
 pub mod templates;
 pub mod tester;
 pub mod units;
+pub mod vcs;
 pub mod yaml;

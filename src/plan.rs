@@ -336,6 +336,9 @@ impl Plan {
         let wake = Condvar::new();
         let dependents: Vec<Vec<usize>> =
             (0..self.units.len()).map(|u| self.dependents(u)).collect();
+        // git is asked once per repository, not once per image.
+        let dirs: Vec<PathBuf> = self.units.iter().map(|u| u.dir.clone()).collect();
+        let revisions = crate::vcs::revisions(&dirs);
         std::thread::scope(|scope| {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
@@ -367,7 +370,14 @@ impl Plan {
                         };
                         report(&Event::Started(unit));
                         let started = Instant::now();
-                        let result = self.build_unit(unit, store, options, use_cache);
+                        let revision = revisions.get(&self.units[unit].dir).cloned();
+                        let result = self.build_unit(
+                            unit,
+                            store,
+                            options,
+                            &revision.unwrap_or_default(),
+                            use_cache,
+                        );
                         let outcome = Outcome {
                             result: result.map_err(|e| format!("{e:#}")),
                             duration: started.elapsed(),
@@ -426,12 +436,13 @@ impl Plan {
         unit: usize,
         store: &Store,
         options: &BuildOptions,
+        revision: &crate::vcs::Revision,
         use_cache: bool,
     ) -> Result<Built> {
         let unit = &self.units[unit];
         let epoch = options
             .source_date_epoch
-            .map_or_else(|| build::source_date_epoch(&unit.dir), Ok)?;
+            .map_or_else(|| build::source_date_epoch_or(|| revision.epoch), Ok)?;
         let options = BuildOptions {
             source_date_epoch: Some(epoch),
             ..options.clone()
@@ -454,7 +465,7 @@ impl Plan {
             .parse::<ImageName>()
             .is_ok_and(|n| n.tag().is_none());
         let commit = if generated_version {
-            build::git_short_hash(&unit.dir).unwrap_or_default()
+            revision.short_hash.clone().unwrap_or_default()
         } else {
             String::new()
         };

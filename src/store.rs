@@ -39,6 +39,12 @@ pub struct Store {
     root: PathBuf,
     /// This process's lease, made when it first protects a blob.
     lease: Mutex<Option<lease::Lease>>,
+    /// The last `index.json` read, as bytes and parsed: a tree build asks
+    /// for tags hundreds of times and parsing is most of the cost, while
+    /// reading the bytes again (to know they did not change) is cheap.
+    /// Compared by content, not by file identity: inode numbers are reused
+    /// and timestamps are coarse when several herds write in a burst.
+    last_index: Mutex<Option<(Vec<u8>, std::sync::Arc<ImageIndex>)>>,
 }
 
 /// A directory in the store's temporary area that a running herd is using:
@@ -123,6 +129,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             lease: Mutex::new(None),
+            last_index: Mutex::new(None),
         };
         std::fs::create_dir_all(store.root.join("blobs/sha256"))
             .with_context(|| format!("creating the store at {}", root.display()))?;
@@ -324,14 +331,18 @@ impl Store {
     /// the digest names the content, whatever the tag says.
     pub fn resolve(&self, name: &ImageName) -> Result<Option<Descriptor>> {
         let wanted = name.to_string();
-        let tags = self.tags()?;
-        if let Some(tag) = tags.iter().find(|t| t.name == wanted) {
-            return Ok(Some(tag.descriptor.clone()));
+        let manifests = self.read_index()?;
+        let named = |d: &&Descriptor| {
+            d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(&wanted)
+        };
+        if let Some(descriptor) = manifests.manifests().iter().find(named) {
+            return Ok(Some(descriptor.clone()));
         }
         let Some(digest) = name.digest() else {
             return Ok(None);
         };
-        Ok(tags
+        Ok(self
+            .tags()?
             .into_iter()
             .find(|t| from_oci_digest(t.descriptor.digest()) == *digest)
             .map(|t| t.descriptor))
@@ -417,10 +428,21 @@ impl Store {
         Ok(true)
     }
 
-    fn read_index(&self) -> Result<ImageIndex> {
+    fn read_index(&self) -> Result<std::sync::Arc<ImageIndex>> {
         let path = self.index_path();
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+        let mut last = self.last_index.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last_bytes, index)) = last.as_ref()
+            && *last_bytes == bytes
+        {
+            return Ok(index.clone());
+        }
+        let index: std::sync::Arc<ImageIndex> = std::sync::Arc::new(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?,
+        );
+        *last = Some((bytes, index.clone()));
+        Ok(index)
     }
 
     fn write_index(&self, manifests: &[Descriptor]) -> Result<()> {

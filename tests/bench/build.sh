@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: herd build of a 300 MB tree (10,000 files, half compressible
 # text, half random bytes) against `umoci repack` of the same tree, in the
-# same run. Prints wall times, peak memory and the ratio.
+# same run. Prints wall and CPU times, peak memory, layer sizes and the
+# ratios.
 #
 #   bash tests/bench/build.sh            # uses target/.../release/herd (builds it)
 set -euo pipefail
@@ -36,12 +37,13 @@ for i in range(10_000):
 PY
 du -sh "$work/tree"
 
-measure() { # label, command... -> prints "label seconds maxrss_kb"
+measure() { # label, command... -> prints "label seconds maxrss_kb cpu_seconds"
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
-  read -r secs rss < "$work/time"
-  echo "$label $secs $rss"
+  /usr/bin/time -f "%e %M %U %S" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err"; exit 1; }
+  read -r secs rss user sys < "$work/time"
+  echo "$label $secs $rss $(python3 -c "print(round($user + $sys, 2))")"
 }
+largest_blob() { find "$1/blobs" -type f -printf '%s\n' | sort -n | tail -1; }
 
 mkdir -p "$work/img"
 printf 'name: bench.example.com/tree:1\n' > "$work/img/aci-manifest.yml"
@@ -59,15 +61,18 @@ for round in 1 2 3; do
   rm -rf "$work/store"
   h=$(measure herd "$herd" build "$work/img" --store "$work/store")
   u=$(measure umoci umoci repack --image "$umoci_layout:t$round" "$work/bundle")
-  echo "round $round: $h | $u"
+  echo "round $round: $h | $u (label seconds peak_kb cpu_seconds)"
   echo "$h" >> "$work/herd.txt"; echo "$u" >> "$work/umoci.txt"
 done
-python3 - "$work/herd.txt" "$work/umoci.txt" <<'PY'
+python3 - "$work/herd.txt" "$work/umoci.txt" "$(largest_blob "$work/store")" "$(largest_blob "$umoci_layout")" <<'PY'
 import sys, statistics
-def load(p): return [(float(l.split()[1]), int(l.split()[2])) for l in open(p)]
+def load(p): return [(float(l.split()[1]), int(l.split()[2]), float(l.split()[3])) for l in open(p)]
 h, u = load(sys.argv[1]), load(sys.argv[2])
-hm, um = statistics.median(t for t, _ in h), statistics.median(t for t, _ in u)
-print(f"herd build:   median {hm:.2f} s, peak RSS {max(r for _, r in h)/1024:.0f} MB")
-print(f"umoci repack: median {um:.2f} s, peak RSS {max(r for _, r in u)/1024:.0f} MB")
-print(f"ratio herd/umoci: {hm/um:.2f} (target <= 0.5)")
+hlayer, ulayer = int(sys.argv[3]), int(sys.argv[4])
+med = lambda rows, i: statistics.median(r[i] for r in rows)
+hm, um = med(h, 0), med(u, 0)
+hc, uc = med(h, 2), med(u, 2)
+print(f"herd build:   median {hm:.2f} s wall, {hc:.2f} s CPU, peak RSS {max(r[1] for r in h)/1024:.0f} MB, layer {hlayer/1e6:.1f} MB")
+print(f"umoci repack: median {um:.2f} s wall, {uc:.2f} s CPU, peak RSS {max(r[1] for r in u)/1024:.0f} MB, layer {ulayer/1e6:.1f} MB")
+print(f"ratio herd/umoci: wall {hm/um:.2f} (target <= 0.45), CPU {hc/uc:.2f}, layer {hlayer/ulayer:.3f}")
 PY

@@ -1,0 +1,228 @@
+//! What git says about image directories: the time of the last commit
+//! that touched each one (the build's `SOURCE_DATE_EPOCH`) and the
+//! repository's HEAD (the `-v<hash>` of generated versions).
+//!
+//! A tree of hundreds of images asks this for every one of them, so the
+//! questions are batched: one `git log` per repository answers every
+//! directory in it, and a directory with no `.git` above it asks git
+//! nothing. Both answers must not depend on which other directories were
+//! asked at the same time, or `herd build DIR` and `herd build TREE`
+//! would give DIR different digests: `--full-history` makes git list
+//! every commit that touched a path in its usual walk order, so the first
+//! one listed for a directory is the same whatever else is listed.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// What git knows of one directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Revision {
+    /// Seconds since the epoch of the last commit touching the directory;
+    /// 0 outside git or before the first commit.
+    pub epoch: u64,
+    /// HEAD's short hash; `None` outside git.
+    pub short_hash: Option<String>,
+}
+
+/// The revision of one directory.
+pub fn revision(dir: &Path) -> Revision {
+    revisions(&[dir.to_path_buf()]).remove(dir).unwrap_or_default()
+}
+
+/// The revisions of `dirs`: one `git rev-parse` and one `git log` per
+/// repository they are in.
+pub fn revisions(dirs: &[PathBuf]) -> HashMap<PathBuf, Revision> {
+    let mut by_repository: HashMap<PathBuf, Vec<&PathBuf>> = HashMap::new();
+    let mut found = HashMap::new();
+    for dir in dirs {
+        match work_tree_of(dir) {
+            Some(top) => by_repository.entry(top).or_default().push(dir),
+            None => {
+                found.insert(dir.clone(), Revision::default());
+            }
+        }
+    }
+    for (top, dirs) in by_repository {
+        let short_hash = git(&top, &["rev-parse", "--short", "HEAD"]);
+        let epochs = last_commit_times(&top, &dirs);
+        for dir in dirs {
+            let epoch = epochs.get(dir).copied().unwrap_or(0);
+            found.insert(
+                dir.clone(),
+                Revision {
+                    epoch,
+                    short_hash: short_hash.clone(),
+                },
+            );
+        }
+    }
+    found
+}
+
+/// The nearest ancestor of `dir` (itself included) holding `.git` (a
+/// directory, or the file of a worktree or submodule).
+fn work_tree_of(dir: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(dir).ok()?;
+    absolute
+        .ancestors()
+        .find(|candidate| candidate.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+/// The last commit time touching each of `dirs`, from one `git log` over
+/// all of them, read until every directory has its answer.
+fn last_commit_times(top: &Path, dirs: &[&PathBuf]) -> HashMap<PathBuf, u64> {
+    // Directories by their path relative to the repository, as git prints
+    // them ("" for the top itself).
+    let mut wanted: HashMap<Vec<u8>, &PathBuf> = HashMap::new();
+    for dir in dirs {
+        let Ok(absolute) = std::path::absolute(dir) else {
+            continue;
+        };
+        let Ok(relative) = absolute.strip_prefix(top) else {
+            continue;
+        };
+        wanted.insert(relative.as_os_str().as_bytes().to_vec(), dir);
+    }
+    let mut command = Command::new("git");
+    command
+        .arg("-C")
+        .arg(top)
+        .args(["-c", "core.quotePath=false", "log", "--full-history"])
+        .args(["--format=%x01%ct", "--name-only", "-z", "--no-renames", "--"]);
+    for relative in wanted.keys() {
+        command.arg(if relative.is_empty() {
+            std::ffi::OsStr::new(".")
+        } else {
+            std::ffi::OsStr::from_bytes(relative)
+        });
+    }
+    let mut found = HashMap::new();
+    let Ok(mut child) = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return found;
+    };
+    let mut output = BufReader::new(child.stdout.take().expect("piped"));
+    let mut commit_time: Option<u64> = None;
+    let mut first_path = false;
+    let mut token = Vec::new();
+    while !wanted.is_empty() {
+        token.clear();
+        match output.read_until(0, &mut token) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if token.last() == Some(&0) {
+            token.pop();
+        }
+        if let Some(time) = token.strip_prefix(b"\x01") {
+            commit_time = std::str::from_utf8(time).ok().and_then(|t| t.parse().ok());
+            first_path = true;
+            continue;
+        }
+        let mut path: &[u8] = &token;
+        if first_path {
+            path = path.strip_prefix(b"\n").unwrap_or(path);
+            first_path = false;
+        }
+        let Some(time) = commit_time else { continue };
+        // The file's directories, deepest first, and the top itself.
+        let mut prefix: &[u8] = path;
+        loop {
+            prefix = match prefix.iter().rposition(|&b| b == b'/') {
+                Some(slash) => &prefix[..slash],
+                None => b"",
+            };
+            if let Some(dir) = wanted.remove(prefix) {
+                found.insert(dir.clone(), time);
+            }
+            if prefix.is_empty() {
+                break;
+            }
+        }
+    }
+    // Everything asked is answered: the rest of the history is not needed.
+    let _ = child.kill();
+    let _ = child.wait();
+    found
+}
+
+/// Runs git in `dir`; `None` when it fails or prints nothing.
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?.trim().to_string();
+    (output.status.success() && !text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, args: &[&str]) {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .stdout(Stdio::null())
+            .status()
+            .expect("git is installed");
+        assert!(status.success(), "git {args:?}");
+    }
+
+    fn commit(dir: &Path, file: &str, epoch: u64) {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, epoch.to_string()).unwrap();
+        run(dir, &["add", "-A"]);
+        let date = format!("@{epoch} +0000");
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(["commit", "-q", "-m", file])
+            .env("GIT_COMMITTER_DATE", &date)
+            .env("GIT_AUTHOR_DATE", &date)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    #[test]
+    fn each_directory_gets_its_own_last_commit_whatever_else_is_asked() {
+        let repo = tempfile::tempdir().unwrap();
+        run(repo.path(), &["init", "-q"]);
+        commit(repo.path(), "aci/a/aci-manifest.yml", 1_000_000_000);
+        commit(repo.path(), "aci/b/files/x y\nz", 1_100_000_000);
+        commit(repo.path(), "aci/a/files/f", 1_200_000_000);
+        commit(repo.path(), "README", 1_300_000_000);
+        let a = repo.path().join("aci/a");
+        let b = repo.path().join("aci/b");
+        let never = repo.path().join("aci/never");
+        std::fs::create_dir_all(&never).unwrap();
+        let all = revisions(&[a.clone(), b.clone(), never.clone()]);
+        assert_eq!(all[&a].epoch, 1_200_000_000);
+        assert_eq!(all[&b].epoch, 1_100_000_000);
+        assert_eq!(all[&never].epoch, 0);
+        assert_eq!(revision(&b), all[&b]);
+        assert_eq!(revision(repo.path()).epoch, 1_300_000_000);
+        let hash = all[&a].short_hash.clone().expect("a hash in git");
+        assert!(hash.len() >= 7, "{hash}");
+        let outside = tempfile::tempdir().unwrap();
+        assert_eq!(revision(outside.path()), Revision::default());
+    }
+}

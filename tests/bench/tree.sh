@@ -14,9 +14,12 @@ herd=$(ls -d target/*/release/herd | head -1)
 work=$(mktemp -d /tmp/herd-bench-tree.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-python3 - "$work/tree" <<'PY'
+# tree ROOT small|big: writes the 50-image tree (~3 MB of files per image,
+# half text, half random) or the 500-image one (four small files each).
+tree() {
+  python3 - "$1" "$2" <<'PY'
 import os, random, sys
-root = sys.argv[1]
+root, size = sys.argv[1], sys.argv[2]
 random.seed(7)
 def image(name, deps):
     d = os.path.join(root, name)
@@ -25,15 +28,25 @@ def image(name, deps):
         f.write(f"name: bench.example.com/{name}:1\n")
         if deps:
             f.write("aci:\n  dependencies: [" + ", ".join(f"bench.example.com/{x}:1" for x in deps) + "]\n")
-    for i in range(20):  # ~3 MB per image: half text, half random
+    for i in range(20 if size == "small" else 4):
         path = os.path.join(d, "files", "opt", name, f"f{i}")
         with open(path, "wb") as f:
-            f.write(os.urandom(75_000) if i % 2 else (("%s line %d\n" % (name, i)) * 5000).encode()[:75_000])
-for i in range(10):
-    image(f"base{i}", [f"base{i-1}"] if i else [])
-for i in range(40):
-    image(f"leaf{i}", [f"base{i % 10}"])
+            if size == "big":
+                f.write((f"{name} file {i}\n" * 64).encode())
+            else:
+                f.write(os.urandom(75_000) if i % 2 else (("%s line %d\n" % (name, i)) * 5000).encode()[:75_000])
+if size == "small":
+    for i in range(10):
+        image(f"base{i}", [f"base{i-1}"] if i else [])
+    for i in range(40):
+        image(f"leaf{i}", [f"base{i % 10}"])
+else:
+    image("base", [])
+    for i in range(499):
+        image(f"app{i:03d}", ["base"])
 PY
+}
+tree "$work/tree" small
 du -sh "$work/tree"
 
 measure() {
@@ -51,23 +64,7 @@ echo "cold build of 50 images: ${cold} s (peak RSS $((cold_rss / 1024)) MB)"
 echo "no-op rebuilds: ${noop[*]} s (target < 0.5 s)"
 
 echo
-python3 - "$work/big" <<'PY'
-import os, sys
-root = sys.argv[1]
-def image(name, deps):
-    d = os.path.join(root, name)
-    os.makedirs(os.path.join(d, "files", "opt", name), exist_ok=True)
-    with open(os.path.join(d, "aci-manifest.yml"), "w") as f:
-        f.write(f"name: bench.example.com/{name}:1\n")
-        if deps:
-            f.write("aci:\n  dependencies: [" + ", ".join(f"bench.example.com/{x}:1" for x in deps) + "]\n")
-    for i in range(4):
-        with open(os.path.join(d, "files", "opt", name, f"f{i}"), "w") as f:
-            f.write(f"{name} file {i}\n" * 64)
-image("base", [])
-for i in range(499):
-    image(f"app{i:03d}", ["base"])
-PY
+tree "$work/big" big
 git -C "$work/big" init -q
 git -C "$work/big" add -A
 git -C "$work/big" -c user.name=bench -c user.email=bench@example.com commit -qm tree

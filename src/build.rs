@@ -469,6 +469,7 @@ impl ScriptContext<'_> {
     ) -> Result<()> {
         crate::interrupt::check()?;
         let name = script.file_name().unwrap_or_default().to_string_lossy();
+        let name = crate::terminal::escape_controls(&name);
         match self.label {
             Some(label) => tracing::info!("{label}: running {level} script {name}"),
             None => tracing::info!("running {level} script {name}"),

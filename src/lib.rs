@@ -28,6 +28,7 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod store;
 pub mod templates;
+pub mod terminal;
 pub mod tester;
 pub mod units;
 pub mod vcs;

@@ -529,9 +529,10 @@ fn supervise(command: Command, run: &Run, stop: impl Fn(u32)) -> Result<Outcome>
                 bytes.pop();
             }
             let line = String::from_utf8_lossy(&bytes).into_owned();
+            let shown = crate::terminal::escape_controls(&line);
             match &label {
-                Some(label) => tracing::info!("  {label} | {line}"),
-                None => tracing::info!("  | {line}"),
+                Some(label) => tracing::info!("  {label} | {shown}"),
+                None => tracing::info!("  | {shown}"),
             }
             if tail.len() == TAIL_LINES {
                 tail.pop_front();

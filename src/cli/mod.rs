@@ -34,10 +34,13 @@ pub fn init_logging(verbose: u8) {
 }
 
 /// Prints an error and its causes, one per line, the way cargo does.
+/// Errors quote what registries answered and scripts printed: their
+/// control characters are escaped.
 pub fn report_error(error: &anyhow::Error) {
-    eprintln!("error: {error}");
+    let escape = |text: String| herd::terminal::escape_controls(&text).into_owned();
+    eprintln!("error: {}", escape(error.to_string()));
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {cause}");
+        eprintln!("  caused by: {}", escape(cause.to_string()));
     }
 }
 

@@ -31,6 +31,18 @@ pub struct RegistryArgs {
     /// Plain http instead of https.
     #[arg(long)]
     insecure: bool,
+
+    /// Seconds to wait for a connection, an answer, or a small body; a
+    /// blob may take this plus a second per 64 KiB [default: the config
+    /// file's `timeout:`, else 30]
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: Option<u64>,
+
+    /// How often to retry what may get better (timeouts, resets, 408, 429,
+    /// 5xx) [default: the config file's `retry_times:`, else 7, over about
+    /// 30 s]
+    #[arg(long, value_name = "N")]
+    retry_times: Option<u32>,
 }
 
 fn parse_host(text: &str) -> Result<String, String> {
@@ -42,6 +54,8 @@ impl RegistryArgs {
         herd::registry::Options {
             registry: self.registry.clone(),
             insecure: self.insecure,
+            timeout: self.timeout.map(std::time::Duration::from_secs),
+            retry_times: self.retry_times,
         }
     }
 }

@@ -2,6 +2,12 @@
 //! authentication (basic or bearer token, answered on the first 401 and
 //! then sent up front), retries with backoff, and the blob and manifest
 //! operations push and pull are made of.
+//!
+//! The registry is not trusted further than it must be: credentials (and
+//! tokens got with them) go only to its own scheme, host and port, never
+//! to an upload location or a redirect elsewhere, and to a token service
+//! elsewhere only over https; every wait is bounded by the endpoint's
+//! timeout and every body by what is expected of it.
 
 use super::auth::{self, Challenge, Credentials};
 use super::config::Endpoint;
@@ -15,8 +21,10 @@ use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Everything herd accepts when it asks for a manifest.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -28,6 +36,17 @@ pub const MANIFEST_TYPES: [&str; 4] = [
 
 /// Manifests are small; a bigger answer is not a manifest.
 const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+
+/// A token answer is a few KiB of JSON.
+const MAX_TOKEN_BYTES: u64 = 1 << 20;
+
+/// What herd reads of an error answer's body to quote it.
+const MAX_ERROR_BYTES: u64 = 4000;
+
+/// The slowest transfer herd waits for: a blob of N bytes may take the
+/// timeout plus N / this many seconds. Far below any working link, far
+/// above a registry that trickles a byte at a time to hold herd.
+const SLOWEST_BYTES_PER_SECOND: u64 = 64 << 10;
 
 /// Delays between attempts: about 30 s in all, enough for a registry
 /// restart or a load balancer to recover.
@@ -48,6 +67,8 @@ pub struct Failure {
     pub retriable: bool,
     /// How long the registry asked to wait (`Retry-After` on 429 or 503).
     pub retry_after: Option<Duration>,
+    /// The connection was refused: nothing listens there (yet).
+    pub refused: bool,
 }
 
 /// The longest `Retry-After` herd honours; a longer one is cut to this.
@@ -59,6 +80,7 @@ impl Failure {
             error,
             retriable: false,
             retry_after: None,
+            refused: false,
         }
     }
 
@@ -66,13 +88,25 @@ impl Failure {
     /// A host name that does not resolve, or a TLS handshake that fails
     /// (bad certificate, plain http), will not within seconds.
     fn transport(error: reqwest::Error, what: &str) -> Failure {
+        Failure::transport_io(std::io::Error::other(error), what)
+    }
+
+    /// [`Failure::transport`] for an error met reading a body.
+    fn transport_io(error: std::io::Error, what: &str) -> Failure {
         let mut lasting = false;
+        let mut refused = false;
+        let mut timed_out = false;
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
         while let Some(cause) = source {
             let io = cause.downcast_ref::<std::io::Error>();
             // rustls reports handshake failures as InvalidData.
             lasting |= io.is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
                 || cause.to_string().contains("dns error");
+            refused |= io.is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            timed_out |= io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+                || cause
+                    .downcast_ref::<reqwest::Error>()
+                    .is_some_and(reqwest::Error::is_timeout);
             // An io::Error's source() skips the error it wraps; get_ref() does not.
             source = match io.and_then(std::io::Error::get_ref) {
                 Some(inner) => Some(inner),
@@ -82,6 +116,8 @@ impl Failure {
         let chain = format!("{:#}", anyhow::Error::new(error));
         let hint = if chain.contains("InvalidContentType") || chain.contains("certificate") {
             " (for a plain-http registry use --insecure or `insecure: true` in herd's config; for a private CA, `ca:`)"
+        } else if timed_out {
+            " (the registry did not answer within the timeout; --timeout SECONDS or `timeout:` in herd's config sets it)"
         } else {
             ""
         };
@@ -89,6 +125,7 @@ impl Failure {
             error: anyhow!("{what}: {chain}{hint}"),
             retriable: !lasting,
             retry_after: None,
+            refused,
         }
     }
 }
@@ -117,6 +154,10 @@ pub struct Client {
     endpoint: Endpoint,
     base: reqwest::Url,
     auth: Mutex<AuthState>,
+    /// The registry answered at least once: a refused connection after
+    /// that is a restart worth waiting for, before it a registry that is
+    /// not there.
+    reached: AtomicBool,
 }
 
 #[derive(Default)]
@@ -136,11 +177,24 @@ impl Client {
         let mut builder = reqwest::blocking::Client::builder()
             .use_rustls_tls()
             .user_agent(concat!("herd/", env!("CARGO_PKG_VERSION")))
-            // Uploads of big layers take as long as they take; a dead peer
-            // is noticed by the connect timeout and TCP keepalive.
+            // Each request gets its own timeout in `send`: the endpoint's,
+            // or for a blob upload that plus what its size needs.
             .timeout(None)
-            .connect_timeout(Duration::from_secs(15))
+            .connect_timeout(endpoint.timeout)
             .tcp_keepalive(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                // reqwest drops Authorization on a redirect to another
+                // host or port; a redirect to plain http is refused.
+                let downgrade = attempt.url().scheme() == "http"
+                    && attempt.previous().iter().any(|u| u.scheme() == "https");
+                if downgrade {
+                    attempt.error("a redirect from https to plain http")
+                } else if attempt.previous().len() > 10 {
+                    attempt.error("more than 10 redirects")
+                } else {
+                    attempt.follow()
+                }
+            }))
             .pool_max_idle_per_host(16);
         if let Some(ca) = &endpoint.ca {
             let pem = std::fs::read(ca).with_context(|| {
@@ -165,7 +219,26 @@ impl Client {
             endpoint: endpoint.clone(),
             base,
             auth: Mutex::default(),
+            reached: AtomicBool::new(false),
         })
+    }
+
+    /// True if `url` is this registry: its scheme, host and port.
+    fn is_own(&self, url: &reqwest::Url) -> bool {
+        same_origin(url, &self.base)
+    }
+
+    /// True if a token service at `realm` may be sent this registry's
+    /// credentials: it is the registry itself, or speaks https (never a
+    /// downgrade to plain http), or the config file trusts it.
+    fn may_get_credentials(&self, realm: &reqwest::Url) -> bool {
+        let trusted = self
+            .endpoint
+            .trusted_realm
+            .as_deref()
+            .and_then(|t| reqwest::Url::parse(t).ok())
+            .is_some_and(|t| same_origin(&t, realm));
+        self.is_own(realm) || realm.scheme() == "https" || trusted
     }
 
     pub fn host(&self) -> &str {
@@ -180,32 +253,40 @@ impl Client {
         .url(rest)
     }
 
-    /// Runs `attempt` until it succeeds, fails for good, or the backoff
-    /// schedule is used up.
+    /// Runs `attempt` until it succeeds, fails for good, or the retries
+    /// (the endpoint's count, else the backoff schedule) are used up. A
+    /// refused connection to a registry not reached yet gets one quick
+    /// retry only: nothing listens there, and waiting will not change it.
     pub fn retry<T>(&self, mut attempt: impl FnMut() -> Result<T, Failure>) -> Result<T> {
-        let mut delays = BACKOFF.iter();
+        let retries = self
+            .endpoint
+            .retry_times
+            .map_or(BACKOFF.len(), |n| n as usize);
+        let mut attempts = 0;
         loop {
-            match attempt() {
+            attempts += 1;
+            let failure = match attempt() {
                 Ok(value) => return Ok(value),
-                Err(failure) if failure.retriable => match delays.next() {
-                    Some(delay) => {
-                        // The registry's own estimate, when longer than ours.
-                        let delay = failure
-                            .retry_after
-                            .map_or(*delay, |asked| asked.max(*delay));
-                        tracing::warn!("{:#}; retrying in {delay:?}", failure.error);
-                        std::thread::sleep(delay);
-                    }
-                    None => {
-                        return Err(anyhow!(
-                            "{:#} (gave up after {} attempts)",
-                            failure.error,
-                            BACKOFF.len() + 1
-                        ));
-                    }
-                },
-                Err(failure) => return Err(failure.error),
+                Err(failure) if !failure.retriable => return Err(failure.error),
+                Err(failure) => failure,
+            };
+            let not_there = failure.refused && !self.reached.load(Ordering::Relaxed);
+            let allowed = if not_there { retries.min(1) } else { retries };
+            if attempts > allowed {
+                let plural = if attempts == 1 { "" } else { "s" };
+                return Err(anyhow!(
+                    "{:#} (gave up after {attempts} attempt{plural}; --retry-times or `retry_times:` in herd's config sets the retries)",
+                    failure.error
+                ));
             }
+            let delay = BACKOFF[(attempts - 1).min(BACKOFF.len() - 1)];
+            // The registry's own estimate, when longer than ours.
+            let delay = failure.retry_after.map_or(delay, |asked| asked.max(delay));
+            tracing::warn!(
+                "{}; retrying in {delay:?}",
+                crate::terminal::escape_controls(&format!("{:#}", failure.error))
+            );
+            std::thread::sleep(delay);
         }
     }
 
@@ -221,22 +302,47 @@ impl Client {
         let key = scopes.join(" ");
         let mut authenticated = false;
         loop {
-            let mut request = build()?;
-            let header = {
-                let state = self.auth.lock().expect("auth lock");
-                state
-                    .headers
-                    .get(&key)
-                    .or_else(|| state.headers.get(&basic_key(repository)))
-                    .cloned()
-            };
-            if let Some(header) = &header {
-                request = request.header(AUTHORIZATION, header);
+            let mut request = build()?
+                .build()
+                .map_err(|e| Failure::fatal(anyhow!("{what}: {e}")))?;
+            if request.timeout().is_none() {
+                *request.timeout_mut() = Some(self.endpoint.timeout);
             }
-            let response = request.send().map_err(|e| Failure::transport(e, what))?;
+            // Never to an upload location or anything else elsewhere.
+            if self.is_own(request.url()) {
+                let header = {
+                    let state = self.auth.lock().expect("auth lock");
+                    state
+                        .headers
+                        .get(&key)
+                        .or_else(|| state.headers.get(&basic_key(repository)))
+                        .cloned()
+                };
+                if let Some(header) = header {
+                    let mut value =
+                        reqwest::header::HeaderValue::from_str(&header).map_err(|_| {
+                            anyhow!("{what}: the token has characters HTTP cannot carry")
+                        })?;
+                    value.set_sensitive(true);
+                    request.headers_mut().insert(AUTHORIZATION, value);
+                }
+            }
+            let response = self
+                .http
+                .execute(request)
+                .map_err(|e| Failure::transport(e, what))?;
+            self.reached.store(true, Ordering::Relaxed);
             if response.status() != StatusCode::UNAUTHORIZED {
                 tracing::debug!("{what}: {}", response.status());
                 return Ok(response);
+            }
+            if !self.is_own(response.url()) {
+                return Err(Failure::fatal(anyhow!(
+                    "{what}: {} asks for credentials (401 Unauthorized); herd sends the credentials of {} only to {} itself",
+                    origin(response.url()),
+                    self.host(),
+                    origin(&self.base)
+                )));
             }
             if authenticated {
                 return Err(Failure::fatal(self.refused(repository, what)));
@@ -348,6 +454,15 @@ impl Client {
                 "{what}: the token realm {realm:?} is not a URL: {e}"
             ))
         })?;
+        let withheld = credentials.filter(|_| !self.may_get_credentials(&url));
+        if let Some(withheld) = withheld {
+            tracing::warn!(
+                "{what}: not sending {} to the token service {}: {WITHHELD_WHY}",
+                withheld.describe(),
+                origin(&url)
+            );
+        }
+        let credentials = credentials.filter(|_| withheld.is_none());
         let request = match credentials {
             Some(credentials) if credentials.identity_token => {
                 let mut form = vec![
@@ -357,40 +472,57 @@ impl Client {
                     ("scope", scopes.join(" ")),
                 ];
                 form.extend(service.map(|s| ("service", s.to_string())));
-                self.http.post(url).form(&form)
+                self.http.post(url.clone()).form(&form)
             }
             _ => {
                 let mut query: Vec<(&str, &str)> =
                     service.map(|s| ("service", s)).into_iter().collect();
                 query.extend(scopes.iter().map(|s| ("scope", s.as_str())));
-                let request = self.http.get(url).query(&query);
+                let request = self.http.get(url.clone()).query(&query);
                 match credentials {
                     Some(credentials) => request.header(AUTHORIZATION, credentials.basic_header()),
                     None => request,
                 }
             }
         };
-        let what_token = format!("{what}: getting a token from {realm}");
+        let what_token = format!("{what}: getting a token from {}", origin(&url));
         let response = request
+            .timeout(self.endpoint.timeout)
             .send()
             .map_err(|e| Failure::transport(e, &what_token))?;
         if matches!(
             response.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
         ) {
-            let who = credentials.map_or("anonymous access".to_string(), Credentials::describe);
+            let who = match (credentials, withheld) {
+                (Some(credentials), _) => credentials.describe(),
+                (None, Some(withheld)) => format!(
+                    "anonymous access (herd did not send it {}: {WITHHELD_WHY})",
+                    withheld.describe()
+                ),
+                (None, None) => "anonymous access".to_string(),
+            };
             return Err(Failure::fatal(anyhow!(
                 "{what_token}: the token service refused {who} ({})",
                 response.status()
             )));
         }
-        let response = check(response, &[StatusCode::OK], &what_token)?;
+        let mut response = check(response, &[StatusCode::OK], &what_token)?;
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             token: Option<String>,
             access_token: Option<String>,
         }
-        let answer: TokenAnswer = response.json().map_err(|e| {
+        let body = read_small(
+            &mut response,
+            MAX_TOKEN_BYTES,
+            self.endpoint.timeout,
+            &what_token,
+        )?
+        .ok_or_else(|| {
+            anyhow!("{what_token}: the answer is larger than {MAX_TOKEN_BYTES} bytes")
+        })?;
+        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| {
             Failure::fatal(anyhow!("{what_token}: the answer is not token JSON: {e}"))
         })?;
         answer
@@ -498,6 +630,7 @@ impl Client {
                 Ok(self
                     .http
                     .put(url.clone())
+                    .timeout(self.transfer_time(size))
                     .header(CONTENT_TYPE, "application/octet-stream")
                     .header(CONTENT_LENGTH, size)
                     .body(body))
@@ -550,12 +683,18 @@ impl Client {
         let url = self.url(repository, &format!("blobs/{digest}"));
         self.retry(|| {
             progress.restart();
-            let response = self.send(repository, &pull_scope(repository), &what, &|| Ok(self.http.get(&url)))?;
+            let response = self.send(repository, &pull_scope(repository), &what, &|| Ok(self.http.get(&url).timeout(self.transfer_time(size))))?;
             let mut response = check(response, &[StatusCode::OK], &what)?;
+            if let Some(announced) = response.content_length().filter(|n| *n != size) {
+                return Err(Failure::fatal(anyhow!("{what}: the registry announces {announced} bytes, the manifest says the blob has {size}")));
+            }
+            // Dropped (and so removed) unless committed.
             let temp = store.temp_file()?;
             let mut writer = HashingWriter::new(Counted { inner: std::io::BufWriter::new(temp), progress: progress.clone() });
-            // A connection cut mid-body is worth another attempt.
-            response.copy_to(&mut writer).map_err(|e| Failure::transport(e, &what))?;
+            let deadline = Instant::now() + self.transfer_time(size);
+            if read_body(&mut response, &mut writer, size, deadline, &what)?.is_none() {
+                return Err(Failure::fatal(anyhow!("{what}: the registry sent more than the {size} bytes the manifest says the blob has; herd stopped reading there and kept nothing")));
+            }
             let (counted, actual, written) = writer.finish();
             let temp = counted.inner.into_inner().map_err(|e| anyhow!("{what}: writing the blob: {}", e.error()))?;
             if written != size || actual != *digest {
@@ -633,13 +772,15 @@ impl Client {
             if response.status() == StatusCode::NOT_FOUND {
                 return Err(Failure::fatal(anyhow!("{what}: {} has no such image (404 Not Found)", self.host())));
             }
-            let response = check(response, &[StatusCode::OK], &what)?;
+            let mut response = check(response, &[StatusCode::OK], &what)?;
             let claimed = header(&response, "docker-content-digest");
             let content_type = header(&response, "content-type");
+            let too_large = || Failure::fatal(anyhow!("{what}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes"));
             if response.content_length().is_some_and(|n| n > MAX_MANIFEST_BYTES) {
-                return Err(Failure::fatal(anyhow!("{what}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes")));
+                return Err(too_large());
             }
-            let bytes = response.bytes().map_err(|e| Failure::transport(e, &what))?.to_vec();
+            // Whatever the encoding (a chunked answer has no length).
+            let bytes = read_small(&mut response, MAX_MANIFEST_BYTES, self.endpoint.timeout, &what)?.ok_or_else(too_large)?;
             let actual = Digest::of(&bytes);
             let wanted = if reference.starts_with("sha256:") { Some(reference.to_string()) } else { claimed };
             if let Some(wanted) = wanted.filter(|w| w.starts_with("sha256:"))
@@ -654,6 +795,86 @@ impl Client {
             Ok((bytes, media_type))
         })
     }
+}
+
+impl Client {
+    /// How long a blob of `size` bytes may take to go either way.
+    fn transfer_time(&self, size: u64) -> Duration {
+        self.endpoint.timeout + Duration::from_secs(size / SLOWEST_BYTES_PER_SECOND)
+    }
+}
+
+/// Why a token service does not get the registry's credentials.
+const WITHHELD_WHY: &str = "credentials go only to their registry's own host and port, or to a token service over https (or the one `trusted_realm` in herd's config names)";
+
+/// `scheme://host:port`, for messages.
+fn origin(url: &reqwest::Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// Same scheme, host and port (an absent port is the scheme's default).
+fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Copies a body into `sink`: `None` once it passes `limit` bytes
+/// (reading stops there), else the bytes copied. Each read waits at most
+/// the request's timeout; the whole body must arrive by `deadline`, so a
+/// registry trickling a byte at a time cannot hold herd either. A failed
+/// write is a local error (disk full, permissions): never retried.
+fn read_body(
+    response: &mut Response,
+    sink: &mut dyn Write,
+    limit: u64,
+    deadline: Instant,
+    what: &str,
+) -> Result<Option<u64>, Failure> {
+    let started = Instant::now();
+    let mut buffer = vec![0u8; 64 << 10];
+    let mut copied = 0u64;
+    loop {
+        let n = match response.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // A connection cut mid-body is worth another attempt.
+            Err(e) => return Err(Failure::transport_io(e, what)),
+        };
+        let room = limit - copied;
+        if n as u64 > room {
+            // What fits is kept: enough of an error body to quote.
+            let _ = sink.write_all(&buffer[..room as usize]);
+            return Ok(None);
+        }
+        sink.write_all(&buffer[..n])
+            .map_err(|e| Failure::fatal(anyhow!("{what}: writing what arrived: {e}")))?;
+        copied += n as u64;
+        if Instant::now() > deadline {
+            return Err(Failure {
+                retriable: true,
+                ..Failure::fatal(anyhow!(
+                    "{what}: the registry sent only {copied} bytes in {:.0?}, too slow (--timeout SECONDS or `timeout:` in herd's config sets how long herd waits)",
+                    started.elapsed()
+                ))
+            });
+        }
+    }
+    Ok(Some(copied))
+}
+
+/// A small body (manifest, token, error) in memory, read by [`read_body`]
+/// within `timeout`.
+fn read_small(
+    response: &mut Response,
+    limit: u64,
+    timeout: Duration,
+    what: &str,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let mut bytes = Vec::new();
+    let read = read_body(response, &mut bytes, limit, Instant::now() + timeout, what)?;
+    Ok(read.map(|_| bytes))
 }
 
 /// The body of a blob upload. With a progress bar, the file is read
@@ -725,12 +946,12 @@ fn check(response: Response, expected: &[StatusCode], what: &str) -> Result<Resp
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    let body: String = response
-        .text()
-        .unwrap_or_default()
-        .chars()
-        .take(2000)
-        .collect();
+    // Enough to quote, read in bounded time; what cannot be read is left.
+    let mut response = response;
+    let mut body = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let _ = read_body(&mut response, &mut body, MAX_ERROR_BYTES, deadline, what);
+    let body: String = String::from_utf8_lossy(&body).chars().take(2000).collect();
     let detail = registry_errors(&body).unwrap_or_else(|| {
         body.chars()
             .take(300)
@@ -747,6 +968,7 @@ fn check(response: Response, expected: &[StatusCode], what: &str) -> Result<Resp
         error,
         retriable,
         retry_after,
+        refused: false,
     })
 }
 

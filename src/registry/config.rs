@@ -4,7 +4,8 @@
 //! ```yaml
 //! registries:
 //!   aci.example.com: {mirror: "localhost:5000", insecure: true}
-//!   registry.internal:5443: {ca: /etc/herd/internal-ca.pem}
+//!   registry.internal:5443: {ca: /etc/herd/internal-ca.pem, timeout: 60, retry_times: 3}
+//!   127.0.0.1:5000: {insecure: true, trusted_realm: "http://127.0.0.1:5001"}
 //! ```
 
 use crate::names::ImageName;
@@ -33,7 +34,21 @@ pub struct RegistrySettings {
     /// A PEM file of CA certificates trusted for this registry, in addition
     /// to the system roots.
     pub ca: Option<PathBuf>,
+    /// Seconds herd waits for a connection, for an answer, and for the next
+    /// bytes of a body (see [`Endpoint::timeout`]).
+    pub timeout: Option<u64>,
+    /// How often a failure that may get better is retried.
+    pub retry_times: Option<u32>,
+    /// The origin (`scheme://host[:port]`) of a token service on another
+    /// host or over plain http that may still be sent this registry's
+    /// credentials. Without it such a service gets none: credentials go
+    /// only to their registry's host and port, or to a token service over
+    /// https.
+    pub trusted_realm: Option<String>,
 }
+
+/// How long herd waits when a registry's settings do not say.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where an image lives on the network: scheme, host and repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +59,13 @@ pub struct Endpoint {
     pub ca: Option<PathBuf>,
     /// The repository path on that host: `team/app`.
     pub repository: String,
+    /// The connect timeout, the time an answer's head and a small body
+    /// may take, and the longest silence within a blob's body.
+    pub timeout: std::time::Duration,
+    /// Retries of a failure that may get better; `None`: herd's schedule.
+    pub retry_times: Option<u32>,
+    /// See [`RegistrySettings::trusted_realm`].
+    pub trusted_realm: Option<String>,
 }
 
 impl Endpoint {
@@ -124,6 +146,20 @@ impl Config {
             for host in std::iter::once(domain).chain(&settings.mirror) {
                 check_host(host).map_err(|e| anyhow!("{}: registries: {e}", path.display()))?;
             }
+            if settings.timeout == Some(0) {
+                anyhow::bail!(
+                    "{}: registries: {domain}: timeout 0: expected a number of seconds above 0",
+                    path.display()
+                );
+            }
+            if let Some(realm) = &settings.trusted_realm
+                && reqwest::Url::parse(realm).map_or(true, |u| u.host_str().is_none())
+            {
+                anyhow::bail!(
+                    "{}: registries: {domain}: trusted_realm {realm:?} is not a URL like http://host:port",
+                    path.display()
+                );
+            }
         }
         Ok(config)
     }
@@ -164,6 +200,12 @@ impl Config {
             insecure: insecure || settings.insecure || mirror_settings.insecure,
             ca: settings.ca.or(mirror_settings.ca),
             repository,
+            timeout: settings
+                .timeout
+                .or(mirror_settings.timeout)
+                .map_or(DEFAULT_TIMEOUT, std::time::Duration::from_secs),
+            retry_times: settings.retry_times.or(mirror_settings.retry_times),
+            trusted_realm: settings.trusted_realm.or(mirror_settings.trusted_realm),
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Options {
     pub registry: Option<String>,
     /// Plain http for every registry.
     pub insecure: bool,
+    /// Replaces every registry's timeout (see [`Endpoint::timeout`]).
+    pub timeout: Option<std::time::Duration>,
+    /// Replaces every registry's retry count.
+    pub retry_times: Option<u32>,
 }
 
 /// Blobs transferred at once: enough to fill a link while one blob waits
@@ -72,15 +76,26 @@ impl<'a> Session<'a> {
     }
 
     fn endpoint(&self, name: &crate::names::ImageName) -> Endpoint {
-        self.config.endpoint(
+        let mut endpoint = self.config.endpoint(
             name,
             self.options.registry.as_deref(),
             self.options.insecure,
-        )
+        );
+        endpoint.timeout = self.options.timeout.unwrap_or(endpoint.timeout);
+        endpoint.retry_times = self.options.retry_times.or(endpoint.retry_times);
+        endpoint
     }
 
+    /// One client per registry and settings: the tokens it caches belong
+    /// to that registry only.
     fn client(&self, endpoint: &Endpoint) -> Result<Arc<Client>> {
-        let key = format!("{}|{}|{:?}", endpoint.host, endpoint.insecure, endpoint.ca);
+        let key = format!(
+            "{:?}",
+            Endpoint {
+                repository: String::new(),
+                ..endpoint.clone()
+            }
+        );
         let mut clients = self.clients.lock().expect("clients lock");
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());

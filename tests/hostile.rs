@@ -206,13 +206,23 @@ fn a_token_realm_on_another_port_over_http_gets_no_credentials() {
 #[test]
 fn a_redirect_to_another_port_gets_no_credentials_and_blob_redirects_still_work() {
     // b stands for blob storage: it serves blobs without credentials, and
-    // asks for some on everything else.
+    // asks for a token from itself for everything else.
     let image = std::sync::Arc::new(Image::new(None));
     let stored = image.clone();
+    let b_port = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let port = b_port.clone();
     let b = Hostile::start(move |request| match stored.answer(request) {
         Some(reply) if request.target.contains("/blobs/") => reply,
-        _ => basic_challenge(),
+        // A token service of its own, that would take a's credentials.
+        _ => Reply::status(401).header(
+            "WWW-Authenticate",
+            &format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\"",
+                port.load(std::sync::atomic::Ordering::SeqCst)
+            ),
+        ),
     });
+    b_port.store(b.port, std::sync::atomic::Ordering::SeqCst);
     let b_host = b.host();
     let served = image.clone();
     let a = Hostile::start(move |request| {

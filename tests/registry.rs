@@ -667,12 +667,27 @@ fn bearer_tokens_are_fetched_with_basic_credentials_and_reused() {
     let scratch = Scratch::new(&registry);
     let host = registry.host();
     let name = format!("{host}/tokens/app:1");
+    // The token service is on another port over plain http: it gets the
+    // registry's credentials only when herd's config trusts it.
+    let trusting = format!(
+        "registries:\n  \"{host}\": {{insecure: true, trusted_realm: \"http://127.0.0.1:{}\"}}\n",
+        tokens.port
+    );
     let digest = scratch.build(
         "app",
         &format!("name: {name}\n"),
         &[("etc/app.conf", b"t\n")],
     );
     let auth_file = |secret: &str| auth_json(&host, "herd", secret);
+
+    std::fs::write(scratch.path("docker/config.json"), auth_file(password)).unwrap();
+    let error = text(&run_fails(&mut scratch.herd(&["push", &name])).stderr);
+    assert!(
+        error.contains("refused anonymous access (herd did not send it user `herd`"),
+        "{error}"
+    );
+    assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 0);
+    scratch.write_config(&trusting);
 
     std::fs::write(
         scratch.path("docker/config.json"),
@@ -697,6 +712,7 @@ fn bearer_tokens_are_fetched_with_basic_credentials_and_reused() {
     // One token for the push scope serves every request of the push.
     assert_eq!(tokens.issued.load(std::sync::atomic::Ordering::SeqCst), 1);
     let fresh = Scratch::new(&registry);
+    fresh.write_config(&trusting);
     std::fs::write(fresh.path("docker/config.json"), auth_file(password)).unwrap();
     let stdout = run_ok(&mut fresh.herd(&["pull", &name]));
     assert!(stdout.contains(&digest), "{stdout}");

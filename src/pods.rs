@@ -264,6 +264,63 @@ pub fn app_images(store: &Store, descriptor: &Descriptor) -> Result<Option<Vec<I
     ))
 }
 
+/// The images a pod document runs: repository -> digest, from its
+/// containers' `image: repository@sha256:...`.
+pub fn image_digests(document: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    let value: Value = serde_yaml_ng::from_str(document).context("not a YAML document")?;
+    let containers = value
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .context("it has no spec.containers")?;
+    let mut digests = std::collections::BTreeMap::new();
+    for container in containers {
+        let image = container["image"].as_str().unwrap_or_default();
+        let Some((repository, digest)) = image.rsplit_once('@') else {
+            bail!("the image {image:?} is not repository@digest");
+        };
+        let digest: crate::digest::Digest = digest
+            .parse()
+            .map_err(|e| anyhow::anyhow!("the image {image:?}: {e}"))?;
+        digests.insert(repository.to_string(), digest.to_string());
+    }
+    Ok(digests)
+}
+
+/// What `herd fsck` finds wrong with pods: an app image missing from the
+/// store, or not the one the pod's document runs.
+pub fn check_apps(store: &Store) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    for tag in store.tags()? {
+        let Ok(Some(apps)) = app_images(store, &tag.descriptor) else {
+            continue;
+        };
+        let Ok(pod) = tag.name.parse::<ImageName>() else {
+            continue;
+        };
+        let digests = kube_document(store, &pod)
+            .and_then(|document| image_digests(&document))
+            .unwrap_or_default();
+        for app in apps {
+            match store.resolve(&app)? {
+                None => problems.push(format!(
+                    "{pod}: its app image {app} is missing from the store (pull the pod again, or build it)"
+                )),
+                Some(descriptor) => {
+                    if let Some(wanted) = digests.get(&app.repository())
+                        && *wanted != descriptor.digest().to_string()
+                    {
+                        problems.push(format!(
+                            "{pod}: its app image {app} is {}, the pod runs {wanted}",
+                            descriptor.digest()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
 /// The Kubernetes Pod document of the pod `name`.
 pub fn kube_document(store: &Store, name: &ImageName) -> Result<String> {
     let descriptor = store.require(name)?;

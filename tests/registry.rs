@@ -717,3 +717,62 @@ fn bearer_tokens_are_fetched_with_basic_credentials_and_reused() {
     let stdout = run_ok(&mut fresh.herd(&["pull", &name]));
     assert!(stdout.contains(&digest), "{stdout}");
 }
+
+#[test]
+fn a_pulled_pod_comes_with_its_apps_and_installs() {
+    let registry = Registry::start();
+    let scratch = Scratch::new(&registry);
+    let host = registry.host();
+    let dependency = format!("{host}/herd/pulled-dep:1");
+    scratch.build(
+        "dep",
+        &format!("name: {dependency}\n"),
+        &[("etc/dep.conf", b"dep\n")],
+    );
+    let pod = format!("{host}/herd/pulled-pod:1");
+    let pod_dir = scratch.path("pod");
+    std::fs::create_dir_all(&pod_dir).unwrap();
+    std::fs::write(
+        pod_dir.join("pod-manifest.yml"),
+        format!("name: {pod}\npod:\n  apps:\n    - dependencies: [{dependency}]\n"),
+    )
+    .unwrap();
+    run_ok(scratch.herd(&["build"]).arg(&pod_dir));
+    scratch.push(&[&pod], &[]);
+
+    let fresh = Scratch::new(&registry);
+    let app = format!("{host}/herd/pulled-pod_pulled-dep:1");
+    let stdout = run_ok(&mut fresh.herd(&["pull", &pod]));
+    assert!(stdout.contains(&pod), "{stdout}");
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(fresh.path("store/index.json")).unwrap())
+            .unwrap();
+    let pulled = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == pod.as_str())
+        .unwrap_or_else(|| panic!("{pod} is not in {index}"));
+    assert_eq!(
+        pulled["artifactType"], "application/vnd.herd.pod.v1",
+        "{index}"
+    );
+    assert_eq!(run_ok(&mut fresh.herd(&["fsck"])).trim(), "ok");
+
+    let installed = run_ok(&mut fresh.herd(&["install", &pod]));
+    let _ = podman().args(["rmi", "--ignore", &app]).output();
+    assert!(
+        installed.contains(&format!("installed {app}")),
+        "{installed}"
+    );
+
+    // Without its app, the pod is reported.
+    let store = herd::store::Store::open(&fresh.path("store")).unwrap();
+    store.remove_tag(&app.parse().unwrap()).unwrap();
+    let output = run_fails(&mut fresh.herd(&["fsck"]));
+    let report = text(&output.stdout);
+    assert!(
+        report.contains(&format!("{pod}: its app image {app} is missing")),
+        "{report}"
+    );
+}

@@ -52,6 +52,7 @@ pub fn run_fsck(args: FsckArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open()?;
     let mut problems = store.fsck()?;
     problems.extend(herd::rootfs::check_layer_cache(&store));
+    problems.extend(herd::pods::check_apps(&store)?);
     for problem in &problems {
         println!("{problem}");
     }

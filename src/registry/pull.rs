@@ -1,28 +1,47 @@
 //! Pulling images from registries into the store: the manifest (the host
 //! platform's, from an index), then the blobs the store lacks, each
 //! written to a temporary file and committed only once its digest checks
-//! out; the tag is set last.
+//! out; the tag is set last. A pod's app images are pulled before it.
 
 use super::client::{Client, MANIFEST_TYPES};
+use super::push::POD_APPS;
 use super::{ManifestParts, Options, PARALLEL_BLOBS, Session, parallel};
 use crate::names::ImageName;
 use crate::store::{Store, to_oci_digest};
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use oci_spec::image::{Descriptor, MediaType};
 
-/// Pulls `name` into `store` and tags it there under `name`.
+/// Pulls `name` (by its tag, or its digest) into `store` and tags it
+/// there under `name`. A pod comes with its app images, each pulled by
+/// the digest its document names and tagged under the name its manifest
+/// lists.
 pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descriptor> {
     let session = Session::new(store, options)?;
-    let endpoint = session.endpoint(name);
-    let client = session.client(&endpoint)?;
-    let repository = &endpoint.repository;
     let reference = match name.digest() {
         Some(digest) => digest.to_string(),
         None => name.tag().unwrap_or("latest").to_string(),
     };
-    let reference = reference.as_str();
+    let result = pull_reference(&session, name, &reference, None);
+    // Even a failed pull learned where blobs are.
+    session.known.save(store);
+    result
+}
+
+/// Pulls `reference` (a tag or a digest) of `name`'s repository and tags
+/// it as `name`; `app_of` is the pod being pulled, if any.
+fn pull_reference(
+    session: &Session,
+    name: &ImageName,
+    reference: &str,
+    app_of: Option<&ImageName>,
+) -> Result<Descriptor> {
+    let store = session.store;
+    let endpoint = session.endpoint(name);
+    let client = session.client(&endpoint)?;
+    let repository = &endpoint.repository;
+    let by_digest = reference.parse::<crate::digest::Digest>().ok();
     let (mut bytes, mut media_type) = client.get_manifest(repository, reference)?;
-    if let Some(wanted) = name.digest()
+    if let Some(wanted) = &by_digest
         && crate::digest::Digest::of(&bytes) != *wanted
     {
         bail!(
@@ -47,23 +66,69 @@ pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descri
             );
         }
     }
-    let result = download(&session, &client, repository, &parts);
-    session.known.save(store);
-    result?;
+    download(session, &client, repository, &parts)?;
     let (bytes, media_type) = super::docker::to_oci(bytes, media_type, &endpoint.display())?;
     let digest = store.write_blob(&bytes)?;
-    let descriptor = Descriptor::new(
+    let mut descriptor = Descriptor::new(
         MediaType::from(media_type.as_str()),
         bytes.len() as u64,
         to_oci_digest(&digest),
     );
+    // The store's index keeps what the manifest is (a pod, say), as
+    // herd's own builds do.
+    let artifact_type = crate::registry::client::parse_json(&bytes, "the manifest")?
+        .get("artifactType")
+        .and_then(|t| t.as_str())
+        .map(str::to_string);
+    if artifact_type.as_deref() == Some(crate::pods::ARTIFACT_TYPE) {
+        if let Some(pod) = app_of {
+            bail!("{name}, an app of the pod {pod}, is itself a pod");
+        }
+        // Apps first: a pod in the store has its apps.
+        pull_apps(session, name, &parts)?;
+    }
+    descriptor.set_artifact_type(artifact_type.map(|t| MediaType::from(t.as_str())));
     store.set_tag(name, &descriptor)?;
     session.progress.line(&format!(
         "pulled {name} from {}{}{reference} ({digest})",
         endpoint.display(),
-        if name.digest().is_some() { "@" } else { ":" }
+        if by_digest.is_some() { "@" } else { ":" }
     ));
     Ok(descriptor)
+}
+
+/// Pulls the app images of the pod `pod`: the names its manifest lists,
+/// at the digests its document runs.
+fn pull_apps(session: &Session, pod: &ImageName, parts: &ManifestParts) -> Result<()> {
+    let apps = parts
+        .annotations
+        .get(POD_APPS)
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    // blobs[0] is the config, then the layers: the document is the first.
+    let document = parts
+        .blobs
+        .get(1)
+        .ok_or_else(|| anyhow!("the pod {pod} has no document layer"))?;
+    let document = session.store.read_blob(&document.digest)?;
+    let document = String::from_utf8(document)
+        .map_err(|_| anyhow!("the document of the pod {pod} is not UTF-8"))?;
+    let digests = crate::pods::image_digests(&document)
+        .map_err(|e| anyhow!("the document of the pod {pod}: {e:#}"))?;
+    for app in apps.split_whitespace() {
+        let app: ImageName = app
+            .parse()
+            .map_err(|e| anyhow!("{pod}: its {POD_APPS} annotation names {app:?}: {e}"))?;
+        let digest = digests.get(&app.repository()).ok_or_else(|| {
+            anyhow!(
+                "the pod {pod} lists the app {app} but its document runs no image of {}",
+                app.repository()
+            )
+        })?;
+        pull_reference(session, &app, digest, Some(pod))
+            .with_context(|| format!("pulling {app}, an app of the pod {pod}"))?;
+    }
+    Ok(())
 }
 
 /// The store's descriptor for `name`, pulling it first when the store does

@@ -131,6 +131,46 @@ pub fn lookup(store: &Store, key: &Digest) -> Result<Option<Record>> {
     Ok(Some(record))
 }
 
+/// Where the last build of `dir` is recorded: by its canonical path.
+fn dir_record_path(store: &Store, dir: &Path) -> Result<PathBuf> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    let key = Digest::of(dir.as_os_str().as_bytes());
+    Ok(store.root().join("cache/dirs").join(key.hex()))
+}
+
+/// Records that the last build of `dir` produced `record` (its own name
+/// last), so `herd push DIR` pushes what was built: a manifest name may
+/// need attributes only a build evaluates. Unchanged, nothing is written.
+pub fn remember_dir(store: &Store, dir: &Path, record: &Record) -> Result<()> {
+    let path = dir_record_path(store, dir)?;
+    let bytes = serde_json::to_vec(record)?;
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    crate::fsutil::write_atomic(&path, &bytes)
+}
+
+/// The name the last build of `dir` in this store produced, if recorded
+/// and still in the store.
+pub fn last_built(store: &Store, dir: &Path) -> Result<Option<ImageName>> {
+    let Ok(bytes) = std::fs::read(dir_record_path(store, dir)?) else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+        return Ok(None);
+    };
+    let Some(name) = record
+        .tags
+        .last()
+        .and_then(|(name, _)| name.parse::<ImageName>().ok())
+    else {
+        return Ok(None);
+    };
+    Ok(store.resolve(&name)?.map(|_| name))
+}
+
 /// Remembers what the build under `key` produced.
 pub fn remember(store: &Store, key: &Digest, record: &Record) -> Result<()> {
     crate::fsutil::write_atomic(&record_path(store, key), &serde_json::to_vec(record)?)

@@ -471,6 +471,7 @@ impl Plan {
         };
         let key = cache::key(&unit.dir, &dependency_digests, &options, epoch, &commit)?;
         if use_cache && let Some(record) = cache::lookup(store, &key)? {
+            cache::remember_dir(store, &unit.dir, &record)?;
             return Ok(Built {
                 cached: true,
                 tags: record.tags,
@@ -494,6 +495,7 @@ impl Plan {
         };
         let record = cache::Record { tags };
         cache::remember(store, &key, &record)?;
+        cache::remember_dir(store, &unit.dir, &record)?;
         Ok(Built {
             cached: false,
             tags: record.tags,

@@ -551,6 +551,7 @@ impl Store {
         for (dir, prefix) in [
             (self.root.clone(), ".herd-tmp-"),
             (self.root.join("cache/builds"), ".herd-tmp-"),
+            (self.root.join("cache/dirs"), ".herd-tmp-"),
             (self.root.join("cache/layers"), ".partial-"),
         ] {
             let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -776,3 +776,39 @@ fn a_pulled_pod_comes_with_its_apps_and_installs() {
         "{report}"
     );
 }
+
+#[test]
+fn pushing_a_directory_pushes_the_name_its_last_build_produced() {
+    let registry = Registry::start();
+    let scratch = Scratch::new(&registry);
+    let host = registry.host();
+    let greeter = common::example("aci-greeter");
+    let greeter = greeter.to_str().unwrap();
+    // Its name needs the version its build scripts write.
+    let error = text(&run_fails(&mut scratch.herd(&["push", "--registry", &host, greeter])).stderr);
+    assert!(
+        error.contains("has no build recorded") && error.contains(&format!("herd build {greeter}")),
+        "{error}"
+    );
+
+    let built = run_ok(
+        scratch
+            .herd(&["build"])
+            .arg(common::example("aci-busybox"))
+            .arg(greeter),
+    );
+    let summary = scratch.push(&[greeter], &["--registry", &host]);
+    let pushed = summary["images"].as_array().unwrap().last().unwrap();
+    let name = pushed["name"].as_str().unwrap();
+    assert!(
+        name.starts_with("aci.example.com/aci-greeter:"),
+        "{summary}"
+    );
+    let digest = pushed["digest"].as_str().unwrap();
+    assert!(
+        built.contains(&format!("{name} {digest}")),
+        "{built}\n{summary}"
+    );
+    let destination = pushed["destination"].as_str().unwrap();
+    assert_eq!(skopeo_digest(destination, &[]), digest);
+}

@@ -48,7 +48,8 @@ pub fn run(args: PushArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A directory stands for the name in its manifest; anything else is a
+/// A directory stands for the name its last build in this store produced
+/// (the build record), else the name in its manifest; anything else is a
 /// name. A manifest name without a version means the newest version of
 /// that repository in the store (builds generate versions).
 fn resolve_target(store: &Store, target: &str) -> Result<ImageName> {
@@ -58,7 +59,10 @@ fn resolve_target(store: &Store, target: &str) -> Result<ImageName> {
             anyhow!("{target:?} is neither an image name nor a directory: {e}")
         });
     }
-    let name = manifest_name(dir)?;
+    if let Some(name) = herd::cache::last_built(store, dir)? {
+        return Ok(name);
+    }
+    let name = manifest_name(dir).map_err(|e| not_built(store, dir, &e))?;
     if name.tag().is_some() {
         return Ok(name);
     }
@@ -75,6 +79,37 @@ fn resolve_target(store: &Store, target: &str) -> Result<ImageName> {
             dir.display()
         )
     })
+}
+
+/// The error for a directory never built in this store whose manifest
+/// name needs a build to evaluate: how to push it instead.
+fn not_built(store: &Store, dir: &Path, error: &anyhow::Error) -> anyhow::Error {
+    let tiny = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let candidates: Vec<String> = store
+        .tags()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|tag| {
+            tag.name
+                .parse::<ImageName>()
+                .is_ok_and(|n| n.tiny_name() == tiny)
+        })
+        .map(|tag| tag.name)
+        .collect();
+    let has = if candidates.is_empty() {
+        String::new()
+    } else {
+        format!(" (the store has {})", candidates.join(", "))
+    };
+    anyhow!(
+        "{dir} has no build recorded in the store {store}, and its manifest name cannot be read without one: {error:#}; build it with `herd build {dir}` and push it again, or push it by name: `herd push NAME`{has}",
+        dir = dir.display(),
+        store = store.root().display()
+    )
 }
 
 fn manifest_name(dir: &Path) -> Result<ImageName> {

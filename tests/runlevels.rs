@@ -299,3 +299,35 @@ fn build_mount_points_are_not_left_in_the_image() {
     assert!(seen.contains("kept"), "{seen}");
     assert!(!seen.contains("mount-point-left"), "{seen}");
 }
+
+#[test]
+fn control_characters_in_script_names_and_output_are_printed_escaped() {
+    let work = workdir();
+    let store = work.path().join("store");
+    build_examples(&store, &["aci-busybox"]);
+    let dir = work.path().join("hostile");
+    image_with_script(
+        &dir,
+        "hostile",
+        "build",
+        "printf '\\033]0;owned\\007\\033[2Jcleared\\n'\nexit 1\n",
+    );
+    let scripts = dir.join("runlevels/build");
+    std::fs::rename(
+        scripts.join("10-script.sh"),
+        scripts.join("10-\u{1b}[2Jscript.sh"),
+    )
+    .unwrap();
+    let output = run_fails(herd().arg("build").arg(&dir).arg("--store").arg(&store));
+    let stderr = text(&output.stderr);
+    assert!(!output.stderr.contains(&0x1b), "{stderr:?}");
+    assert!(
+        stderr.contains("build script 10-\\x1b[2Jscript.sh failed"),
+        "{stderr}"
+    );
+    let last_lines = stderr.split("the last lines of its output").nth(1).unwrap();
+    assert!(
+        last_lines.contains("  | \\x1b]0;owned\\x07\\x1b[2Jcleared"),
+        "{stderr}"
+    );
+}

@@ -76,7 +76,7 @@ pub fn run(args: AttributesArgs) -> Result<ExitCode> {
         && let Err(errors) = herd::templates::resolve_values(&mut value)
     {
         for error in &errors {
-            eprintln!("error: {error}");
+            super::print_error(error);
         }
         return Ok(ExitCode::FAILURE);
     }

@@ -216,7 +216,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     // Each failure in full, so the first error is not lost in progress lines.
     for (unit, error) in &failed {
-        eprintln!("error: {}: {error}", unit.dir.display());
+        super::print_error(format_args!("{}: {error}", unit.dir.display()));
     }
     Ok(ExitCode::from(2))
 }

@@ -25,8 +25,11 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_new(format!("herd={level}"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herd=info"));
+    // Colours only for a terminal: a log file or CI log gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .without_time()
         .with_target(false)
@@ -34,14 +37,24 @@ pub fn init_logging(verbose: u8) {
 }
 
 /// Prints an error and its causes, one per line, the way cargo does.
-/// Errors quote what registries answered and scripts printed: their
-/// control characters are escaped.
 pub fn report_error(error: &anyhow::Error) {
-    let escape = |text: String| herd::terminal::escape_controls(&text).into_owned();
-    eprintln!("error: {}", escape(error.to_string()));
+    print_error(error);
     for cause in error.chain().skip(1) {
-        eprintln!("  caused by: {}", escape(cause.to_string()));
+        eprintln!(
+            "  caused by: {}",
+            herd::terminal::escape_controls(&cause.to_string())
+        );
     }
+}
+
+/// Prints `error: MESSAGE` on stderr. Errors quote what registries
+/// answered, scripts printed and files held: control characters are
+/// escaped.
+pub fn print_error(message: impl std::fmt::Display) {
+    eprintln!(
+        "error: {}",
+        herd::terminal::escape_controls(&message.to_string())
+    );
 }
 
 /// The `--store` option shared by every command that reads or writes

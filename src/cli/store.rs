@@ -54,7 +54,7 @@ pub fn run_fsck(args: FsckArgs) -> anyhow::Result<ExitCode> {
     problems.extend(herd::rootfs::check_layer_cache(&store));
     problems.extend(herd::pods::check_apps(&store)?);
     for problem in &problems {
-        println!("{problem}");
+        println!("{}", herd::terminal::escape_controls(problem));
     }
     if problems.is_empty() {
         println!("ok");

@@ -64,7 +64,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         Err(error) => {
             // TAP readers stop here; the error itself goes to stderr.
             let first = error.to_string();
-            println!("Bail out! {}", first.lines().next().unwrap_or_default());
+            let first = first.lines().next().unwrap_or_default();
+            println!("Bail out! {}", herd::terminal::escape_controls(first));
             Err(error)
         }
     }

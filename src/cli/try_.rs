@@ -62,7 +62,7 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
     };
     if !problems.is_empty() {
         for problem in &problems {
-            eprintln!("error: {problem}");
+            super::print_error(problem);
         }
         eprintln!("{} problem(s); nothing was written", problems.len());
         return Ok(ExitCode::FAILURE);

@@ -6,7 +6,7 @@
 mod common;
 
 use common::hostile::{Hostile, Reply, Request};
-use common::{built_digest, herd, run_fails, run_ok, text};
+use common::{built_digest, run_fails, run_ok, text};
 use herd::digest::Digest;
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,18 +47,7 @@ impl Scratch {
     }
 
     fn herd(&self, args: &[&str]) -> Command {
-        let mut command = herd();
-        command
-            .args(args)
-            .arg("--store")
-            .arg(self.path("store"))
-            .env("HERD_CONFIG", self.path("config.yml"))
-            .env("HOME", self.dir.path())
-            .env("DOCKER_CONFIG", self.path("docker"))
-            .env("XDG_RUNTIME_DIR", self.path("run"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("REGISTRY_AUTH_FILE");
-        command
+        common::confined_herd(self.dir.path(), args)
     }
 
     /// Builds a one-file image named `name`.
@@ -312,7 +301,8 @@ fn pull_with_timeout(a: &Hostile) -> (String, Duration) {
 fn silent_and_trickling_registries_fail_within_the_timeout() {
     let image = Image::new(None);
     let manifest = image.manifest.clone();
-    let cases: Vec<(&str, Box<dyn Fn(&Request) -> Reply + Send + Sync>)> = vec![
+    type Script = Box<dyn Fn(&Request) -> Reply + Send + Sync>;
+    let cases: Vec<(&str, Script)> = vec![
         (
             "silent",
             Box::new(|_| Reply::Silence {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Registry, built_digest, herd, podman, run_fails, run_ok, text, tool};
+use common::{Registry, built_digest, podman, run_fails, run_ok, text, tool};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,18 +54,7 @@ impl Scratch {
 
     /// `herd` with this scratch's config, credentials and store.
     fn herd(&self, args: &[&str]) -> Command {
-        let mut command = herd();
-        command
-            .args(args)
-            .arg("--store")
-            .arg(self.path("store"))
-            .env("HERD_CONFIG", self.path("config.yml"))
-            .env("HOME", self.dir.path())
-            .env("DOCKER_CONFIG", self.path("docker"))
-            .env("XDG_RUNTIME_DIR", self.path("run"))
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("REGISTRY_AUTH_FILE");
-        command
+        common::confined_herd(self.dir.path(), args)
     }
 
     /// Writes an image directory and builds it; returns its digest.

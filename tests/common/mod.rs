@@ -30,6 +30,24 @@ pub fn herd() -> Command {
     command
 }
 
+/// `herd ARGS` confined to `dir`: its store `dir/store`, its config file
+/// `dir/config.yml`, credentials only from `dir/docker/config.json` (HOME
+/// and XDG_RUNTIME_DIR point into `dir`).
+pub fn confined_herd(dir: &Path, args: &[&str]) -> Command {
+    let mut command = herd();
+    command
+        .args(args)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .env("HERD_CONFIG", dir.join("config.yml"))
+        .env("HOME", dir)
+        .env("DOCKER_CONFIG", dir.join("docker"))
+        .env("XDG_RUNTIME_DIR", dir.join("run"))
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("REGISTRY_AUTH_FILE");
+    command
+}
+
 /// A temporary directory removed on drop. Its path is lowercase digits and
 /// dashes only: podman turns the path of an `oci:` reference into an image
 /// name, which must be lowercase.

@@ -94,11 +94,17 @@ struct Image {
 }
 
 impl Image {
+    /// A small image; its manifest declares the layer `declared_layer_size`
+    /// bytes long, or as long as it is.
     fn new(declared_layer_size: Option<u64>) -> Image {
+        let layer = b"not really a tar, herd checks only size and digest on pull".to_vec();
+        Image::with_layer(layer, declared_layer_size)
+    }
+
+    fn with_layer(layer: Vec<u8>, declared_layer_size: Option<u64>) -> Image {
         let config =
             br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
                 .to_vec();
-        let layer = b"not really a tar, herd checks only size and digest on pull".to_vec();
         let descriptor = |media_type: &str, bytes: &[u8], size: u64| serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes).to_string(), "size": size});
         let manifest = serde_json::json!({
             "schemaVersion": 2,
@@ -281,19 +287,18 @@ fn an_upload_location_on_another_port_gets_no_credentials() {
     assert_no_credentials(&b);
 }
 
-/// `herd pull` with a 2 s timeout and no retries, timed.
-fn pull_with_timeout(a: &Hostile) -> (String, Duration) {
-    let scratch = Scratch::new(a, "");
+/// `herd pull` with a 2 s timeout and no retries (from the flags, or else
+/// the config file), timed.
+fn pull_with_timeout(a: &Hostile, from_flags: bool) -> (String, Duration) {
+    let (config, flags) = if from_flags {
+        ("", &["--timeout", "2", "--retry-times", "0"][..])
+    } else {
+        (", timeout: 2, retry_times: 0", &[][..])
+    };
+    let scratch = Scratch::new(a, config);
     let name = format!("{}/team/app:1", a.host());
     let started = Instant::now();
-    let error = stderr_of_failure(&mut scratch.herd(&[
-        "pull",
-        "--timeout",
-        "2",
-        "--retry-times",
-        "0",
-        &name,
-    ]));
+    let error = stderr_of_failure(scratch.herd(&["pull"]).args(flags).arg(&name));
     (error, started.elapsed())
 }
 
@@ -331,9 +336,9 @@ fn silent_and_trickling_registries_fail_within_the_timeout() {
             }),
         ),
     ];
-    for (case, script) in cases {
+    for (i, (case, script)) in cases.into_iter().enumerate() {
         let a = Hostile::start(script);
-        let (error, took) = pull_with_timeout(&a);
+        let (error, took) = pull_with_timeout(&a, i != 0);
         assert!(
             took < Duration::from_secs(6),
             "{case}: took {took:?}: {error}"
@@ -445,4 +450,41 @@ fn control_characters_a_registry_sends_are_printed_escaped() {
         stderr.contains("\\x1b]0;owned\\x07\\x1b[2Jdenied"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_full_disk_is_not_retried() {
+    let image = std::sync::Arc::new(Image::with_layer(vec![7u8; 4 << 20], None));
+    let served = image.clone();
+    let a =
+        Hostile::start(move |request| served.answer(request).unwrap_or_else(|| Reply::status(404)));
+    let scratch = Scratch::new(&a, "");
+    std::fs::create_dir_all(scratch.path("store")).unwrap();
+    // A 1 MiB store, mounted in a mount namespace of this command only.
+    let herd = scratch.herd(&["pull", &format!("{}/team/app:1", a.host())]);
+    let mut command = Command::new(common::tool("unshare"));
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o size=1m herd-test "$0" && exec "$@""#)
+        .arg(scratch.path("store"))
+        .arg(herd.get_program())
+        .args(herd.get_args());
+    for (key, value) in herd.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let error = stderr_of_failure(&mut command);
+    assert!(
+        error.contains("No space left on device") && error.contains("downloading blob"),
+        "{error}"
+    );
+    assert!(!error.contains("retrying"), "{error}");
+    let layer_gets = a
+        .requests()
+        .iter()
+        .filter(|r| r.target.ends_with(&image.layer_digest()))
+        .count();
+    assert_eq!(layer_gets, 1, "{error}");
 }

@@ -263,6 +263,28 @@ mod tests {
     }
 
     #[test]
+    fn timeouts_retries_and_trusted_realms_come_from_the_registry_or_its_mirror() {
+        let config = config(
+            "registries:\n  a.io: {mirror: \"m.io:5000\", retry_times: 2}\n  m.io:5000: {timeout: 5, trusted_realm: \"http://auth.m.io\"}\n",
+        );
+        let endpoint = config.endpoint(&name("a.io/app:1"), None, false);
+        assert_eq!(endpoint.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(endpoint.retry_times, Some(2));
+        assert_eq!(endpoint.trusted_realm.as_deref(), Some("http://auth.m.io"));
+        let plain = config.endpoint(&name("b.io/app:1"), None, false);
+        assert_eq!(plain.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(plain.retry_times, None);
+        for bad in ["{timeout: 0}", "{trusted_realm: \"not a url\"}"] {
+            let error = Config::parse(Path::new("c.yml"), &format!("registries:\n  a.io: {bad}\n"))
+                .unwrap_err();
+            assert!(
+                format!("{error:#}").contains("c.yml: registries: a.io"),
+                "{error:#}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_and_bad_hosts_are_errors() {
         let error =
             Config::parse(Path::new("c.yml"), "registries:\n  a.io: {mirorr: x}\n").unwrap_err();

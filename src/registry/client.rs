@@ -10,7 +10,10 @@
 //! timeout and every body by what is expected of it.
 
 use super::auth::{self, Challenge, Credentials};
+use super::body::{SLOWEST_BYTES_PER_SECOND, blob_body, read_body, read_small};
 use super::config::Endpoint;
+pub use super::failure::Failure;
+use super::failure::check;
 use super::progress::{BlobProgress, Counted};
 use crate::digest::{Digest, HashingWriter};
 use crate::store::Store;
@@ -21,7 +24,6 @@ use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
 };
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -40,14 +42,6 @@ const MAX_MANIFEST_BYTES: u64 = 8 << 20;
 /// A token answer is a few KiB of JSON.
 const MAX_TOKEN_BYTES: u64 = 1 << 20;
 
-/// What herd reads of an error answer's body to quote it.
-const MAX_ERROR_BYTES: u64 = 4000;
-
-/// The slowest transfer herd waits for: a blob of N bytes may take the
-/// timeout plus N / this many seconds. Far below any working link, far
-/// above a registry that trickles a byte at a time to hold herd.
-const SLOWEST_BYTES_PER_SECOND: u64 = 64 << 10;
-
 /// Delays between attempts: about 30 s in all, enough for a registry
 /// restart or a load balancer to recover.
 const BACKOFF: [Duration; 7] = [
@@ -59,82 +53,6 @@ const BACKOFF: [Duration; 7] = [
     Duration::from_secs(8),
     Duration::from_secs(15),
 ];
-
-/// Why one attempt failed, and whether another may succeed.
-#[derive(Debug)]
-pub struct Failure {
-    pub error: anyhow::Error,
-    pub retriable: bool,
-    /// How long the registry asked to wait (`Retry-After` on 429 or 503).
-    pub retry_after: Option<Duration>,
-    /// The connection was refused: nothing listens there (yet).
-    pub refused: bool,
-}
-
-/// The longest `Retry-After` herd honours; a longer one is cut to this.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-impl Failure {
-    fn fatal(error: anyhow::Error) -> Failure {
-        Failure {
-            error,
-            retriable: false,
-            retry_after: None,
-            refused: false,
-        }
-    }
-
-    /// Connection refused or reset, timeouts: the registry may come back.
-    /// A host name that does not resolve, or a TLS handshake that fails
-    /// (bad certificate, plain http), will not within seconds.
-    fn transport(error: reqwest::Error, what: &str) -> Failure {
-        Failure::transport_io(std::io::Error::other(error), what)
-    }
-
-    /// [`Failure::transport`] for an error met reading a body.
-    fn transport_io(error: std::io::Error, what: &str) -> Failure {
-        let mut lasting = false;
-        let mut refused = false;
-        let mut timed_out = false;
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-        while let Some(cause) = source {
-            let io = cause.downcast_ref::<std::io::Error>();
-            // rustls reports handshake failures as InvalidData.
-            lasting |= io.is_some_and(|e| e.kind() == std::io::ErrorKind::InvalidData)
-                || cause.to_string().contains("dns error");
-            refused |= io.is_some_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
-            timed_out |= io.is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
-                || cause
-                    .downcast_ref::<reqwest::Error>()
-                    .is_some_and(reqwest::Error::is_timeout);
-            // An io::Error's source() skips the error it wraps; get_ref() does not.
-            source = match io.and_then(std::io::Error::get_ref) {
-                Some(inner) => Some(inner),
-                None => cause.source(),
-            };
-        }
-        let chain = format!("{:#}", anyhow::Error::new(error));
-        let hint = if chain.contains("InvalidContentType") || chain.contains("certificate") {
-            " (for a plain-http registry use --insecure or `insecure: true` in herd's config; for a private CA, `ca:`)"
-        } else if timed_out {
-            " (the registry did not answer within the timeout; --timeout SECONDS or `timeout:` in herd's config sets it)"
-        } else {
-            ""
-        };
-        Failure {
-            error: anyhow!("{what}: {chain}{hint}"),
-            retriable: !lasting,
-            retry_after: None,
-            refused,
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(error: anyhow::Error) -> Failure {
-        Failure::fatal(error)
-    }
-}
 
 /// The access a request needs, as token scopes:
 /// `repository:team/app:pull,push`.
@@ -819,100 +737,6 @@ fn same_origin(a: &reqwest::Url, b: &reqwest::Url) -> bool {
         && a.port_or_known_default() == b.port_or_known_default()
 }
 
-/// Copies a body into `sink`: `None` once it passes `limit` bytes
-/// (reading stops there), else the bytes copied. Each read waits at most
-/// the request's timeout; the whole body must arrive by `deadline`, so a
-/// registry trickling a byte at a time cannot hold herd either. A failed
-/// write is a local error (disk full, permissions): never retried.
-fn read_body(
-    response: &mut Response,
-    sink: &mut dyn Write,
-    limit: u64,
-    deadline: Instant,
-    what: &str,
-) -> Result<Option<u64>, Failure> {
-    let started = Instant::now();
-    let mut buffer = vec![0u8; 64 << 10];
-    let mut copied = 0u64;
-    loop {
-        let n = match response.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // A connection cut mid-body is worth another attempt.
-            Err(e) => return Err(Failure::transport_io(e, what)),
-        };
-        let room = limit - copied;
-        if n as u64 > room {
-            // What fits is kept: enough of an error body to quote.
-            let _ = sink.write_all(&buffer[..room as usize]);
-            return Ok(None);
-        }
-        sink.write_all(&buffer[..n])
-            .map_err(|e| Failure::fatal(anyhow!("{what}: writing what arrived: {e}")))?;
-        copied += n as u64;
-        if Instant::now() > deadline {
-            return Err(Failure {
-                retriable: true,
-                ..Failure::fatal(anyhow!(
-                    "{what}: the registry sent only {copied} bytes in {:.0?}, too slow (--timeout SECONDS or `timeout:` in herd's config sets how long herd waits)",
-                    started.elapsed()
-                ))
-            });
-        }
-    }
-    Ok(Some(copied))
-}
-
-/// A small body (manifest, token, error) in memory, read by [`read_body`]
-/// within `timeout`.
-fn read_small(
-    response: &mut Response,
-    limit: u64,
-    timeout: Duration,
-    what: &str,
-) -> Result<Option<Vec<u8>>, Failure> {
-    let mut bytes = Vec::new();
-    let read = read_body(response, &mut bytes, limit, Instant::now() + timeout, what)?;
-    Ok(read.map(|_| bytes))
-}
-
-/// The body of a blob upload. With a progress bar, the file is read
-/// through a counter so the bar moves. Without one, the file is mapped and
-/// handed over whole: the HTTP stack then writes it straight from the page
-/// cache in large writes, instead of copying it 8 KiB at a time through
-/// reqwest's reader pipe, which costs more CPU than the registry's hashing.
-fn blob_body(
-    path: &std::path::Path,
-    size: u64,
-    progress: &BlobProgress,
-) -> Result<reqwest::blocking::Body> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    if progress.is_drawn() {
-        let counted = Counted {
-            inner: file,
-            progress: progress.clone(),
-        };
-        return Ok(reqwest::blocking::Body::sized(counted, size));
-    }
-    if size == 0 {
-        return Ok(reqwest::blocking::Body::from(Vec::new()));
-    }
-    // SAFETY: store blobs are immutable once committed (they are written
-    // to tmp/ and renamed into place, never rewritten), so the mapping
-    // cannot change under us; removing the file keeps the mapping valid.
-    let map = unsafe { memmap2::Mmap::map(&file) }
-        .with_context(|| format!("mapping {}", path.display()))?;
-    if map.len() as u64 != size {
-        bail!(
-            "{} has {} bytes, expected {size}",
-            path.display(),
-            map.len()
-        );
-    }
-    Ok(reqwest::blocking::Body::from(bytes::Bytes::from_owner(map)))
-}
-
 /// Basic credentials hold for every request to a repository, whatever
 /// its scopes; they are sent up front once a challenge asked for them.
 fn basic_key(repository: &str) -> String {
@@ -931,112 +755,10 @@ fn header(response: &Response, name: &str) -> Option<String> {
     Some(value.split(';').next().unwrap_or(value).trim().to_string())
 }
 
-/// Passes answers with an `expected` status; turns others into a failure
-/// that quotes the registry's error codes. 408, 429 and 5xx may be retried.
-fn check(response: Response, expected: &[StatusCode], what: &str) -> Result<Response, Failure> {
-    let status = response.status();
-    if expected.contains(&status) {
-        return Ok(response);
-    }
-    let retriable = status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-    // Enough to quote, read in bounded time; what cannot be read is left.
-    let mut response = response;
-    let mut body = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let _ = read_body(&mut response, &mut body, MAX_ERROR_BYTES, deadline, what);
-    let body: String = String::from_utf8_lossy(&body).chars().take(2000).collect();
-    let detail = registry_errors(&body).unwrap_or_else(|| {
-        body.chars()
-            .take(300)
-            .collect::<String>()
-            .trim()
-            .to_string()
-    });
-    let error = if detail.is_empty() {
-        anyhow!("{what}: the registry answered {status}")
-    } else {
-        anyhow!("{what}: the registry answered {status}: {detail}")
-    };
-    Err(Failure {
-        error,
-        retriable,
-        retry_after,
-        refused: false,
-    })
-}
-
-/// `Retry-After` (RFC 9110): delay-seconds or an HTTP date, capped at
-/// [`MAX_RETRY_AFTER`]; `None` when it is neither.
-fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(now)
-            .unwrap_or_default(),
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
-/// `{"errors":[{"code":"BLOB_UNKNOWN","message":"..."}]}` -> `BLOB_UNKNOWN: ...`
-fn registry_errors(body: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(body).ok()?;
-    let errors = value.get("errors")?.as_array()?;
-    let lines: Vec<String> = errors
-        .iter()
-        .map(|e| {
-            let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
-            let message = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
-            format!("{code}: {message}")
-        })
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("; "))
-}
-
 /// Fails unless `bytes` is JSON: registries answer errors with HTML too.
 pub fn parse_json(bytes: &[u8], what: &str) -> Result<serde_json::Value> {
     match serde_json::from_slice(bytes) {
         Ok(value) => Ok(value),
         Err(e) => bail!("{what} is not JSON: {e}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_takes_seconds_or_a_date_and_is_capped() {
-        let now = httpdate::parse_http_date("Mon, 23 Nov 2026 12:00:00 GMT").unwrap();
-        assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
-        assert_eq!(
-            parse_retry_after("Mon, 23 Nov 2026 12:00:20 GMT", now),
-            Some(Duration::from_secs(20))
-        );
-        // A date in the past: retry at once (after the usual backoff).
-        assert_eq!(
-            parse_retry_after("Mon, 23 Nov 2026 11:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("86400", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn registry_error_bodies_become_short_messages() {
-        let body = r#"{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN","message":"blob upload unknown to registry","detail":{}}]}"#;
-        assert_eq!(
-            registry_errors(body).as_deref(),
-            Some("BLOB_UPLOAD_UNKNOWN: blob upload unknown to registry")
-        );
-        assert_eq!(registry_errors("<html>"), None);
     }
 }

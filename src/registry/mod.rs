@@ -10,14 +10,17 @@
 //!
 //! Layout: `config` maps names to endpoints (mirrors, plain http, CA
 //! files), `auth` finds credentials and parses challenges, `client` speaks
-//! HTTP to one registry, `known_blobs` remembers where blobs were seen for
+//! HTTP to one registry (`failure` sorts what went wrong into retriable
+//! or not, `body` bounds what is read and sent), `known_blobs` remembers where blobs were seen for
 //! cross-repository mounts, `progress` shows transfers; `push` and `pull`
 //! put these together.
 
 pub(crate) mod auth;
+mod body;
 mod client;
 pub mod config;
 mod docker;
+mod failure;
 mod known_blobs;
 mod progress;
 mod pull;

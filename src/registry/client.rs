@@ -192,8 +192,13 @@ impl Client {
             let allowed = if not_there { retries.min(1) } else { retries };
             if attempts > allowed {
                 let plural = if attempts == 1 { "" } else { "s" };
+                let why = if not_there {
+                    format!("nothing accepts connections at {}", self.host())
+                } else {
+                    "--retry-times or `retry_times:` in herd's config sets the retries".into()
+                };
                 return Err(anyhow!(
-                    "{:#} (gave up after {attempts} attempt{plural}; --retry-times or `retry_times:` in herd's config sets the retries)",
+                    "{:#} (gave up after {attempts} attempt{plural}; {why})",
                     failure.error
                 ));
             }

@@ -21,6 +21,8 @@ type Map = BTreeMap<String, BTreeMap<String, Vec<String>>>;
 pub struct KnownBlobs {
     path: PathBuf,
     seen: Mutex<Map>,
+    /// Something was recorded this run: only then is the file written.
+    recorded: std::sync::atomic::AtomicBool,
 }
 
 impl KnownBlobs {
@@ -30,6 +32,7 @@ impl KnownBlobs {
         KnownBlobs {
             seen: Mutex::new(read(&path)),
             path,
+            recorded: Default::default(),
         }
     }
 
@@ -48,13 +51,19 @@ impl KnownBlobs {
     pub fn record(&self, host: &str, digest: &Digest, repository: &str) {
         let mut seen = self.seen.lock().expect("known blobs lock");
         add(&mut seen, host, digest.as_str(), repository);
+        self.recorded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Merges what this run saw into the file, under the store's lock so
     /// concurrent pushes keep each other's entries. Blobs no longer in the
     /// store are dropped: herd will never push them again. A failure costs
-    /// only future mounts, so it is logged, not returned.
+    /// only future mounts, so it is logged, not returned. A run that
+    /// recorded nothing (a pull that failed at its manifest) writes nothing.
     pub fn save(&self, store: &Store) {
+        if !self.recorded.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let result = (|| -> anyhow::Result<()> {
             let _lock = store.lock()?;
             let mut merged = read(&self.path);

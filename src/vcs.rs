@@ -29,7 +29,9 @@ pub struct Revision {
 
 /// The revision of one directory.
 pub fn revision(dir: &Path) -> Revision {
-    revisions(&[dir.to_path_buf()]).remove(dir).unwrap_or_default()
+    revisions(&[dir.to_path_buf()])
+        .remove(dir)
+        .unwrap_or_default()
 }
 
 /// The revisions of `dirs`: one `git rev-parse` and one `git log` per
@@ -92,7 +94,13 @@ fn last_commit_times(top: &Path, dirs: &[&PathBuf]) -> HashMap<PathBuf, u64> {
         .arg("-C")
         .arg(top)
         .args(["-c", "core.quotePath=false", "log", "--full-history"])
-        .args(["--format=%x01%ct", "--name-only", "-z", "--no-renames", "--"]);
+        .args([
+            "--format=%x01%ct",
+            "--name-only",
+            "-z",
+            "--no-renames",
+            "--",
+        ]);
     for relative in wanted.keys() {
         command.arg(if relative.is_empty() {
             std::ffi::OsStr::new(".")

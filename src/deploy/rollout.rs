@@ -239,7 +239,9 @@ impl ServiceRollout<'_> {
                     outcome: None,
                 };
                 if let Err(e) = self.hooks.run(hooks::BEFORE_UNIT, &context) {
-                    eprintln!("error: {e:#}; stopping the rollout of {service}");
+                    // A hook's output is not herd's text: escaped.
+                    let error = crate::terminal::escape_controls(&format!("{e:#}")).into_owned();
+                    eprintln!("error: {error}; stopping the rollout of {service}");
                     return Ok(Outcome::Failed);
                 }
             }

@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The most of a request body the server reads (and throws away). Uploads
+/// of an uncompressed debug herd-init layer pass 64 MiB.
+const MAX_BODY: u64 = 512 << 20;
+
 /// One request as the server read it.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -227,7 +231,7 @@ fn serve(
         .unwrap_or(0);
     let mut reader = reader.into_inner();
     let body_len = std::io::copy(
-        &mut (&mut reader).take(length.min(64 << 20)),
+        &mut (&mut reader).take(length.min(MAX_BODY)),
         &mut std::io::sink(),
     )
     .unwrap_or(0);

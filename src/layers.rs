@@ -497,42 +497,86 @@ fn parallel_gzip<W: Write>(chunks: mpsc::Receiver<Vec<u8>>, mut sink: W) -> Resu
 /// One worker's libdeflate compressors, kept across chunks: each holds
 /// its level's match-finder tables (up to a few hundred KiB).
 struct ChunkCompressors {
-    probe: libdeflater::Compressor,
     store: libdeflater::Compressor,
     compress: libdeflater::Compressor,
 }
+
+/// The unit a chunk is classified in: small enough that most files of a
+/// typical tree span whole segments, large enough for a byte histogram to
+/// tell random bytes from text or code.
+const SEGMENT: usize = 16 * 1024;
+/// Bits per byte above which a segment is stored rather than compressed:
+/// Huffman coding alone would save under 3% of it, and matches are rare in
+/// such data (compressed or encrypted files, random bytes). Searching them
+/// for matches is where deflate spends most of its time on mixed trees.
+const STORE_ABOVE_BITS: f64 = 7.75;
 
 impl ChunkCompressors {
     fn new() -> ChunkCompressors {
         let level = |n: i32| libdeflater::CompressionLvl::new(n).expect("a valid level");
         ChunkCompressors {
-            probe: libdeflater::Compressor::new(level(1)),
             store: libdeflater::Compressor::new(level(0)),
             compress: libdeflater::Compressor::new(level(GZIP_LEVEL)),
         }
     }
 
-    /// The chunk as one gzip member. A chunk whose first 64 KiB do not
-    /// shrink at the fastest level is stored.
+    /// The chunk as gzip members: each run of segments of one kind
+    /// (compressible, or dense) becomes one member, compressed or stored.
+    /// The classification depends on the bytes only, so the output is the
+    /// same on every machine.
     fn gzip_member(&mut self, chunk: &[u8]) -> io::Result<Vec<u8>> {
-        let probe = &chunk[..chunk.len().min(64 * 1024)];
-        let mut scratch = vec![0; self.probe.deflate_compress_bound(probe.len())];
-        let probed = self
-            .probe
-            .deflate_compress(probe, &mut scratch)
-            .map_err(io::Error::other)?;
-        let compressor = if probed as f64 > probe.len() as f64 * 0.97 {
+        let mut out = Vec::with_capacity(chunk.len() + chunk.len() / 64 + 1024);
+        let mut run_start = 0;
+        let mut run_dense: Option<bool> = None;
+        for (i, segment) in chunk.chunks(SEGMENT).enumerate() {
+            // A short last segment says too little: it joins the run.
+            let dense = if segment.len() < SEGMENT && run_dense.is_some() {
+                run_dense.expect("just checked")
+            } else {
+                bits_per_byte(segment) > STORE_ABOVE_BITS
+            };
+            if run_dense.is_some_and(|current| current != dense) {
+                let start = i * SEGMENT;
+                self.append_member(&chunk[run_start..start], run_dense == Some(true), &mut out)?;
+                run_start = start;
+            }
+            run_dense = Some(dense);
+        }
+        self.append_member(&chunk[run_start..], run_dense == Some(true), &mut out)?;
+        Ok(out)
+    }
+
+    fn append_member(&mut self, data: &[u8], dense: bool, out: &mut Vec<u8>) -> io::Result<()> {
+        let compressor = if dense {
             &mut self.store
         } else {
             &mut self.compress
         };
-        let mut out = vec![0; compressor.gzip_compress_bound(chunk.len())];
+        let start = out.len();
+        out.resize(start + compressor.gzip_compress_bound(data.len()), 0);
         let written = compressor
-            .gzip_compress(chunk, &mut out)
+            .gzip_compress(data, &mut out[start..])
             .map_err(io::Error::other)?;
-        out.truncate(written);
-        Ok(out)
+        out.truncate(start + written);
+        Ok(())
     }
+}
+
+/// The Shannon entropy of `data`'s bytes, in bits per byte (0 to 8).
+fn bits_per_byte(data: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for &byte in data {
+        counts[byte as usize] += 1;
+    }
+    let total = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let p = f64::from(count) / total;
+            -p * p.log2()
+        })
+        .sum()
 }
 
 /// Writes a whole tar stream: every entry, then the two zero blocks.
@@ -920,6 +964,47 @@ mod tests {
             .read_to_end(&mut plain)
             .unwrap();
         assert!(plain.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_mixing_text_and_random_files_compresses_the_text_and_stores_the_rest() {
+        let mut state: u64 = 0x2545f4914f6cdd1d;
+        let mut random = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        };
+        let text: Vec<u8> = b"the quick brown fox jumps over the lazy dog\n"
+            .iter()
+            .copied()
+            .cycle()
+            .take(2 * SEGMENT)
+            .collect();
+        let mut chunk = Vec::new();
+        let mut random_bytes = 0;
+        for _ in 0..8 {
+            chunk.extend_from_slice(&text);
+            let noise = random(3 * SEGMENT);
+            random_bytes += noise.len();
+            chunk.extend_from_slice(&noise);
+        }
+        chunk.extend_from_slice(&text[..100]);
+        let mut compressors = ChunkCompressors::new();
+        let members = compressors.gzip_member(&chunk).unwrap();
+        assert_eq!(members, ChunkCompressors::new().gzip_member(&chunk).unwrap());
+        let mut plain = Vec::new();
+        flate2::read::MultiGzDecoder::new(members.as_slice())
+            .read_to_end(&mut plain)
+            .unwrap();
+        assert!(plain == chunk);
+        // Stored random bytes, a few hundred bytes per text run, headers.
+        assert!(members.len() > random_bytes, "{}", members.len());
+        assert!(members.len() < random_bytes + 8 * 1024, "{}", members.len());
     }
 
     #[test]

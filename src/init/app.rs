@@ -106,8 +106,18 @@ impl Run<'_> {
             for (pid, code) in ended {
                 if pid == app {
                     app_status = Some(code);
-                    self.log
-                        .at(Level::Debug, format!("app exited with status {code}"));
+                    match &stop {
+                        Some(request) if phase == Phase::Stopping => self.log.at(
+                            Level::Info,
+                            format!(
+                                "stop: the app exited with status {code}, {} after the stop request",
+                                seconds(request.received.elapsed())
+                            ),
+                        ),
+                        _ => self
+                            .log
+                            .at(Level::Debug, format!("app exited with status {code}")),
+                    }
                 } else if let Some(done) = helper.take_if(|h| h.pid == pid) {
                     let now = Instant::now();
                     let took = now - done.started;
@@ -194,15 +204,14 @@ impl Run<'_> {
                     return code;
                 }
                 if none_left {
-                    let stop = stop.as_ref().map(|s| s.received.elapsed());
+                    let since = stop
+                        .as_ref()
+                        .map_or(Duration::ZERO, |s| s.received.elapsed());
                     self.log.at(
                         Level::Info,
                         format!(
-                            "stop: the app exited with status {code}{}",
-                            stop.map_or(String::new(), |t| format!(
-                                ", {} after the stop request",
-                                seconds(t)
-                            ))
+                            "stop: every process ended, {} after the stop request",
+                            seconds(since)
                         ),
                     );
                     return if timed_out {
@@ -310,7 +319,7 @@ impl Run<'_> {
                 // by the runtime anyway; do it and keep the app's status.
                 self.log.at(
                     Level::Warn,
-                    "stop: the stop timeout is over; killing what is left",
+                    "stop: the stop timeout is ending; killing what is left",
                 );
                 if std::process::id() == 1 {
                     let _ = kill(Pid::from_raw(-1), Signal::SIGKILL);
@@ -489,7 +498,10 @@ impl Run<'_> {
             signal,
             received: now,
             drain_end: now + budget,
-            hard_end: now + self.stop_timeout,
+            // Just before the runtime's SIGKILL, so that the init still
+            // exits with the app's status.
+            hard_end: now + self.stop_timeout
+                - (self.stop_timeout / 10).min(Duration::from_millis(250)),
         }
     }
 

@@ -186,6 +186,23 @@ impl<'de> Deserialize<'de> for StopSignal {
     }
 }
 
+/// The lifecycle in the config of the image stored under `descriptor`
+/// (empty for images without one, or not herd's).
+pub fn of_image(
+    store: &crate::store::Store,
+    descriptor: &oci_spec::image::Descriptor,
+) -> anyhow::Result<Lifecycle> {
+    let manifest = store.read_manifest(descriptor)?;
+    // Read as plain JSON: a config that is not a full OCI image config
+    // (another tool's artifact) simply has no lifecycle.
+    let bytes = store.read_blob(&crate::store::from_oci_digest(manifest.config().digest()))?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(config["config"]["Labels"][LABEL]
+        .as_str()
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default())
+}
+
 /// How much of a stop timeout the drain may use: the rest is the app's own
 /// shutdown after its stop signal (a third, from 1 s to 60 s).
 pub fn drain_budget(stop_timeout: Duration) -> Duration {

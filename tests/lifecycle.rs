@@ -371,7 +371,7 @@ fn another_command_than_the_image_app_is_ready_at_once() {
     // `podman run IMAGE sh` must not wait for (or be stopped by) the
     // readiness of the image's app.
     let output = podman()
-        .args(["run", "--rm", "--env", "LOG_LEVEL=info", image()])
+        .args(["run", "--rm", "--env", "LOG_LEVEL=debug", image()])
         .args(["/bin/sh", "-c", "sleep 0.5; /herd/init ready"])
         .output()
         .unwrap();

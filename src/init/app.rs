@@ -450,8 +450,14 @@ impl Run<'_> {
             );
         }
         self.notify("READY=1\nSTATUS=ready");
+        // Every container is ready; only a readiness command makes it news.
+        let level = if self.lifecycle.readiness.is_some() {
+            Level::Info
+        } else {
+            Level::Debug
+        };
         self.log.at(
-            Level::Info,
+            level,
             format!("ready after {}: {why}", seconds(started.elapsed())),
         );
     }

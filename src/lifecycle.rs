@@ -48,6 +48,22 @@ impl Lifecycle {
         }
     }
 
+    /// What `herd inspect` shows: the settings, and what the init does
+    /// without them.
+    pub fn describe(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if self.readiness.is_none() {
+            value["readiness"] = "none: ready once the app started".into();
+        }
+        if self.drained.is_none() {
+            value["drained"] = "none: the stop signal goes at once (after any prestop scripts)".into();
+        }
+        if self.stop_signal.is_none() {
+            value["stopSignal"] = "the signal the container got (SIGTERM from podman and Kubernetes)".into();
+        }
+        value
+    }
+
     /// How long the app may take to become ready (zero: ready once started).
     pub fn readiness_timeout(&self) -> Duration {
         self.readiness

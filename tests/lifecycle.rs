@@ -387,3 +387,33 @@ fn another_command_than_the_image_app_is_ready_at_once() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn herd_inspect_shows_the_readiness_and_stop_settings() {
+    image();
+    let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("herd-lifecycle-test/store");
+    let shown: serde_json::Value = serde_json::from_str(&run_ok(
+        herd().args(["inspect", NAME, "--store"]).arg(&store),
+    ))
+    .unwrap();
+    assert_eq!(
+        shown["lifecycle"],
+        serde_json::json!({
+            "readiness": {"exec": ["/bin/test", "-e", "/run/sessions/warm"], "interval": "200ms", "timeout": "5s"},
+            "stable": {"exec": "test ! -e /run/sessions/slow", "period": "1s"},
+            "drained": {"exec": "test -z \"$(ls /run/sessions/open)\"", "interval": "200ms"},
+            "stopSignal": "SIGTERM",
+        })
+    );
+    // An image without them says what the init does instead.
+    let base: serde_json::Value = serde_json::from_str(&run_ok(
+        herd()
+            .args(["inspect", "aci.example.com/aci-busybox:1.36-1", "--store"])
+            .arg(&store),
+    ))
+    .unwrap();
+    assert_eq!(
+        base["lifecycle"]["readiness"],
+        "none: ready once the app started"
+    );
+}

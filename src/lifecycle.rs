@@ -56,10 +56,12 @@ impl Lifecycle {
             value["readiness"] = "none: ready once the app started".into();
         }
         if self.drained.is_none() {
-            value["drained"] = "none: the stop signal goes at once (after any prestop scripts)".into();
+            value["drained"] =
+                "none: the stop signal goes at once (after any prestop scripts)".into();
         }
         if self.stop_signal.is_none() {
-            value["stopSignal"] = "the signal the container got (SIGTERM from podman and Kubernetes)".into();
+            value["stopSignal"] =
+                "the signal the container got (SIGTERM from podman and Kubernetes)".into();
         }
         value
     }

@@ -46,7 +46,14 @@ fn debian_examples_build_and_run_when_asked() {
     let container = format!("herd-debian-test-{}", std::process::id());
     run_ok(
         podman()
-            .args(["run", "-d", "--name", &container, "--env", "HERD_STOP_TIMEOUT=30"])
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &container,
+                "--env",
+                "HERD_STOP_TIMEOUT=30",
+            ])
             .arg(oci_ref(&store, &name)),
     );
     let ready = podman()
@@ -57,7 +64,10 @@ fn debian_examples_build_and_run_when_asked() {
     let logs = podman().args(["logs", &container]).output().unwrap();
     let _ = podman().args(["rm", "-f", &container]).output();
     let logs = text(&logs.stdout) + &text(&logs.stderr);
-    assert!(ready.status.success(), "MariaDB never became ready:\n{logs}");
+    assert!(
+        ready.status.success(),
+        "MariaDB never became ready:\n{logs}"
+    );
     assert!(
         logs.contains("herd-init: ready after") && logs.contains("herd-init: stop: drained after"),
         "{logs}"

@@ -396,7 +396,7 @@ impl Init {
         let lifecycle = if args
             .iter()
             .map(|a| a.as_os_str())
-            .eq(spec.exec.iter().map(|e| std::ffi::OsStr::new(e)))
+            .eq(spec.exec.iter().map(std::ffi::OsStr::new))
         {
             spec.lifecycle.clone()
         } else {

@@ -417,3 +417,61 @@ fn herd_inspect_shows_the_readiness_and_stop_settings() {
         "none: ready once the app started"
     );
 }
+
+#[test]
+fn kube_play_of_a_pod_returns_once_its_apps_are_ready() {
+    image();
+    let work = workdir();
+    let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("herd-lifecycle-test/store");
+    let pod_dir = work.path().join("pod-sessions");
+    std::fs::create_dir_all(&pod_dir).unwrap();
+    // The pod's app inherits the image's readiness; a second app has none.
+    std::fs::write(
+        pod_dir.join("pod-manifest.yml"),
+        format!(
+            "name: aci.example.com/pod-sessions:1-1\npod:\n  apps:\n    - name: sessions\n      dependencies: [{NAME}]\n    - name: idle\n      dependencies: [aci.example.com/aci-busybox:1.36-1]\n      app: {{exec: [/bin/sleep, '1000']}}\n"
+        ),
+    )
+    .unwrap();
+    run_ok(herd().arg("build").arg(&pod_dir).arg("--store").arg(&store));
+    let pod = "aci.example.com/pod-sessions:1-1";
+    run_ok(herd().args(["install", pod, "--store"]).arg(&store));
+    let document = run_ok(herd().args(["kube", pod, "--store"]).arg(&store));
+    assert!(
+        document.contains("io.containers.sdnotify: container")
+            && document.contains("        - /herd/init\n        - ready\n"),
+        "{document}"
+    );
+    let file = work.path().join("pod.yaml");
+    std::fs::write(&file, &document).unwrap();
+    struct Played;
+    impl Drop for Played {
+        fn drop(&mut self) {
+            let _ = podman()
+                .args(["pod", "rm", "--force", "--ignore", "pod-sessions"])
+                .output();
+        }
+    }
+    let _ = podman()
+        .args(["pod", "rm", "--force", "--ignore", "pod-sessions"])
+        .output();
+    let _played = Played;
+    let started = Instant::now();
+    run_ok(
+        podman()
+            .args(["kube", "play", "--network", "host"])
+            .arg(&file)
+            .env_remove("NOTIFY_SOCKET"),
+    );
+    let took = started.elapsed();
+    // podman waited for the init's READY=1, sent after the 2 s warm-up.
+    assert!(
+        took >= Duration::from_millis(1900),
+        "kube play took {took:?}"
+    );
+    let ready = podman()
+        .args(["exec", "pod-sessions-sessions", "/herd/init", "ready"])
+        .output()
+        .unwrap();
+    assert!(ready.status.success(), "{}", text(&ready.stdout));
+}

@@ -266,9 +266,11 @@ fn podman_stop_runs_prestop_waits_for_the_drain_then_stops_the_app_and_its_child
         "herd-init: stop: every process ended",
     ];
     let times: Vec<f64> = order.iter().map(|n| container.time_of(&log, n)).collect();
+    // The app's lines (stdout) and the init's (stderr) come through two
+    // pipes: lines written within a few milliseconds may swap.
     for (i, pair) in times.windows(2).enumerate() {
         assert!(
-            pair[0] <= pair[1],
+            pair[0] <= pair[1] + 0.05,
             "`{}` came after `{}`:\n{}",
             order[i],
             order[i + 1],
@@ -307,7 +309,7 @@ fn a_short_stop_timeout_cuts_the_drain_and_still_stops_the_app_before_the_kill()
     let term = container.time_of(&log, "app: got TERM with");
     let exited = container.time_of(&log, "herd-init: stop: the app exited with status 0");
     assert!(
-        (1.9..2.6).contains(&(spent - received)) && term >= spent && exited - received < 3.0,
+        (1.9..2.6).contains(&(spent - received)) && term + 0.05 >= spent && exited - received < 3.0,
         "{}",
         container.log_text()
     );
@@ -337,7 +339,7 @@ fn a_second_sigterm_skips_the_drain() {
         "herd-init: stop: SIGTERM again: skipping to the app's stop",
     );
     let term = container.time_of(&log, "app: got TERM with");
-    assert!(term >= again, "{}", container.log_text());
+    assert!(term + 0.05 >= again, "{}", container.log_text());
     assert!(
         !container.log_text().contains("with 0 sessions open"),
         "{}",

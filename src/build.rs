@@ -109,8 +109,9 @@ pub fn build_source(
     }
     layers.push((own, format!("herd build {}", name.tiny_name())));
 
-    let inherits = image_paths::STORED_RUNLEVELS[2..]
+    let inherits = image_paths::STORED_RUNLEVELS
         .iter()
+        .filter(|level| level.starts_with("inherit-"))
         .any(|level| has_scripts(&dir.join("runlevels").join(level)));
     let stack = stack(&source, &manifest, name.tiny_name(), &base)?;
     let config = image_config(&manifest, &stack, &base, &layers, epoch, inherits)?;
@@ -955,6 +956,18 @@ fn app_spec(manifest: &ImageManifest, base: &Base) -> AppSpec {
             .and_then(|l| l.get(key))
             .cloned()
     };
+    let lifecycle = app.lifecycle().or(label(crate::lifecycle::LABEL)
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default());
+    let exec = match (&lifecycle.is_empty(), app.exec.is_empty()) {
+        (true, _) => vec![],
+        (false, false) => app.exec.clone(),
+        (false, true) => base
+            .config
+            .as_ref()
+            .and_then(|c| c.cmd().clone())
+            .unwrap_or_default(),
+    };
     AppSpec {
         user: app
             .user
@@ -973,6 +986,8 @@ fn app_spec(manifest: &ImageManifest, base: &Base) -> AppSpec {
         } else {
             app.supplementary_gids.clone()
         },
+        lifecycle,
+        exec,
     }
 }
 
@@ -1033,6 +1048,12 @@ fn image_config(
             .map(|m| json!({"name": m.name, "path": m.path, "readOnly": m.read_only}))
             .collect();
         set_or_keep(labels::MOUNT_POINTS, Some(serde_json::to_string(&points)?));
+    }
+    if !spec.lifecycle.is_empty() {
+        set_or_keep(
+            crate::lifecycle::LABEL,
+            Some(serde_json::to_string(&spec.lifecycle)?),
+        );
     }
     if !app.isolators.is_empty() {
         let isolators: Vec<Value> = app

@@ -16,6 +16,7 @@ pub mod image_paths;
 pub mod init;
 pub mod interrupt;
 pub mod layers;
+pub mod lifecycle;
 pub mod manifest;
 pub mod names;
 pub mod netns;

@@ -2,6 +2,7 @@
 //! strictly (FORMATS.md sections 2 and 7).
 
 use crate::error::InputError;
+use crate::lifecycle;
 use crate::names::ImageName;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,23 @@ pub struct App {
     pub ports: Vec<Port>,
     #[serde(default)]
     pub isolators: Vec<Isolator>,
+    /// Readiness and graceful stop (`crate::lifecycle`).
+    pub readiness: Option<lifecycle::Readiness>,
+    pub stable: Option<lifecycle::Stable>,
+    pub drained: Option<lifecycle::Drained>,
+    pub stop_signal: Option<lifecycle::StopSignal>,
+}
+
+impl App {
+    /// The app's own lifecycle settings (a dependency's fill the gaps).
+    pub fn lifecycle(&self) -> lifecycle::Lifecycle {
+        lifecycle::Lifecycle {
+            readiness: self.readiness.clone(),
+            stable: self.stable.clone(),
+            drained: self.drained.clone(),
+            stop_signal: self.stop_signal.clone(),
+        }
+    }
 }
 
 /// A user or group, by name or number.
@@ -239,6 +257,7 @@ pub fn parse_image(
             });
         }
     }
+    check_lifecycle(path, &text, &manifest.aci.app)?;
     if let Some(dir) = &manifest.aci.app.working_directory
         && !dir.starts_with('/')
     {
@@ -277,6 +296,7 @@ pub fn parse_pod(
         for dependency in &app.dependencies {
             check_name(path, &text, "dependencies", dependency, false)?;
         }
+        check_lifecycle(path, &text, &app.app)?;
         let name = app
             .name
             .clone()
@@ -292,6 +312,29 @@ pub fn parse_pod(
         }
     }
     Ok(manifest)
+}
+
+/// Every lifecycle command names something to run.
+fn check_lifecycle(path: &Path, text: &str, app: &App) -> Result<(), InputError> {
+    let commands = [
+        ("readiness", app.readiness.as_ref().map(|r| &r.exec)),
+        ("stable", app.stable.as_ref().map(|s| &s.exec)),
+        ("drained", app.drained.as_ref().map(|d| &d.exec)),
+    ];
+    for (key, exec) in commands {
+        if let Some(crate::templates::CheckCmd::Argv(argv)) = exec
+            && argv.is_empty()
+        {
+            return Err(InputError {
+                line: line_of(text, &format!("{key}:")),
+                ..InputError::new(
+                    path,
+                    format!("`{key}.exec` is empty: expected a command (a list or a string)"),
+                )
+            });
+        }
+    }
+    Ok(())
 }
 
 fn tiny_name_of(reference: &str) -> String {
@@ -395,6 +438,26 @@ mod tests {
                 "name: aci.example.com/a:1\naci:\n  app:\n    mountPoints: [{name: d, path: relative}]\n",
                 4,
                 "absolute",
+            ),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    readiness: {exec: []}\n",
+                4,
+                "`readiness.exec` is empty",
+            ),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    drained:\n      exec: \"true\"\n      interval: soon\n",
+                6,
+                "invalid duration `soon`",
+            ),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    stopSignal: SIGNOPE\n",
+                4,
+                "unknown signal",
+            ),
+            (
+                "name: aci.example.com/a:1\naci:\n  app:\n    readiness: {exec: \"true\", timout: 1s}\n",
+                4,
+                "did you mean `timeout`",
             ),
         ];
         for (text, line, needle) in cases {

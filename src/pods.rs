@@ -146,9 +146,14 @@ fn pod_document(
             .get(crate::build::labels::MOUNT_POINTS)
             .and_then(|v| serde_json::from_str(v).ok())
             .unwrap_or_default();
+        let lifecycle: crate::lifecycle::Lifecycle = labels
+            .get(crate::lifecycle::LABEL)
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_default();
         let mut container = json!({
             "name": kube_name(&app_name(app)),
             "image": format!("{}@{}", built.name.repository(), built.manifest.digest()),
+            "readinessProbe": crate::units::readiness_probe(&lifecycle),
         });
         let mounts: Vec<Value> = mount_points
             .iter()
@@ -180,6 +185,10 @@ fn pod_document(
     }
     let mut annotations = serde_json::Map::new();
     annotations.insert("io.herd.pod.name".into(), json!(name.to_string()));
+    // `podman kube play` then waits for every app's READY=1 (its init says
+    // it once the app's readiness command succeeded), and with
+    // `--service-container` tells systemd the pod is ready only then.
+    annotations.insert("io.containers.sdnotify".into(), json!("container"));
     for annotation in &pod.pod.annotations {
         annotations.insert(annotation.name.clone(), json!(annotation.value));
     }

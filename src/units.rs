@@ -7,10 +7,12 @@ mod kubernetes;
 mod output;
 
 pub use crate::environments::Target;
+pub use kubernetes::readiness_probe;
 pub use output::{Check, check_units, unified_diff, write_units};
 
 use crate::environments::{Environment, Node, Service, TemplateFile};
 use crate::error::InputError;
+use crate::lifecycle::Lifecycle;
 use crate::names::ImageName;
 use crate::store::Store;
 use anyhow::Result;
@@ -37,11 +39,14 @@ pub const ENVIRONMENT_CHUNK: usize = 1900;
 /// podman: Linux limits one environment string to 128 KiB (MAX_ARG_STRLEN).
 const MAX_ENVIRONMENT_STRING: usize = 128 * 1024 - 1;
 
+/// Seconds a unit's start may spend pulling its images.
+const PULL_TIMEOUT: u64 = 900;
+
 /// Name of the built-in unit template in error messages.
 const DEFAULT_UNIT: &str = "herd default unit (src/units/default.service.tmpl)";
 
 /// One image a unit runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ResolvedImage {
     /// The name as the service manifest gives it (registry domain filled in).
     pub name: String,
@@ -51,6 +56,10 @@ pub struct ResolvedImage {
     /// The app's name within the unit: the image's tiny name (for a pod,
     /// its app's name), made unique within the service.
     pub app: String,
+    /// Its readiness and stop settings, as the store's image says (empty
+    /// without a store).
+    #[serde(skip_serializing_if = "Lifecycle::is_empty")]
+    pub lifecycle: Lifecycle,
 }
 
 /// The images one container entry of a service runs. Without a store, the
@@ -76,10 +85,15 @@ pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<Reso
                 name: app.to_string(),
                 reference: format!("{}@{}", app.repository(), app_descriptor.digest()),
                 app: app_name,
+                lifecycle: crate::lifecycle::of_image(store, &app_descriptor)?,
             });
         }
         return Ok(images);
     }
+    let lifecycle = match (store, &descriptor) {
+        (Some(store), Some(descriptor)) => crate::lifecycle::of_image(store, descriptor)?,
+        _ => Lifecycle::default(),
+    };
     let reference = match descriptor {
         Some(descriptor) => format!("{}@{}", name.repository(), descriptor.digest()),
         None => {
@@ -96,6 +110,7 @@ pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<Reso
         name: name.to_string(),
         reference,
         app: name.tiny_name().to_string(),
+        lifecycle,
     }])
 }
 
@@ -244,6 +259,25 @@ impl<'a> Unit<'a> {
         }
     }
 
+    /// Seconds systemd gives each start phase (`TimeoutStartSec=`): the
+    /// longest readiness timeout of the unit's images with a minute for
+    /// the containers to start, and at least the 15 minutes the pulls in
+    /// `ExecStartPre=` may take (systemd times each phase on its own).
+    fn start_timeout(&self) -> u64 {
+        let readiness = self
+            .images
+            .iter()
+            .map(|i| {
+                i.lifecycle
+                    .readiness
+                    .as_ref()
+                    .map_or(0, |r| r.timeout.ceil_seconds())
+            })
+            .max()
+            .unwrap_or(0);
+        (readiness + 60).max(PULL_TIMEOUT)
+    }
+
     /// `<service>/<unit name>.<extension>` below the output directory.
     fn path(&self, extension: &str) -> PathBuf {
         PathBuf::from(&self.service.name).join(format!("{}.{extension}", self.name))
@@ -270,6 +304,7 @@ impl<'a> Unit<'a> {
             "fleet_lines": self.node.fleet,
             "has_timer": self.service.timer_template.is_some(),
             "stop_timeout": self.service.stop_timeout,
+            "start_timeout": self.start_timeout(),
             "mount_points": self.service.mount_points,
             "registry_tls_verify": self.env.config.registry.tls_verify,
         });
@@ -552,7 +587,8 @@ mod tests {
             vec![ResolvedImage {
                 name: name.to_string(),
                 reference: name.to_string(),
-                app: "pod-mysql".into()
+                app: "pod-mysql".into(),
+                lifecycle: Lifecycle::default(),
             }]
         );
     }

@@ -40,4 +40,36 @@ fn debian_examples_build_and_run_when_asked() {
         defaults.contains("--max_connections=100"),
         "mariadbd does not read the rendered config:\n{defaults}"
     );
+
+    // The server itself: ready once `mariadb-admin ping` answers, and
+    // stopped only once `herd-no-sessions` found no client left.
+    let container = format!("herd-debian-test-{}", std::process::id());
+    run_ok(
+        podman()
+            .args([
+                "run",
+                "-d",
+                "--name",
+                &container,
+                "--env",
+                "HERD_STOP_TIMEOUT=30",
+            ])
+            .arg(oci_ref(&store, &name)),
+    );
+    let ready = podman()
+        .args(["exec", &container, "/herd/init", "ready", "--wait", "120"])
+        .output()
+        .unwrap();
+    run_ok(podman().args(["stop", "-t", "30", &container]));
+    let logs = podman().args(["logs", &container]).output().unwrap();
+    let _ = podman().args(["rm", "-f", &container]).output();
+    let logs = text(&logs.stdout) + &text(&logs.stderr);
+    assert!(
+        ready.status.success(),
+        "MariaDB never became ready:\n{logs}"
+    );
+    assert!(
+        logs.contains("herd-init: ready after") && logs.contains("herd-init: stop: drained after"),
+        "{logs}"
+    );
 }

@@ -360,6 +360,16 @@ fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
     .unwrap();
     assert_eq!(attributes["mysql"]["innodbBufferPoolSize"], "4G");
     assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 120);
+    // The init drains within the same stop timeout; Kubernetes asks it
+    // whether the app is ready.
+    assert_eq!(
+        container["env"][1],
+        json!({"name": "HERD_STOP_TIMEOUT", "value": "120"})
+    );
+    assert_eq!(
+        container["readinessProbe"]["exec"]["command"],
+        json!(["/herd/init", "ready"])
+    );
 
     // The backup service's timer became a CronJob on the same schedule.
     let backups: Vec<Value> = snapshot(&work.path().join("prod-dc1/mysql-backup"))
@@ -610,6 +620,8 @@ fn a_store_pins_images_by_digest() {
     let work = tempfile::tempdir().unwrap();
     let store_dir = work.path().join("store");
     let store = herd::store::Store::open(&store_dir).unwrap();
+    // The config the units read the image's lifecycle from (it has none).
+    store.write_blob(b"{}").unwrap();
     let descriptor = store
         .write_json(
             oci_spec::image::MediaType::ImageManifest,
@@ -733,6 +745,11 @@ impl Drop for PodGuard {
 /// Its lines quote only with '...', which systemd and sh read alike.
 fn run_unit_commands(unit: &str, key: &str, runtime_dir: &Path, unit_name: &str) {
     let mut environment = environment(unit);
+    // What systemd gives the commands of a Type=notify, NotifyAccess=all unit.
+    environment.insert(
+        "NOTIFY_SOCKET".into(),
+        runtime_dir.join("notify.sock").display().to_string(),
+    );
     environment.insert(
         "CONTAINERS_CONF".into(),
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -774,7 +791,7 @@ fn the_default_unit_runs_its_pod_with_podman() {
     busybox_image(
         &work.path().join("image"),
         &format!(
-            "name: {name}\naci:\n  app:\n    exec: [/bin/sh, -c, 'echo started; exec sleep 1000']\n"
+            "name: {name}\naci:\n  app:\n    exec: [/bin/sh, -c, 'echo started; sleep 1; touch /warm; exec sleep 1000']\n    readiness: {{exec: [test, -e, /warm], interval: 100ms, timeout: 1000s}}\n"
         ),
     );
     let store = work.path().join("store");
@@ -822,20 +839,51 @@ fn the_default_unit_runs_its_pod_with_podman() {
     );
     let unit = read(&out.join(format!("hello/{unit_name}.service")));
     verify_units(&out);
+    // Started once ready: systemd waits for READY=1 as long as the
+    // readiness timeout, and a minute more.
+    assert!(
+        unit.contains("\nType=notify\n")
+            && unit.contains("\nNotifyAccess=all\n")
+            && unit.contains("\nTimeoutStartSec=1060\n")
+            && unit.contains(" --sdnotify=container ")
+            && unit.contains(" --env HERD_STOP_TIMEOUT=5 "),
+        "{unit}"
+    );
 
     let runtime_dir = work.path().join("run");
     std::fs::create_dir_all(&runtime_dir).unwrap();
+    let notify = std::os::unix::net::UnixDatagram::bind(runtime_dir.join("notify.sock")).unwrap();
+    notify
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
     let service = format!("{unit_name}.service");
     run_unit_commands(&unit, "ExecStartPre", &runtime_dir, &service);
+    let starting = std::time::Instant::now();
     run_unit_commands(&unit, "ExecStart", &runtime_dir, &service);
-    // Type=forking: the main process is the one in PIDFile.
-    let pid: i32 = read(&runtime_dir.join(format!("{unit_name}.pid")))
+    // Type=notify: podman names conmon the main process, then the init's
+    // READY=1 comes once the readiness command succeeded.
+    let mut messages = vec![];
+    while !messages.iter().any(|m: &String| m.contains("READY=1")) {
+        let mut buffer = [0u8; 4096];
+        let n = notify
+            .recv(&mut buffer)
+            .unwrap_or_else(|e| panic!("no READY=1 ({e}); received {messages:?}"));
+        messages.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
+    }
+    assert!(
+        starting.elapsed() >= std::time::Duration::from_millis(900),
+        "READY=1 before the app was ready: {messages:?}"
+    );
+    let pid: i32 = messages
+        .iter()
+        .find_map(|m| m.strip_prefix("MAINPID="))
+        .unwrap_or_else(|| panic!("no MAINPID= in {messages:?}"))
         .trim()
         .parse()
         .unwrap();
     assert!(
         Path::new(&format!("/proc/{pid}")).exists(),
-        "the PIDFile process is not running"
+        "the MAINPID process is not running"
     );
     let container = format!("{unit_name}-aci-herd-gen-test");
     let inspect: Value =

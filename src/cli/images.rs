@@ -12,7 +12,8 @@ pub struct ImagesArgs {
     store: StoreArg,
 }
 
-/// Print an image's OCI manifest and config as JSON.
+/// Print an image's OCI manifest and config as JSON, with its readiness
+/// and stop settings (`lifecycle`) read from the config.
 #[derive(clap::Args)]
 pub struct InspectArgs {
     /// The image name, e.g. aci.example.com/aci-base:1.
@@ -74,7 +75,14 @@ pub fn run_inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
         &store.read_blob(&herd::store::from_oci_digest(manifest.config().digest()))?,
     )
     .context("parsing the config")?;
-    let output = serde_json::json!({"name": name.to_string(), "digest": descriptor.digest(), "manifest": manifest, "config": config});
+    let lifecycle = herd::lifecycle::of_image(&store, &descriptor)?;
+    let output = serde_json::json!({
+        "name": name.to_string(),
+        "digest": descriptor.digest(),
+        "lifecycle": lifecycle.describe(),
+        "manifest": manifest,
+        "config": config,
+    });
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -9,13 +9,19 @@
 //! 3. `/herd/templates` rendered, all in memory first, then written (each
 //!    file atomically, owner and mode from its `.cfg`), then each `checkCmd`;
 //! 4. `prestart-late` scripts;
-//! 5. the app (the init's arguments) run as the user of `/herd/app.json`,
-//!    while the init stays PID 1: it forwards signals, reaps orphans and
-//!    exits with the app's status.
+//! 5. the app (the init's arguments) run as the user of `/herd/app.json`
+//!    in a process group of its own, while the init stays PID 1: it checks
+//!    readiness, drains and stops the app gracefully ([`app`]), forwards
+//!    other signals, reaps orphans and exits with the app's status.
+//!
+//! `/herd/init ready` (run in a running container) says whether the app
+//! is ready ([`notify::ready_command`]).
 //!
 //! Any failure before the app stops the start with a message and exit
 //! status 1; no template is written unless all rendered.
 
+mod app;
+mod notify;
 pub mod overrides;
 mod supervise;
 pub mod users;
@@ -61,7 +67,11 @@ struct Log(Level);
 impl Log {
     fn at(&self, level: Level, message: impl Display) {
         if level <= self.0 {
-            eprintln!("herd-init: {message}");
+            // One write per line: a log driver reading a pipe would
+            // otherwise timestamp the pieces as lines of their own.
+            use std::io::Write;
+            let line = format!("herd-init: {message}\n");
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     }
 }
@@ -85,6 +95,13 @@ impl From<anyhow::Error> for Failure {
 /// Runs the init with `args` (the app's command line) in the container
 /// whose root is `/`; returns the status to exit with.
 pub fn main(args: Vec<OsString>) -> i32 {
+    if args.first().is_some_and(|a| a == "ready") {
+        let rest: Vec<String> = args[1..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return notify::ready_command(Path::new("/"), &rest);
+    }
     let log = Log(Level::parse(
         &std::env::var("LOG_LEVEL").unwrap_or_default(),
     ));
@@ -122,6 +139,11 @@ struct Init {
 
 impl Init {
     fn start(&mut self, args: Vec<OsString>) -> Result<i32, Failure> {
+        // A ready file left by this container's last run is not true now.
+        if let Err(e) = notify::mark_not_ready(&self.root) {
+            self.log
+                .at(Level::Warn, format!("cannot remove the ready file: {e}"));
+        }
         let stack = read_stack(&self.root)?;
         self.log
             .at(Level::Debug, format!("image stack: {}", stack.join(" ")));
@@ -129,7 +151,7 @@ impl Init {
         let attributes = self.attributes(&stack)?;
         self.render(&attributes)?;
         self.run_scripts(&stack, "prestart-late")?;
-        self.run_app(args)
+        self.run_app(&stack, args)
     }
 
     fn stop_check(&mut self) -> Result<(), Failure> {
@@ -310,7 +332,7 @@ impl Init {
         Ok(())
     }
 
-    fn run_app(&mut self, args: Vec<OsString>) -> Result<i32, Failure> {
+    fn run_app(&mut self, stack: &[String], args: Vec<OsString>) -> Result<i32, Failure> {
         self.stop_check()?;
         let Some((program, rest)) = args.split_first() else {
             return Err(anyhow!(
@@ -368,6 +390,30 @@ impl Init {
                     .join(" ")
             ),
         );
+        own_process_group(&mut command);
+        // The lifecycle is the image's app's: another command given to the
+        // container (`podman run -it IMAGE sh`) is ready once started.
+        let lifecycle = if args
+            .iter()
+            .map(|a| a.as_os_str())
+            .eq(spec.exec.iter().map(std::ffi::OsStr::new))
+        {
+            spec.lifecycle.clone()
+        } else {
+            Default::default()
+        };
+        let mut prestop = vec![];
+        for tiny in stack {
+            prestop.extend(crate::fsutil::files_in(
+                &self.root.join(image_paths::image_dir(tiny, "prestop")),
+            )?);
+        }
+        let mut problem = None;
+        let notifier = notify::Notifier::new(std::env::var_os("NOTIFY_SOCKET"), &mut problem);
+        if let Some(problem) = problem {
+            self.log.at(Level::Warn, problem);
+        }
+        let stop_timeout = stop_timeout(&self.log);
         let child = command.spawn().map_err(|e| Failure {
             code: if e.kind() == std::io::ErrorKind::NotFound {
                 127
@@ -376,13 +422,64 @@ impl Init {
             },
             message: format!("cannot run `{}`: {e}", program.to_string_lossy()),
         })?;
-        let code = self
-            .signals
-            .wait_for(nix::unistd::Pid::from_raw(child.id() as i32))
-            .map_err(|e| anyhow!("waiting for the app: {e}"))?;
-        self.log
-            .at(Level::Debug, format!("app exited with status {code}"));
-        Ok(code)
+        let run = app::Run {
+            root: self.root.clone(),
+            log: &self.log,
+            signals: &mut self.signals,
+            lifecycle,
+            prestop,
+            notifier,
+            stop_timeout,
+            trace: self.log.0 >= Level::Debug,
+        };
+        Ok(run.supervise(nix::unistd::Pid::from_raw(child.id() as i32)))
+    }
+}
+
+/// The container's stop timeout: `HERD_STOP_TIMEOUT` seconds (set by
+/// herd's units from the service's `stopTimeout`), else podman's default.
+fn stop_timeout(log: &Log) -> std::time::Duration {
+    let Ok(text) = std::env::var("HERD_STOP_TIMEOUT") else {
+        return crate::lifecycle::DEFAULT_STOP_TIMEOUT;
+    };
+    match text.trim().parse::<u32>() {
+        Ok(seconds) => std::time::Duration::from_secs(seconds.into()),
+        Err(_) => {
+            log.at(
+                Level::Warn,
+                format!(
+                    "HERD_STOP_TIMEOUT={text:?} is not a number of seconds; using {} s",
+                    crate::lifecycle::DEFAULT_STOP_TIMEOUT.as_secs()
+                ),
+            );
+            crate::lifecycle::DEFAULT_STOP_TIMEOUT
+        }
+    }
+}
+
+/// Starts `command`'s child as the leader of a new process group, so the
+/// stop signal reaches every process of the app. When the container has a
+/// terminal, the group becomes its foreground group, as a shell would do:
+/// the app can read it, and ^C goes to the app.
+fn own_process_group(command: &mut Command) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    // SAFETY: only async-signal-safe calls (setpgid, isatty, sigprocmask,
+    // tcsetpgrp) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            if libc::isatty(0) == 1 {
+                // From a background group, tcsetpgrp raises SIGTTOU unless
+                // it is blocked.
+                let mut ttou = SigSet::empty();
+                ttou.add(Signal::SIGTTOU);
+                let mut old = SigSet::empty();
+                sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old))?;
+                libc::tcsetpgrp(0, libc::getpid());
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None)?;
+            }
+            Ok(())
+        });
     }
 }
 

@@ -74,6 +74,18 @@ impl Signals {
         }
     }
 
+    /// The next signal of the set, waiting at most `timeout`.
+    pub fn wait_timeout(&mut self, timeout: std::time::Duration) -> Option<Signal> {
+        let timeout = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: the set is a valid sigset_t, the info pointer may be null.
+        let number =
+            unsafe { libc::sigtimedwait(self.set.as_ref(), std::ptr::null_mut(), &timeout) };
+        Signal::try_from(number).ok()
+    }
+
     fn note(&mut self, sig: Signal) {
         if STOPPING.contains(&sig) && self.stop.is_none() {
             self.stop = Some(sig);
@@ -99,8 +111,13 @@ impl Signals {
 /// Makes `command`'s child start with no signal blocked. std resets the
 /// mask only when it spawns with posix_spawn, not when it forks (as it does
 /// once a `pre_exec` is set), so this is done explicitly for every child.
+///
+/// `NOTIFY_SOCKET` is the init's alone: an app that speaks sd_notify
+/// itself (MariaDB does) would otherwise say READY=1 before its readiness
+/// command agreed.
 pub fn unblocked(mut command: std::process::Command) -> std::process::Command {
     use std::os::unix::process::CommandExt;
+    command.env_remove("NOTIFY_SOCKET");
     // SAFETY: sigprocmask is async-signal-safe.
     unsafe {
         command.pre_exec(|| {
@@ -123,6 +140,22 @@ fn reap(target: Option<Pid>) -> Option<i32> {
             Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return None,
             Ok(_) | Err(Errno::EINTR) => continue,
             Err(_) => return None,
+        }
+    }
+}
+
+/// Reaps every child that has ended: their pids and statuses (as
+/// [`Signals::wait_for`] gives them), and whether no child is left.
+pub fn reap_all() -> (Vec<(Pid, i32)>, bool) {
+    let mut ended = vec![];
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => ended.push((pid, code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => ended.push((pid, 128 + sig as i32)),
+            Ok(WaitStatus::StillAlive) => return (ended, false),
+            Err(Errno::ECHILD) => return (ended, true),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return (ended, false),
         }
     }
 }

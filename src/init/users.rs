@@ -170,6 +170,7 @@ mod tests {
             user: user.map(Into::into),
             group: group.map(Into::into),
             supplementary_gids: gids.to_vec(),
+            ..Default::default()
         }
     }
 

@@ -112,7 +112,7 @@ impl<'de> Deserialize<'de> for Mode {
 }
 
 /// A command: a list is run as is, a string by `/bin/sh -c`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum CheckCmd {
     Argv(Vec<String>),

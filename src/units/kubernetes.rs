@@ -128,8 +128,12 @@ fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
             json!({
                 "name": dns_label(&image.app),
                 "image": image.reference,
-                "env": [{"name": "HERD_ATTRIBUTES", "value": format!("base64,{}", unit.attributes_base64)}],
+                "env": [
+                    {"name": "HERD_ATTRIBUTES", "value": format!("base64,{}", unit.attributes_base64)},
+                    {"name": "HERD_STOP_TIMEOUT", "value": service.stop_timeout.to_string()},
+                ],
                 "volumeMounts": volume_mounts,
+                "readinessProbe": readiness_probe(&image.lifecycle),
             })
         })
         .collect();
@@ -142,7 +146,8 @@ fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
         "nodeSelector": {"kubernetes.io/hostname": unit.node.hostname},
         "restartPolicy": restart_policy,
         // Kubernetes sends SIGTERM, waits this long, then kills: the same
-        // graceful stop the systemd unit gives podman.
+        // graceful stop the systemd unit gives podman. The init drains the
+        // app on SIGTERM, so no preStop hook is needed.
         "terminationGracePeriodSeconds": service.stop_timeout,
         "containers": containers,
         "volumes": volumes,
@@ -151,6 +156,22 @@ fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
         spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": terms}]}}});
     }
     spec
+}
+
+/// The init's own ready check, run as often as the image's readiness
+/// command (every 5 s when the image has none, or without a store): the
+/// Pod leaves its Services' endpoints while it drains, as the ready file
+/// goes at the stop request.
+pub fn readiness_probe(lifecycle: &crate::lifecycle::Lifecycle) -> Value {
+    let period = lifecycle
+        .readiness
+        .as_ref()
+        .map_or(5, |r| r.interval.ceil_seconds().max(1));
+    json!({
+        "exec": {"command": [format!("/{}", crate::image_paths::INIT), "ready"]},
+        "periodSeconds": period,
+        "failureThreshold": 1,
+    })
 }
 
 fn document(unit: &Unit, object: &Value) -> Result<String> {

@@ -996,7 +996,10 @@ mod tests {
         chunk.extend_from_slice(&text[..100]);
         let mut compressors = ChunkCompressors::new();
         let members = compressors.gzip_member(&chunk).unwrap();
-        assert_eq!(members, ChunkCompressors::new().gzip_member(&chunk).unwrap());
+        assert_eq!(
+            members,
+            ChunkCompressors::new().gzip_member(&chunk).unwrap()
+        );
         let mut plain = Vec::new();
         flate2::read::MultiGzDecoder::new(members.as_slice())
             .read_to_end(&mut plain)

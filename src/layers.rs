@@ -530,10 +530,9 @@ impl ChunkCompressors {
         let mut run_dense: Option<bool> = None;
         for (i, segment) in chunk.chunks(SEGMENT).enumerate() {
             // A short last segment says too little: it joins the run.
-            let dense = if segment.len() < SEGMENT && run_dense.is_some() {
-                run_dense.expect("just checked")
-            } else {
-                bits_per_byte(segment) > STORE_ABOVE_BITS
+            let dense = match run_dense {
+                Some(current) if segment.len() < SEGMENT => current,
+                _ => bits_per_byte(segment) > STORE_ABOVE_BITS,
             };
             if run_dense.is_some_and(|current| current != dense) {
                 let start = i * SEGMENT;

@@ -403,7 +403,10 @@ fn compress(
     compression: Compression,
     out: File,
 ) -> Result<(Digest, u64)> {
-    let sink = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
+    let sink = HashingWriter::new(BufWriter::with_capacity(
+        CHUNK,
+        crate::fsutil::WritebackFile::new(out),
+    ));
     let sink = match compression {
         Compression::Gzip => parallel_gzip(chunks, sink)?,
         Compression::Zstd => {

@@ -6,10 +6,13 @@
 # ratios.
 #
 #   bash tests/bench/build.sh            # uses target/.../release/herd (builds it)
+#   HERD=path/to/herd bash tests/bench/build.sh   # that binary instead
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet --bin herd --bin herd-init
-herd=$(ls -d target/*/release/herd 2>/dev/null | head -1)
+if [ -z "${HERD:-}" ]; then
+  cargo build --release --quiet --bin herd --bin herd-init
+fi
+herd=${HERD:-$(ls -d target/*/release/herd 2>/dev/null | head -1)}
 work=$(mktemp -d /tmp/herd-bench-build.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

@@ -94,8 +94,6 @@ bench_dataset mixed
 # same for both tools in one run.
 echo "copying /usr/lib/gcc, /usr/lib/python3, /usr/libexec, /usr/share/perl into $work/system/tree ..."
 mkdir -p "$work/system/tree"
-for d in /usr/lib/gcc /usr/lib/python3 /usr/libexec /usr/share/perl; do
-  [ -d "$d" ] && cp -a --parents "$d" "$work/system/tree/"
-done
+tar -C / -cf - usr/lib/gcc usr/lib/python3 usr/libexec usr/share/perl | tar -C "$work/system/tree" -xf -
 du -sh "$work/system/tree"
 bench_dataset system

@@ -46,11 +46,49 @@ pub struct BuildSection {
     pub sandbox: crate::sandbox::ManifestChoices,
 }
 
+/// How `herd test` runs the image (FORMATS.md section 2): dgr's
+/// `tester:` section, whose `aci` described the test image.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tester {
+    /// Images stacked below the image under test (herd's short form of
+    /// `aci.dependencies`).
     #[serde(default)]
     pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub aci: TesterAci,
+    /// dgr's builder of the test image. herd builds no test image: only
+    /// `environment` is used (the environment of `tests/wait.sh` and
+    /// bats); dependencies and mount points are refused when parsed.
+    #[serde(default)]
+    pub builder: Builder,
+}
+
+impl Tester {
+    /// The images stacked below the image under test, in order:
+    /// `tester.aci.dependencies`, then `tester.dependencies`.
+    pub fn all_dependencies(&self) -> impl Iterator<Item = &String> {
+        self.aci.dependencies.iter().chain(&self.dependencies)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TesterAci {
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub app: TesterApp,
+}
+
+/// What a test container changes of the app: dgr's test image took
+/// everything else from the image itself.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TesterApp {
+    /// Over the image's `aci.app.environment`, name by name.
+    #[serde(default)]
+    pub environment: Vec<NameValue>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -212,10 +250,11 @@ pub fn parse_image(
         .dependencies
         .iter()
         .chain(&manifest.builder.dependencies)
-        .chain(&manifest.tester.dependencies)
+        .chain(manifest.tester.all_dependencies())
     {
-        check_name(path, &text, "dependencies", dependency, false)?;
+        check_name(path, &text, "dependencies", dependency, true)?;
     }
+    check_tester(path, &text, &manifest.tester)?;
     for port in &manifest.aci.app.ports {
         if !matches!(port.protocol.as_str(), "tcp" | "udp" | "sctp") {
             let line = line_of(&text, &port.protocol);
@@ -294,7 +333,7 @@ pub fn parse_pod(
             });
         }
         for dependency in &app.dependencies {
-            check_name(path, &text, "dependencies", dependency, false)?;
+            check_name(path, &text, "dependencies", dependency, true)?;
         }
         check_lifecycle(path, &text, &app.app)?;
         let name = app
@@ -374,6 +413,39 @@ fn check_name(
                 ),
             )
         });
+    }
+    Ok(())
+}
+
+/// What `herd test` cannot do of dgr's `tester:` is an error, not ignored.
+fn check_tester(path: &Path, text: &str, tester: &Tester) -> Result<(), InputError> {
+    let refuse = |needle: &str, message: &str| {
+        Err(InputError {
+            line: line_of(text, needle),
+            ..InputError::new(path, message)
+        })
+    };
+    if !tester.builder.dependencies.is_empty() || !tester.builder.mount_points.is_empty() {
+        return refuse(
+            "builder",
+            "`tester.builder`: herd test builds no test image, so only its `environment` is used; \
+             name images that provide bats under `tester.aci.dependencies` instead of builder dependencies",
+        );
+    }
+    for variable in tester
+        .aci
+        .app
+        .environment
+        .iter()
+        .chain(&tester.builder.environment)
+    {
+        let name = &variable.name;
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return refuse(
+                name,
+                &format!("tester environment: {name:?} is not a variable name (non-empty, no '=')"),
+            );
+        }
     }
     Ok(())
 }

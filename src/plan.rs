@@ -4,6 +4,7 @@
 
 use crate::build::{self, BuildOptions, ImageSource};
 use crate::cache;
+use crate::dependency::PullPolicy;
 use crate::manifest;
 use crate::names::ImageName;
 use crate::pods;
@@ -27,7 +28,8 @@ pub enum Edge {
     Dependency,
     /// `builder.dependencies`: the root the builder runlevel runs in.
     Builder,
-    /// `tester.dependencies`: only `herd test` needs it.
+    /// `tester.dependencies` and `tester.aci.dependencies`: only `herd
+    /// test` needs it.
     Tester,
 }
 
@@ -179,8 +181,7 @@ fn read_unit(dir: &Path) -> Result<Unit> {
         .chain(
             manifest
                 .tester
-                .dependencies
-                .iter()
+                .all_dependencies()
                 .map(|d| (d.clone(), Edge::Tester)),
         )
         .collect();
@@ -443,29 +444,37 @@ impl Plan {
         let epoch = options
             .source_date_epoch
             .map_or_else(|| build::source_date_epoch_or(|| revision.epoch), Ok)?;
+        // Dependencies are resolved (and pulled, as `--pull` allows) once,
+        // here: the key is over what they resolve to, and the build then
+        // finds them in the store. What this plan builds is never pulled.
+        let mut dependency_digests = Vec::new();
+        for (name, _) in unit.needs.iter().filter(|(_, e)| *e != Edge::Tester) {
+            let parsed: ImageName = name.parse().map_err(anyhow::Error::msg)?;
+            let built_here = self
+                .units
+                .iter()
+                .any(|u| u.produces.contains(&parsed.repository()));
+            let policy = if built_here {
+                PullPolicy::Never
+            } else {
+                options.pull
+            };
+            let resolved = crate::dependency::resolve(store, &parsed, policy)
+                .with_context(|| format!("resolving dependency {name}"))?;
+            dependency_digests.push(resolved.reference());
+        }
         let options = BuildOptions {
             source_date_epoch: Some(epoch),
+            pull: PullPolicy::Never,
             ..options.clone()
         };
-        let dependency_digests: Vec<String> = unit
-            .needs
-            .iter()
-            .filter(|(_, e)| *e != Edge::Tester)
-            .map(|(name, _)| {
-                let resolved = name
-                    .parse::<ImageName>()
-                    .ok()
-                    .and_then(|n| store.resolve(&n).ok().flatten());
-                resolved.map_or_else(|| format!("{name} missing"), |d| d.digest().to_string())
-            })
-            .collect();
         // A generated version follows the commit, so the commit is an input.
         let generated_version = unit
             .name
             .parse::<ImageName>()
             .is_ok_and(|n| n.tag().is_none());
         let commit = if generated_version {
-            revision.short_hash.clone().unwrap_or_default()
+            revision.commit_label()
         } else {
             String::new()
         };

@@ -281,8 +281,7 @@ fn build_with_scripts(
     // the image root at $ROOTFS.
     let builder_scripts = crate::fsutil::files_in(&source.dir.join("runlevels/builder"))?;
     if !builder_scripts.is_empty() {
-        let builder_base =
-            Base::resolve(store, &provisional.builder.dependencies, options.pull)?;
+        let builder_base = Base::resolve(store, &provisional.builder.dependencies, options.pull)?;
         let builder_overlay = if provisional.builder.dependencies.is_empty() {
             None
         } else {
@@ -695,11 +694,7 @@ fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Resul
 /// digest stays reproducible.
 pub fn generated_version(dir: &Path, epoch: u64) -> String {
     let revision = crate::vcs::revision(dir);
-    let time = if epoch != 0 {
-        epoch
-    } else {
-        newest_mtime(dir)
-    };
+    let time = if epoch != 0 { epoch } else { newest_mtime(dir) };
     names::generated_version(time, revision.short_hash.as_deref(), revision.dirty)
 }
 

@@ -59,10 +59,10 @@ pub fn resolve(store: &Store, name: &ImageName, policy: PullPolicy) -> Result<Re
         return Ok(found(descriptor));
     }
     if policy == PullPolicy::Never {
-        let missing = store.require(name).err().map_or_else(
-            || format!("{name} is not in the store"),
-            |e| e.to_string(),
-        );
+        let missing = store
+            .require(name)
+            .err()
+            .map_or_else(|| format!("{name} is not in the store"), |e| e.to_string());
         bail!("{missing}; not pulled (--pull never)");
     }
     tracing::info!("pulling {name}");
@@ -121,12 +121,14 @@ fn highest_in_store(store: &Store, name: &ImageName) -> Result<Option<Resolved>>
         .into_iter()
         .filter_map(|tag| {
             let tagged: ImageName = tag.name.parse().ok()?;
-            (tagged.repository() == repository && tagged.digest().is_none() && tagged.tag().is_some())
-                .then_some((tagged, tag.descriptor))
+            (tagged.repository() == repository
+                && tagged.digest().is_none()
+                && tagged.tag().is_some())
+            .then_some((tagged, tag.descriptor))
         })
         .collect();
-    let Some(highest) = highest_version(candidates.iter().filter_map(|(n, _)| n.tag()))
-        .map(str::to_string)
+    let Some(highest) =
+        highest_version(candidates.iter().filter_map(|(n, _)| n.tag())).map(str::to_string)
     else {
         return Ok(None);
     };

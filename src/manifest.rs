@@ -426,11 +426,21 @@ fn check_tester(path: &Path, text: &str, tester: &Tester) -> Result<(), InputErr
         })
     };
     if !tester.builder.dependencies.is_empty() || !tester.builder.mount_points.is_empty() {
-        return refuse(
-            "builder",
-            "`tester.builder`: herd test builds no test image, so only its `environment` is used; \
+        // The `builder:` key under `tester:`, not the image's own.
+        let line = text
+            .lines()
+            .enumerate()
+            .skip_while(|(_, l)| !l.starts_with("tester:"))
+            .find(|(_, l)| l.trim_start().starts_with("builder:"))
+            .map(|(i, _)| i + 1);
+        return Err(InputError {
+            line,
+            ..InputError::new(
+                path,
+                "`tester.builder`: herd test builds no test image, so only its `environment` is used; \
              name images that provide bats under `tester.aci.dependencies` instead of builder dependencies",
-        );
+            )
+        });
     }
     for variable in tester
         .aci

@@ -114,7 +114,9 @@ fn relative_paths<'a>(top: &Path, dirs: &[&'a PathBuf]) -> HashMap<Vec<u8>, &'a 
 }
 
 /// The pathspecs of `wanted` for a git command.
-fn pathspecs<'a>(wanted: &'a HashMap<Vec<u8>, &PathBuf>) -> impl Iterator<Item = &'a std::ffi::OsStr> {
+fn pathspecs<'a>(
+    wanted: &'a HashMap<Vec<u8>, &PathBuf>,
+) -> impl Iterator<Item = &'a std::ffi::OsStr> {
     wanted.keys().map(|relative| {
         if relative.is_empty() {
             std::ffi::OsStr::new(".")
@@ -127,7 +129,10 @@ fn pathspecs<'a>(wanted: &'a HashMap<Vec<u8>, &PathBuf>) -> impl Iterator<Item =
 /// Which of `wanted` hold changes HEAD lacks, from one `git status` over
 /// all of them. git lists a directory holding only untracked files as the
 /// directory itself (`new/`), which may be above or below an asked one.
-fn dirty_dirs(top: &Path, wanted: &HashMap<Vec<u8>, &PathBuf>) -> std::collections::HashSet<PathBuf> {
+fn dirty_dirs(
+    top: &Path,
+    wanted: &HashMap<Vec<u8>, &PathBuf>,
+) -> std::collections::HashSet<PathBuf> {
     let mut dirty = std::collections::HashSet::new();
     if wanted.is_empty() {
         return dirty;
@@ -135,7 +140,14 @@ fn dirty_dirs(top: &Path, wanted: &HashMap<Vec<u8>, &PathBuf>) -> std::collectio
     let output = Command::new("git")
         .arg("-C")
         .arg(top)
-        .args(["--no-optional-locks", "status", "--porcelain", "-z", "--no-renames", "--"])
+        .args([
+            "--no-optional-locks",
+            "status",
+            "--porcelain",
+            "-z",
+            "--no-renames",
+            "--",
+        ])
         .args(pathspecs(wanted))
         .stdin(Stdio::null())
         .stderr(Stdio::null())
@@ -310,7 +322,10 @@ mod tests {
         std::fs::write(never.join("new"), "x").unwrap();
         std::fs::write(b.join("untracked"), "x").unwrap();
         let all = revisions(&[a.clone(), b.clone(), never.clone()]);
-        assert!(!all[&a].dirty && all[&b].dirty && all[&never].dirty, "{all:?}");
+        assert!(
+            !all[&a].dirty && all[&b].dirty && all[&never].dirty,
+            "{all:?}"
+        );
         std::fs::remove_file(b.join("untracked")).unwrap();
         std::fs::write(a.join("files/f"), "changed").unwrap();
         let all = revisions(&[a.clone(), b.clone()]);

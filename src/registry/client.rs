@@ -712,8 +712,17 @@ impl Client {
                     .get("link")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
-                let bytes = read_small(&mut response, MAX_TAG_LIST_BYTES, self.endpoint.timeout, &what)?
-                    .ok_or_else(|| Failure::fatal(anyhow!("{what}: the answer is larger than {MAX_TAG_LIST_BYTES} bytes")))?;
+                let bytes = read_small(
+                    &mut response,
+                    MAX_TAG_LIST_BYTES,
+                    self.endpoint.timeout,
+                    &what,
+                )?
+                .ok_or_else(|| {
+                    Failure::fatal(anyhow!(
+                        "{what}: the answer is larger than {MAX_TAG_LIST_BYTES} bytes"
+                    ))
+                })?;
                 Ok((bytes, link))
             })?;
             if page.is_empty() {

@@ -236,7 +236,11 @@ impl Container {
     /// Waits until herd-init started the keep-alive (prestart scripts ran,
     /// templates rendered), then until `wait` (`tests/wait.sh` and how to
     /// run it) succeeds; both within `timeout`.
-    pub(super) fn wait_until_ready(&self, wait: Option<&WaitScript>, timeout: Duration) -> Result<()> {
+    pub(super) fn wait_until_ready(
+        &self,
+        wait: Option<&WaitScript>,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let started_check = vec![format!("{TOOLS}/bin/test"), "-e".into(), STARTED.into()];
         let mut started = false;

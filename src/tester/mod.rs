@@ -303,7 +303,10 @@ fn build(plan: &Plan, store: &Store, options: &BuildOptions) -> Result<Vec<Vec<(
         }
     }
     if !failures.is_empty() {
-        bail!("the build failed, nothing was tested:\n{}", failures.join("\n"));
+        bail!(
+            "the build failed, nothing was tested:\n{}",
+            failures.join("\n")
+        );
     }
     Ok(tags)
 }

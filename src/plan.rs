@@ -339,7 +339,13 @@ impl Plan {
             (0..self.units.len()).map(|u| self.dependents(u)).collect();
         // git is asked once per repository, not once per image.
         let dirs: Vec<PathBuf> = self.units.iter().map(|u| u.dir.clone()).collect();
-        let revisions = crate::vcs::revisions(&dirs);
+        let generated: Vec<PathBuf> = self
+            .units
+            .iter()
+            .filter(|u| has_generated_version(&u.name))
+            .map(|u| u.dir.clone())
+            .collect();
+        let revisions = crate::vcs::revisions(&dirs, &generated);
         std::thread::scope(|scope| {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
@@ -469,11 +475,7 @@ impl Plan {
             ..options.clone()
         };
         // A generated version follows the commit, so the commit is an input.
-        let generated_version = unit
-            .name
-            .parse::<ImageName>()
-            .is_ok_and(|n| n.tag().is_none());
-        let commit = if generated_version {
+        let commit = if has_generated_version(&unit.name) {
             revision.commit_label()
         } else {
             String::new()
@@ -510,6 +512,11 @@ impl Plan {
             tags: record.tags,
         })
     }
+}
+
+/// Whether a unit's build generates its version (its name has none).
+fn has_generated_version(name: &str) -> bool {
+    name.parse::<ImageName>().is_ok_and(|n| n.tag().is_none())
 }
 
 /// A unit a worker is building. If the worker panics (a bug, or a report

@@ -466,7 +466,7 @@ impl Plan {
                 options.pull
             };
             let resolved = crate::dependency::resolve(store, &parsed, policy)
-                .with_context(|| format!("resolving dependency {name}"))?;
+                .with_context(|| format!("resolving dependency {name}{}", needed_by(unit, name)))?;
             dependency_digests.push(resolved.reference());
         }
         let options = BuildOptions {
@@ -512,6 +512,23 @@ impl Plan {
             tags: record.tags,
         })
     }
+}
+
+/// Which app of a pod unit needs `dependency` (" of app A of pod P"), for
+/// errors; nothing for an image.
+fn needed_by(unit: &Unit, dependency: &str) -> String {
+    if unit.kind != Kind::Pod {
+        return String::new();
+    }
+    let Ok((pod, _)) = pods::read_manifest(&unit.dir) else {
+        return String::new();
+    };
+    pod.pod
+        .apps
+        .iter()
+        .find(|app| app.dependencies.iter().any(|d| d == dependency))
+        .map(|app| format!(" of app {} of pod {}", pods::app_name(app), unit.name))
+        .unwrap_or_default()
 }
 
 /// Whether a unit's build generates its version (its name has none).

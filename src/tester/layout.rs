@@ -80,8 +80,7 @@ fn usable_in_image_name(path: &Path) -> bool {
 pub(super) fn write_layout(
     store: &Store,
     built: &BuiltImage,
-    testers: &[ImageName],
-    pull: crate::dependency::PullPolicy,
+    testers: &[crate::dependency::Resolved],
     layout: &Path,
 ) -> Result<Vec<String>> {
     let target = Store::open(layout)?;
@@ -109,12 +108,9 @@ pub(super) fn write_layout(
         let own = layers_of(&manifest, &config, &built.name)?;
         let mut layers: Vec<(Descriptor, String)> = vec![];
         for tester in testers {
-            let descriptor = crate::dependency::resolve(store, tester, pull)
-                .with_context(|| format!("resolving tester dependency {tester}"))?
-                .descriptor;
-            let manifest = store.read_manifest(&descriptor)?;
+            let manifest = store.read_manifest(&tester.descriptor)?;
             let config = store.read_config(&manifest)?;
-            for layer in layers_of(&manifest, &config, tester)? {
+            for layer in layers_of(&manifest, &config, &tester.name)? {
                 let known = |(l, _): &(Descriptor, String)| l.digest() == layer.0.digest();
                 if !own.iter().any(known) && !layers.iter().any(known) {
                     layers.push(layer);

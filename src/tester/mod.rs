@@ -73,11 +73,12 @@ mod layout;
 mod tools;
 
 use crate::build::{BuildOptions, BuiltImage, ImageSource};
+use crate::dependency::{PullPolicy, Resolved};
 use crate::manifest::NameValue;
 use crate::names::ImageName;
 use crate::plan::{self, Event, Kind, Plan};
 use crate::store::Store;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use container::{Container, WaitScript, remove_orphans};
 use layout::{WorkDir, write_layout};
 use std::io::Write;
@@ -199,6 +200,8 @@ pub fn test_paths(paths: &[PathBuf], store: &Store, options: &TestOptions) -> Re
         }
     };
     let built = build(&plan, store, &options.build)?;
+    // Tester images this run built are not pulled, whatever `--pull` says.
+    let produced: Vec<&String> = plan.units.iter().flat_map(|u| &u.produces).collect();
 
     let mut verdict = Verdict::NoTests;
     let with_tests = subjects.iter().filter(|s| !s.suites.is_empty()).count();
@@ -217,7 +220,19 @@ pub fn test_paths(paths: &[PathBuf], store: &Store, options: &TestOptions) -> Re
             println!("# {}", image.name);
             std::io::stdout().flush()?;
         }
-        match test_image(store, &image, subject, tools, options)? {
+        let mut testers = Vec::new();
+        for tester in &subject.testers {
+            let policy = if produced.contains(&&tester.repository()) {
+                PullPolicy::Never
+            } else {
+                options.build.pull
+            };
+            testers.push(
+                crate::dependency::resolve(store, tester, policy)
+                    .with_context(|| format!("resolving tester dependency {tester}"))?,
+            );
+        }
+        match test_image(store, &image, subject, &testers, tools, options)? {
             Verdict::Failed => verdict = Verdict::Failed,
             Verdict::Passed if verdict == Verdict::NoTests => verdict = Verdict::Passed,
             _ => {}
@@ -344,10 +359,10 @@ fn test_image(
     store: &Store,
     built: &BuiltImage,
     subject: &Subject,
+    testers: &[Resolved],
     tools: &HostTools,
     options: &TestOptions,
 ) -> Result<Verdict> {
-    let testers = &subject.testers;
     tracing::info!(
         "testing {} with {} ({})",
         built.name,
@@ -359,7 +374,7 @@ fn test_image(
                 "bats from {}",
                 testers
                     .iter()
-                    .map(ToString::to_string)
+                    .map(|t| t.name.to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             )
@@ -378,7 +393,7 @@ fn test_image(
     tools.install(&work.path().join("tools"), host_bats)?;
     copy_tree(&subject.tests, &work.path().join("tests"))?;
     let layout = work.path().join("image");
-    let app = write_layout(store, built, testers, options.build.pull, &layout)?;
+    let app = write_layout(store, built, testers, &layout)?;
 
     let container = Container::start(
         &tools.podman,

@@ -479,6 +479,27 @@ mod tests {
     }
 
     #[test]
+    fn dgr_tester_sections_parse_and_their_dependencies_are_checked() {
+        let manifest = parse(
+            "name: x.io/a:1\ntester:\n  dependencies: [x.io/short:1]\n  aci:\n    dependencies: [x.io/bats:1]\n    app:\n      environment: [{name: A, value: b}]\n  builder:\n    environment: [{name: C, value: d}]\n",
+        )
+        .unwrap();
+        let all: Vec<&String> = manifest.tester.all_dependencies().collect();
+        assert_eq!(all, ["x.io/bats:1", "x.io/short:1"]);
+        assert_eq!(manifest.tester.aci.app.environment[0].name, "A");
+        assert_eq!(manifest.tester.builder.environment[0].value, "d");
+        let error = parse("name: x.io/a:1\ntester:\n  aci:\n    dependencies: [aci-bats]\n")
+            .unwrap_err();
+        assert_eq!(error.line, Some(4), "{error}");
+        assert!(error.to_string().contains("no registry domain"), "{error}");
+        let error = parse(
+            "name: x.io/a:1\ntester:\n  aci:\n    app:\n      environment: [{name: \"A=B\", value: b}]\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("not a variable name"), "{error}");
+    }
+
+    #[test]
     fn full_manifest_parses() {
         let m = parse(
             "name: aci.example.com/aci-mariadb:{{ version }}-1\naci:\n  dependencies: [aci.example.com/aci-debian:12]\n  app:\n    exec: [/usr/sbin/mariadbd]\n    user: mysql\n    group: 27\n    supplementaryGIDs: [4]\n    ports: [{name: mysql, port: 3306}]\n    mountPoints: [{name: data, path: /var/lib/mysql}]\n",

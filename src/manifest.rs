@@ -488,8 +488,8 @@ mod tests {
         assert_eq!(all, ["x.io/bats:1", "x.io/short:1"]);
         assert_eq!(manifest.tester.aci.app.environment[0].name, "A");
         assert_eq!(manifest.tester.builder.environment[0].value, "d");
-        let error = parse("name: x.io/a:1\ntester:\n  aci:\n    dependencies: [aci-bats]\n")
-            .unwrap_err();
+        let error =
+            parse("name: x.io/a:1\ntester:\n  aci:\n    dependencies: [aci-bats]\n").unwrap_err();
         assert_eq!(error.line, Some(4), "{error}");
         assert!(error.to_string().contains("no registry domain"), "{error}");
         let error = parse(

@@ -111,8 +111,7 @@ pub fn parse_text(text: &str, source: &str) -> Result<Value, String> {
 
 /// Reads an override file: JSON, or YAML (a superset of JSON).
 pub fn parse_file(path: &Path) -> Result<Value, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let text = crate::yaml::read_bounded(path)?;
     // JSON first: YAML refuses tabs, which JSON files often have.
     let value = match serde_json::from_str::<Value>(&text) {
         Ok(value) => value,

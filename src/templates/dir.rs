@@ -227,8 +227,7 @@ impl TemplateDir {
                     ),
                 ));
             };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| InputError::new(&path, format!("cannot read: {e}")))?;
+            let text = crate::yaml::read_bounded(&path)?;
             entry.config = if text.trim().is_empty() {
                 FileConfig::default()
             } else {

@@ -279,6 +279,7 @@ impl TemplateDir {
                     text,
                     &context_value,
                     &context,
+                    super::limits::MAX_RENDERED_BYTES,
                 ) {
                     Ok(out) => out.into_bytes(),
                     Err(problems) => {
@@ -456,8 +457,13 @@ fn build_tera(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores.min(sources.len() / TEMPLATES_PER_THREAD);
+    let no_recursion = |tera: tera::Tera| {
+        super::limits::check_recursion(&tera)
+            .map(|()| tera)
+            .map_err(|(name, message)| InputError::new(&dir.join(name), message))
+    };
     if let Some(tera) = parse_in_parallel(&sources, threads) {
-        return Ok(tera);
+        return no_recursion(tera);
     }
     let mut tera = super::tera_set();
     if let Err(error) = tera.add_raw_templates(sources.iter().map(|(n, t)| (n.as_str(), *t))) {
@@ -477,7 +483,7 @@ fn build_tera(
             None => InputError::new(dir, message),
         });
     }
-    Ok(tera)
+    no_recursion(tera)
 }
 
 /// Writes a rendered file at `path`, given its owner and mode before

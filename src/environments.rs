@@ -653,6 +653,13 @@ fn check_mount_path(path: &str) -> Result<(), String> {
 /// `Key=Value` with one of fleet's keys.
 fn check_fleet_line(line: &str) -> Result<(), String> {
     let expected = FLEET_KEYS.join(", ");
+    // A newline would end the line in the unit and start another one
+    // (`[Service]`, `ExecStartPre=`...).
+    if line.chars().any(char::is_control) {
+        return Err(format!(
+            "fleet line {line:?} holds a newline or another control character; a unit line cannot"
+        ));
+    }
     let Some((key, value)) = line.split_once('=') else {
         return Err(format!(
             "fleet line {line:?}: expected `Key=Value` with a key among {expected}"

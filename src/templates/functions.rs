@@ -84,7 +84,10 @@ fn range(args: &HashMap<String, Value>) -> tera::Result<Value> {
         )));
     }
     Ok(Value::Array(
-        (start..end).step_by(step as usize).map(Value::from).collect(),
+        (start..end)
+            .step_by(step as usize)
+            .map(Value::from)
+            .collect(),
     ))
 }
 

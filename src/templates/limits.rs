@@ -231,7 +231,10 @@ mod tests {
             "{% for i in range(end=100000) %}0123456789{% endfor %}",
         )]);
         let context = tera::Context::new();
-        assert_eq!(render(&tera, "big", &context, 1 << 20).unwrap().len(), 1_000_000);
+        assert_eq!(
+            render(&tera, "big", &context, 1 << 20).unwrap().len(),
+            1_000_000
+        );
         let err = render(&tera, "big", &context, 1000).unwrap_err();
         assert!(err.to_string().contains("renders more than"), "{err}");
     }

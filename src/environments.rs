@@ -408,7 +408,9 @@ impl ServiceContext<'_> {
                 });
             }
             for line in raw_node.fleet.iter().flatten() {
-                check_fleet_line(line).map_err(|e| at(line, e))?;
+                // A line holding a newline is found by its first part.
+                let first = line.lines().next().unwrap_or(line);
+                check_fleet_line(line).map_err(|e| at(first, e))?;
             }
             let mut attributes = raw_node.properties;
             attributes.insert("hostname".into(), Value::from(hostname.clone()));

@@ -113,7 +113,7 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
                     budget -= out.len();
                     results.push((index, out));
                 }
-                Err(problems) if problems.iter().any(|p| is_too_large(p)) => {
+                Err(problems) if problems.iter().any(is_too_large) => {
                     errors.push(ValueError {
                         attribute: name,
                         problem: if limit == limits::MAX_VALUE_BYTES {

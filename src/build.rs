@@ -414,10 +414,9 @@ fn script_environment(manifest: &ImageManifest, name: &ImageName, _epoch: u64) -
         DEFAULT_PATH.to_string(),
         format!("ACI_NAME={}", name.repository()),
         format!("ACI_VERSION={}", name.tag().unwrap_or("")),
-        format!(
-            "LOG_LEVEL={}",
-            std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
-        ),
+        // herd's own level (`-v`, `-q` or LOG_LEVEL), so `-v` traces
+        // the scripts too.
+        format!("LOG_LEVEL={}", crate::terminal::log_level()),
     ];
     // HERD_ENV_<NAME> on the host reaches scripts as <NAME> (proxies).
     for (key, value) in std::env::vars() {

@@ -11,9 +11,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "herd", version, about, long_about = None, propagate_version = true)]
 struct Herd {
-    /// More output: -v for debug, -vv for trace. LOG_LEVEL also works.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    output: cli::OutputArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -45,7 +44,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let herd = Herd::parse();
-    cli::init_logging(herd.verbose);
+    cli::init_logging(&herd.output);
     let result = match herd.command {
         Command::Init(args) => cli::scaffold::run(args),
         Command::Build(args) => cli::build::run(args),

@@ -474,6 +474,7 @@ impl ScriptContext<'_> {
             Some(label) => tracing::info!("{label}: running {level} script {name}"),
             None => tracing::info!("running {level} script {name}"),
         }
+        crate::status::doing(|| format!("{level} script {name}"));
         let executable =
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions())
                 & 0o111
@@ -848,7 +849,9 @@ pub fn write_layer_to_store(
     compression: Compression,
 ) -> Result<LayerBlob> {
     let temp = store.temp_file()?;
+    let watch = crate::status::watch_layer(temp.path());
     let blob = layers::write_layer(entries, compression, temp.reopen()?)?;
+    drop(watch);
     store.commit_blob(temp, &blob.digest)?;
     Ok(blob)
 }

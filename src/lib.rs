@@ -29,6 +29,7 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod store;
 pub mod templates;
+pub mod status;
 pub mod terminal;
 pub mod tester;
 pub mod units;

@@ -3,6 +3,7 @@
 pub mod attributes;
 pub mod build;
 pub mod deploy;
+mod format;
 pub mod r#gen;
 pub mod images;
 pub mod pods;
@@ -46,19 +47,37 @@ pub fn init_logging(output: &OutputArgs) {
     let filter = tracing_subscriber::EnvFilter::try_new(format!("herd={level}"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herd=info"));
     herd::terminal::set_log_level(&level);
+    QUIET.store(output.quiet, std::sync::atomic::Ordering::Relaxed);
     let ansi = herd::terminal::set_color(output.color);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+        .with_writer(|| StatusWriter)
         .without_time()
         .with_target(false)
         .init();
 }
 
-/// True under `-q`: progress and summaries are left out, errors stay.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True under `-q`: progress and summaries are left out, errors stay
+/// (and `herd images -q` prints only digests, as podman's).
 pub fn quiet() -> bool {
-    herd::terminal::log_level() == "error"
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Log lines go around the build's status line, never through it.
+struct StatusWriter;
+
+impl std::io::Write for StatusWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        herd::status::suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Prints an error and its causes, one per line, the way cargo does;

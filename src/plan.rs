@@ -623,16 +623,28 @@ mod tests {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("aci-manifest.yml"), "name: x.io/b:1\nnope: 1\n").unwrap();
         }
-        image(&root.path().join("selfish"), "x.io/selfish:1", &["x.io/selfish:1"]);
+        image(
+            &root.path().join("selfish"),
+            "x.io/selfish:1",
+            &["x.io/selfish:1"],
+        );
         image(&root.path().join("upgrade"), "x.io/up:2", &["x.io/up:1"]);
         let err = discover(&[root.path().to_path_buf()]).unwrap_err();
-        let problems = &err.downcast_ref::<crate::error::Problems>().unwrap().problems;
+        let problems = &err
+            .downcast_ref::<crate::error::Problems>()
+            .unwrap()
+            .problems;
         assert_eq!(problems.len(), 4, "{problems:?}");
-        for i in 0..3 {
-            assert!(problems[i].to_string().contains(&format!("broken{i}")), "{}", problems[i]);
+        for (i, problem) in problems.iter().take(3).enumerate() {
+            assert!(
+                problem.to_string().contains(&format!("broken{i}")),
+                "{problem}"
+            );
         }
         assert!(
-            problems[3].to_string().contains("dependency cycle: x.io/selfish:1 -> x.io/selfish:1"),
+            problems[3]
+                .to_string()
+                .contains("dependency cycle: x.io/selfish:1 -> x.io/selfish:1"),
             "{}",
             problems[3]
         );

@@ -29,7 +29,9 @@ pub fn render(template: &str, value: &Value) -> Result<String> {
 
 fn field_text(field: &str, value: &Value) -> Result<String> {
     let Some(path) = field.strip_prefix('.') else {
-        bail!("--format: `{{{{{field}}}}}` is not a field (fields start with a dot: `{{{{.Name}}}}`)");
+        bail!(
+            "--format: `{{{{{field}}}}}` is not a field (fields start with a dot: `{{{{.Name}}}}`)"
+        );
     };
     let mut current = value;
     for key in path.split('.').filter(|k| !k.is_empty()) {

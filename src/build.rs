@@ -420,10 +420,9 @@ fn script_environment(manifest: &ImageManifest, name: &ImageName, _epoch: u64) -
         DEFAULT_PATH.to_string(),
         format!("ACI_NAME={}", name.repository()),
         format!("ACI_VERSION={}", name.tag().unwrap_or("")),
-        format!(
-            "LOG_LEVEL={}",
-            std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
-        ),
+        // herd's own level (`-v`, `-q` or LOG_LEVEL), so `-v` traces
+        // the scripts too.
+        format!("LOG_LEVEL={}", crate::terminal::log_level()),
     ];
     // HERD_ENV_<NAME> on the host reaches scripts as <NAME> (proxies).
     for (key, value) in std::env::vars() {
@@ -481,6 +480,7 @@ impl ScriptContext<'_> {
             Some(label) => tracing::info!("{label}: running {level} script {name}"),
             None => tracing::info!("running {level} script {name}"),
         }
+        crate::status::doing(|| format!("{level} script {name}"));
         let executable =
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions())
                 & 0o111
@@ -888,7 +888,9 @@ pub fn write_layer_to_store(
     compression: Compression,
 ) -> Result<LayerBlob> {
     let temp = store.temp_file()?;
+    let watch = crate::status::watch_layer(temp.path());
     let blob = layers::write_layer(entries, compression, temp.reopen()?)?;
+    drop(watch);
     store.commit_blob(temp, &blob.digest)?;
     Ok(blob)
 }

@@ -28,6 +28,7 @@ pub mod rootfs;
 pub mod runtime;
 pub mod sandbox;
 pub mod scaffold;
+pub mod status;
 pub mod store;
 pub mod templates;
 pub mod terminal;

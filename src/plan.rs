@@ -74,22 +74,35 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
         }
     }
     dirs.dedup();
-    let units = dirs
-        .iter()
-        .map(|dir| read_unit(dir))
-        .collect::<Result<Vec<_>>>()?;
+    // Every unit is read even after one fails: a tree with ten broken
+    // manifests reports all ten in one run, as cargo does.
+    let mut problems = Vec::new();
+    let mut units = Vec::new();
+    for dir in &dirs {
+        match read_unit(dir) {
+            Ok(unit) => units.push(unit),
+            Err(error) => problems.push(error),
+        }
+    }
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (index, unit) in units.iter().enumerate() {
+        if let Some(own) = self_dependency(unit) {
+            problems.push(anyhow::anyhow!(
+                "dependency cycle: {own} -> {own} ({} depends on itself)",
+                unit.dir.display()
+            ));
+        }
         for repository in &unit.produces {
             if let Some(other) = producer.insert(repository, index) {
-                bail!(
+                problems.push(anyhow::anyhow!(
                     "{} and {} both build {repository}",
                     units[other].dir.display(),
                     unit.dir.display()
-                );
+                ));
             }
         }
     }
+    crate::error::Problems::check(problems, "the build plan")?;
     let edges = units
         .iter()
         .map(|unit| {
@@ -108,6 +121,20 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
         })
         .collect();
     Ok(Plan { units, edges })
+}
+
+/// The unit's own name when it needs exactly itself (same repository and
+/// tag): a cycle of one, never something to pull. A different version of
+/// the same repository is an older build of it, taken from the store.
+fn self_dependency(unit: &Unit) -> Option<&str> {
+    let own: ImageName = unit.name.parse().ok()?;
+    unit.needs.iter().find_map(|(name, _)| {
+        let needed: ImageName = name.parse().ok()?;
+        (needed.repository() == own.repository()
+            && needed.tag() == own.tag()
+            && needed.digest().is_none())
+        .then_some(unit.name.as_str())
+    })
 }
 
 /// A directory holding this file is only built when named explicitly
@@ -619,6 +646,41 @@ mod tests {
             .map(|u| plan.units[u].name.as_str())
             .collect();
         assert_eq!(names, ["x.io/base:1", "x.io/mid:1", "x.io/leaf:1"]);
+    }
+
+    #[test]
+    fn every_broken_manifest_and_a_self_dependency_are_reported_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let dir = root.path().join(format!("broken{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("aci-manifest.yml"), "name: x.io/b:1\nnope: 1\n").unwrap();
+        }
+        image(
+            &root.path().join("selfish"),
+            "x.io/selfish:1",
+            &["x.io/selfish:1"],
+        );
+        image(&root.path().join("upgrade"), "x.io/up:2", &["x.io/up:1"]);
+        let err = discover(&[root.path().to_path_buf()]).unwrap_err();
+        let problems = &err
+            .downcast_ref::<crate::error::Problems>()
+            .unwrap()
+            .problems;
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (i, problem) in problems.iter().take(3).enumerate() {
+            assert!(
+                problem.to_string().contains(&format!("broken{i}")),
+                "{problem}"
+            );
+        }
+        assert!(
+            problems[3]
+                .to_string()
+                .contains("dependency cycle: x.io/selfish:1 -> x.io/selfish:1"),
+            "{}",
+            problems[3]
+        );
     }
 
     #[test]

@@ -144,7 +144,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         pull: args.pull.pull,
     };
     let started = std::time::Instant::now();
-    let terminal = std::io::stderr().is_terminal();
+    let quiet = super::quiet();
+    // On a terminal a status line says what runs; elsewhere (CI, a log
+    // file) each unit gets a plain line as it ends, nothing redrawn.
+    if std::io::stderr().is_terminal() && !quiet {
+        herd::status::start(plan.units.len());
+    }
     let print_lock = Mutex::new(());
     let report = |event: &Event| {
         let _guard = print_lock.lock();
@@ -152,9 +157,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             return; // one line says so at the end
         }
         match event {
-            Event::Started(unit) if terminal => eprintln!("building {}", plan.units[*unit].name),
-            Event::Started(_) => {}
+            Event::Started(unit) => herd::status::unit_started(&plan.units[*unit].name),
             Event::Finished(unit, outcome) => {
+                herd::status::unit_finished(&plan.units[*unit].name);
                 let state = match &outcome.result {
                     Ok(built) if built.cached => "cached",
                     Ok(_) => "built",
@@ -169,11 +174,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                         .map_or(plan.units[*unit].name.as_str(), |(n, _)| n.as_str()),
                     Err(_) => plan.units[*unit].name.as_str(),
                 };
-                eprintln!("{state:>7} {name} ({:.2}s)", outcome.duration.as_secs_f64());
+                if !quiet {
+                    let colour = match state {
+                        "failed" => 31,
+                        "skipped" => 33,
+                        _ => 32,
+                    };
+                    let state = herd::terminal::paint(&format!("{state:>7}"), colour);
+                    herd::status::suspend(|| {
+                        eprintln!("{state} {name} ({:.2}s)", outcome.duration.as_secs_f64())
+                    });
+                }
             }
         }
     };
     let outcomes = plan.execute(&store, &options, !args.no_cache, jobs, &report);
+    herd::status::finish();
     if let Some(signal) = interrupt::received() {
         return Ok(interrupted(signal, "the running build scripts"));
     }
@@ -219,7 +235,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let total = serde_json::json!({"built": built, "cached": cached, "failed": failed.len(), "seconds": started.elapsed().as_secs_f64(), "units": summary});
         println!("{}", serde_json::to_string_pretty(&total)?);
     }
-    if plan.units.len() > 1 {
+    if plan.units.len() > 1 && !quiet {
         eprintln!(
             "{built} built, {cached} cached, {} failed in {:.2}s",
             failed.len(),

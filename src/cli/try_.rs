@@ -64,7 +64,10 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
         for problem in &problems {
             super::print_error(problem);
         }
-        eprintln!("{} problem(s); nothing was written", problems.len());
+        eprintln!(
+            "{}; nothing was written",
+            herd::terminal::count(problems.len(), "problem")
+        );
         return Ok(ExitCode::FAILURE);
     }
     // Private: rendered files hold secrets whatever their own mode says
@@ -93,7 +96,11 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             );
         }
     }
-    eprintln!("rendered {} file(s) into {}", files.len(), out.display());
+    eprintln!(
+        "rendered {} into {}",
+        herd::terminal::count(files.len(), "file"),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -259,8 +259,13 @@ impl Init {
         for file in &files {
             self.write(file)?;
         }
-        self.log
-            .at(Level::Info, format!("rendered {} templates", files.len()));
+        self.log.at(
+            Level::Info,
+            format!(
+                "rendered {}",
+                crate::terminal::count(files.len(), "template")
+            ),
+        );
         for file in &files {
             if let Some(check) = &file.config.check_cmd {
                 self.stop_check()?;

@@ -3,7 +3,7 @@
 //! Loaded and validated strictly, with includes of `common-attributes/`
 //! resolved, and merged env -> service -> node for each unit.
 
-use crate::attributes::{AttributeFile, MergedAttributes};
+use crate::attributes::MergedAttributes;
 use crate::error::InputError;
 use crate::names::ImageName;
 use rayon::prelude::*;
@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+mod includes;
 mod machines;
+use includes::with_includes;
 pub use machines::{Machine, SshDestination, parse_destination};
 
 pub const CONFIG_FILE: &str = "config.yml";
@@ -29,6 +32,10 @@ pub const FLEET_KEYS: [&str; 5] = [
     "Global",
 ];
 
+/// The attribute `exposeNodesInUnitEnv: true` gives the containers the
+/// service's nodes in (ggn's name).
+pub const EXPOSED_NODES: &str = "service_nodes";
+
 /// Seconds the app gets to stop on its own when the manifest does not say.
 const DEFAULT_STOP_TIMEOUT: u32 = 30;
 
@@ -39,7 +46,9 @@ const VOLUMES_ROOT: &str = "/var/lib/herd/volumes";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvConfig {
-    /// Prefixes every unit name: `<envName>_<service>_<hostname>`.
+    /// Prefixes every unit name: `<envName>_<service>_<hostname>`; the
+    /// environment's directory name when not given (as ggn did).
+    #[serde(default)]
     pub env_name: String,
     #[serde(default)]
     pub registry: Registry,
@@ -49,6 +58,10 @@ pub struct EnvConfig {
     /// The hosts `herd deploy` places units on.
     #[serde(default)]
     pub machines: Vec<Machine>,
+    /// ggn's fleet connection (endpoint, driver, ...): accepted so ggn
+    /// environments load, with a warning; herd does not talk to fleet.
+    #[serde(default, skip_serializing)]
+    fleet: Option<Value>,
 }
 
 /// How units reach the registry their images come from.
@@ -145,6 +158,12 @@ pub struct Service {
     pub timer_template: Option<TemplateFile>,
     /// The environment's attributes with the service's merged on top.
     attributes: MergedAttributes,
+    /// Every node's map (hostname, ip, fleet, its attributes) in manifest
+    /// order: unit templates' `nodes`, built once and shared by the units.
+    pub node_list: Arc<Value>,
+    /// Whether the service's attributes hold a secret (see
+    /// `attributes::secrets`); a node's own map may add one.
+    pub has_secrets: bool,
 }
 
 /// A loaded, validated environment.
@@ -169,6 +188,10 @@ struct RawManifest {
     mount_points: Vec<MountPoint>,
     #[serde(default = "default_stop_timeout")]
     stop_timeout: u32,
+    /// ggn's switch: the containers also get every node of the service, as
+    /// the attribute `service_nodes`.
+    #[serde(default)]
+    expose_nodes_in_unit_env: bool,
 }
 
 fn one() -> u32 {
@@ -199,6 +222,17 @@ impl Environment {
     /// `only` (every service when it is empty). An unknown name is an error
     /// with the closest existing one.
     pub fn load_services(dir: &Path, only: &[String]) -> Result<Environment, InputError> {
+        Self::load_with(dir, only, None)
+    }
+
+    /// `load_services`, rendering the service manifests (which are
+    /// templates) with `extra` merged on top of each service's attributes:
+    /// `herd gen --attributes`.
+    pub fn load_with(
+        dir: &Path,
+        only: &[String],
+        extra: Option<&Value>,
+    ) -> Result<Environment, InputError> {
         let config_path = dir.join(CONFIG_FILE);
         if !config_path.is_file() {
             return Err(InputError::new(
@@ -206,31 +240,41 @@ impl Environment {
                 format!("not an environment: {CONFIG_FILE} is missing"),
             ));
         }
-        let config: EnvConfig = crate::yaml::read(&config_path)?;
+        let config_text = read_text(&config_path);
+        let mut config: EnvConfig = crate::yaml::parse(&config_path, &config_text)?;
+        if config.env_name.is_empty() && line_of(&config_text, "envName").is_none() {
+            config.env_name = dir_name(dir);
+        }
         check_name(&config.env_name).map_err(|e| InputError {
-            line: line_of(&read_text(&config_path), "envName"),
-            ..InputError::new(&config_path, format!("envName: {e}"))
+            line: line_of(&config_text, "envName"),
+            ..InputError::new(&config_path, format!("envName {:?}: {e}", config.env_name))
         })?;
+        if config.fleet.is_some() {
+            tracing::warn!(
+                "{}:{}: `fleet:` is ignored: herd does not talk to fleet (herd deploy reaches the `machines:` over SSH)",
+                config_path.display(),
+                line_of(&config_text, "fleet").unwrap_or(1)
+            );
+        }
         if let Some(domain) = &config.registry.domain {
             // The same check a name's domain gets, by building one.
             format!("{domain}/x")
                 .parse::<ImageName>()
                 .map_err(|e| InputError::new(&config_path, format!("registry.domain: {e}")))?;
         }
-        machines::check(&config.machines, &config_path, &read_text(&config_path))?;
-        let common = common_attributes_dir(dir);
+        machines::check(&config.machines, &config_path, &config_text)?;
         let mut attributes = MergedAttributes::new();
         attributes.apply_files(&with_includes(
             crate::attributes::read_dir(&dir.join("attributes"))?,
-            &common,
+            dir,
         )?);
         let partials = read_partials(&dir.join("templates"))?;
         let names = select_services(dir, only)?;
         let context = ServiceContext {
             env_dir: dir,
             config: &config,
-            common: &common,
             attributes: &attributes,
+            extra,
         };
         // Services are independent: read and validate them in parallel, then
         // report the first error in name order so output is deterministic.
@@ -320,6 +364,24 @@ fn select_services(env_dir: &Path, only: &[String]) -> Result<Vec<String>, Input
         }
     }
     all.sort();
+    // As ggn did, a directory without a manifest is not a service (a
+    // service being written, or one put aside): skipped, with a warning.
+    let (all, skipped): (Vec<String>, Vec<String>) = all
+        .into_iter()
+        .partition(|name| services_dir.join(name).join(SERVICE_MANIFEST).is_file());
+    for name in &skipped {
+        if only.is_empty() {
+            tracing::warn!(
+                "{}: skipped, it has no {SERVICE_MANIFEST}",
+                services_dir.join(name).display()
+            );
+        } else if only.contains(name) {
+            return Err(InputError::new(
+                &services_dir.join(name),
+                format!("service `{name}` has no {SERVICE_MANIFEST}"),
+            ));
+        }
+    }
     if only.is_empty() {
         return Ok(all);
     }
@@ -347,8 +409,9 @@ fn select_services(env_dir: &Path, only: &[String]) -> Result<Vec<String>, Input
 struct ServiceContext<'a> {
     env_dir: &'a Path,
     config: &'a EnvConfig,
-    common: &'a Path,
     attributes: &'a MergedAttributes,
+    /// `herd gen --attributes`, for rendering service manifests.
+    extra: Option<&'a Value>,
 }
 
 impl ServiceContext<'_> {
@@ -357,13 +420,16 @@ impl ServiceContext<'_> {
         check_name(name)
             .map_err(|e| InputError::new(&dir, format!("service directory name: {e}")))?;
         let manifest_path = dir.join(SERVICE_MANIFEST);
-        if !manifest_path.is_file() {
-            return Err(InputError::new(
-                &dir,
-                format!("a service needs a {SERVICE_MANIFEST}"),
-            ));
-        }
-        let text = read_text(&manifest_path);
+        // The manifest is a template over the service's attributes (ggn
+        // pinned versions this way), so those are read first.
+        let mut attributes = self.attributes.clone();
+        attributes.apply_files(&with_includes(
+            crate::attributes::read_dir(&dir.join("attributes"))?,
+            self.env_dir,
+        )?);
+        let source = std::fs::read_to_string(&manifest_path)
+            .map_err(|e| InputError::new(&manifest_path, format!("cannot read: {e}")))?;
+        let text = self.render_manifest(&manifest_path, source, &attributes)?;
         let raw: RawManifest = crate::yaml::parse(&manifest_path, &text)?;
         let at = |needle: &str, message: String| InputError {
             line: line_of(&text, needle),
@@ -454,11 +520,19 @@ impl ServiceContext<'_> {
             check_mount_path(&from)
                 .map_err(|e| at(&from, format!("mount point `{}` from: {e}", mount.name)))?;
         }
-        let mut attributes = self.attributes.clone();
-        attributes.apply_files(&with_includes(
-            crate::attributes::read_dir(&dir.join("attributes"))?,
-            self.common,
-        )?);
+        let node_list = Arc::new(Value::Array(
+            nodes
+                .iter()
+                .map(|n| Value::Object(n.attributes.clone()))
+                .collect(),
+        ));
+        if raw.expose_nodes_in_unit_env {
+            attributes.apply(
+                &serde_json::json!({ EXPOSED_NODES: *node_list }),
+                &format!("{} (exposeNodesInUnitEnv)", manifest_path.display()),
+            );
+        }
+        let has_secrets = crate::attributes::secrets::has_secrets(attributes.value());
         let template = |file: &str| -> Result<Option<TemplateFile>, InputError> {
             let path = dir.join(file);
             if !path.is_file() {
@@ -484,6 +558,42 @@ impl ServiceContext<'_> {
             mount_points,
             stop_timeout: raw.stop_timeout,
             attributes,
+            node_list,
+            has_secrets,
+        })
+    }
+
+    /// The manifest's text with its template syntax rendered over the
+    /// service's attributes and `--attributes` on top. A text without any
+    /// is taken as it is (and costs nothing).
+    fn render_manifest(
+        &self,
+        path: &Path,
+        source: String,
+        attributes: &MergedAttributes,
+    ) -> Result<String, InputError> {
+        if !crate::templates::has_template_syntax(&source) {
+            return Ok(source);
+        }
+        let merged;
+        let value = match self.extra {
+            Some(extra) => {
+                let mut value = attributes.value().clone();
+                crate::attributes::merge_value(&mut value, extra);
+                merged = value;
+                &merged
+            }
+            None => attributes.value(),
+        };
+        crate::templates::render_str(&path.display().to_string(), &source, value).map_err(|e| {
+            let missing = matches!(e, crate::templates::RenderError::Missing { .. });
+            let mut error = e.into_input_error(path);
+            if missing {
+                error.message.push_str(
+                    " (the service manifest is rendered with the environment's and the service's attributes, and `herd gen --attributes`)",
+                );
+            }
+            error
         })
     }
 
@@ -499,96 +609,6 @@ impl ServiceContext<'_> {
             )),
         }
     }
-}
-
-/// Where `include: [a.b]` looks: `common-attributes/` of the environment,
-/// or, when it has none, the one beside the `env/` directory holding it.
-fn common_attributes_dir(env_dir: &Path) -> PathBuf {
-    let own = env_dir.join("common-attributes");
-    if own.is_dir() {
-        own
-    } else {
-        env_dir.join("../../common-attributes")
-    }
-}
-
-/// `files` with the common files they include placed before each of them,
-/// so that an including file's own values win over what it includes (the
-/// reverse of ggn, see FORMATS.md section 8). Includes nest; a common file
-/// included several times in one layer is merged once, at its first
-/// include, so a later include does not undo values set in between.
-fn with_includes(
-    files: Vec<AttributeFile>,
-    common: &Path,
-) -> Result<Vec<AttributeFile>, InputError> {
-    let mut out = vec![];
-    let mut seen = HashSet::new();
-    for file in files {
-        push_with_includes(file, common, &mut out, &mut seen, &mut vec![])?;
-    }
-    Ok(out)
-}
-
-fn push_with_includes(
-    file: AttributeFile,
-    common: &Path,
-    out: &mut Vec<AttributeFile>,
-    seen: &mut HashSet<PathBuf>,
-    stack: &mut Vec<PathBuf>,
-) -> Result<(), InputError> {
-    for include in &file.includes {
-        let path = include_path(&file, include, common)?;
-        if stack.contains(&path) || path == file.path {
-            let line = line_of(&read_text(&file.path), include);
-            return Err(InputError {
-                line,
-                ..InputError::new(
-                    &file.path,
-                    format!(
-                        "include `{include}` includes itself through {}",
-                        path.display()
-                    ),
-                )
-            });
-        }
-        if !seen.insert(path.clone()) {
-            continue;
-        }
-        let included = AttributeFile::read(&path)?;
-        stack.push(file.path.clone());
-        push_with_includes(included, common, out, seen, stack)?;
-        stack.pop();
-    }
-    out.push(file);
-    Ok(())
-}
-
-/// `nerve.base` -> `<common>/nerve/base.yml` (or `.yaml`).
-fn include_path(file: &AttributeFile, include: &str, common: &Path) -> Result<PathBuf, InputError> {
-    let error = |message: String| InputError {
-        line: line_of(&read_text(&file.path), include),
-        ..InputError::new(&file.path, message)
-    };
-    let parts: Vec<&str> = include.split('.').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || p.contains(['/', '\\']))
-    {
-        return Err(error(format!(
-            "include `{include}`: expected dotted names like `nerve.base` (for common-attributes/nerve/base.yml)"
-        )));
-    }
-    let stem = common.join(parts.join("/"));
-    for extension in ["yml", "yaml"] {
-        let candidate = stem.with_extension(extension);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(error(format!(
-        "include `{include}`: there is no {}.yml",
-        stem.display()
-    )))
 }
 
 /// `templates/**/*.partial`, named by their path below `templates/`.
@@ -676,6 +696,18 @@ fn check_fleet_line(line: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The last component of `dir` (`env/prod-dc1/` -> `prod-dc1`), through
+/// `.` and symbolic links.
+fn dir_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A file's text for locating an error; an unreadable file has no lines.

@@ -3,13 +3,16 @@
 //! memory from Tera templates over the node's merged attributes, then
 //! written all at once or compared with what is on disk.
 
+mod changes;
 mod kubernetes;
 mod output;
 
 pub use crate::environments::Target;
+pub use changes::attribute_changes;
 pub use kubernetes::readiness_probe;
 pub use output::{Check, check_units, unified_diff, write_units};
 
+use crate::attributes::secrets;
 use crate::environments::{Environment, Node, Service, TemplateFile};
 use crate::error::InputError;
 use crate::lifecycle::Lifecycle;
@@ -20,7 +23,7 @@ use base64::Engine;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// Generated (or existing) output: path below the output directory ->
@@ -161,9 +164,22 @@ fn chunks(text: &str) -> Vec<&str> {
     if chunks.is_empty() { vec![""] } else { chunks }
 }
 
+/// What `generate_all` makes: the files, and which of them carry secret
+/// attributes (written 0640 rather than world-readable).
+#[derive(Debug, Default)]
+pub struct Generated {
+    pub files: Files,
+    pub private: BTreeSet<PathBuf>,
+}
+
 /// Renders every unit of `env` for `target`, resolving images through
 /// `store` when given. Nothing is written; any failure fails the whole.
 pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Result<Files> {
+    Ok(generate_all(env, target, store)?.files)
+}
+
+/// `generate`, also saying which files hold secrets.
+pub fn generate_all(env: &Environment, target: Target, store: Option<&Store>) -> Result<Generated> {
     let images = resolve_services(env, store)?;
     // Kubernetes output renders only timers (their schedule), but a broken
     // template fails either target.
@@ -174,27 +190,36 @@ pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Res
         .enumerate()
         .flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node)))
         .collect();
-    let rendered: Vec<Result<UnitFiles>> = work
+    // Each file with whether it is private.
+    let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>, bool)>>> = work
         .par_iter()
         .map(|(i, service, node)| {
             let mut unit = Unit::new(env, service, node, &images[*i]);
+            unit.with_nodes = templates.use_nodes(service);
             match target {
-                Target::Systemd => templates.render(&mut unit),
+                Target::Systemd => {
+                    // The unit's text carries its attributes, secrets too.
+                    let private = service.has_secrets || secrets::map_has_secrets(&node.attributes);
+                    let files = templates.render(&mut unit)?;
+                    Ok(files.into_iter().map(|(p, c)| (p, c, private)).collect())
+                }
                 Target::Kubernetes => {
-                    let document = match templates.on_calendar(&mut unit)? {
-                        Some(event) => kubernetes::cron_job(&unit, &event)?,
-                        None => kubernetes::pod(&unit)?,
-                    };
-                    Ok(vec![(unit.path("yaml"), document.into_bytes())])
+                    let event = templates.on_calendar(&mut unit)?;
+                    kubernetes::files(&unit, event.as_ref())
                 }
             }
         })
         .collect();
-    let mut files = Files::new();
+    let mut generated = Generated::default();
     for result in rendered {
-        files.extend(result?);
+        for (path, content, private) in result? {
+            if private {
+                generated.private.insert(path.clone());
+            }
+            generated.files.insert(path, content);
+        }
     }
-    Ok(files)
+    Ok(generated)
 }
 
 /// Each service's images, resolving every distinct name once.
@@ -234,6 +259,8 @@ struct Unit<'a> {
     attributes: Value,
     attributes_json: String,
     attributes_base64: String,
+    /// Whether the templates read `nodes` (it is only built for them).
+    with_nodes: bool,
 }
 
 impl<'a> Unit<'a> {
@@ -256,6 +283,7 @@ impl<'a> Unit<'a> {
             attributes,
             attributes_json,
             attributes_base64,
+            with_nodes: false,
         }
     }
 
@@ -311,6 +339,11 @@ impl<'a> Unit<'a> {
         if let Value::Object(extra) = extra {
             context.extend(extra);
         }
+        if self.with_nodes {
+            // Tera's context owns its values: one copy of the shared list
+            // per unit, and only for templates that read it.
+            context.insert("nodes".into(), (*self.service.node_list).clone());
+        }
         Value::Object(context)
     }
 }
@@ -320,6 +353,8 @@ impl<'a> Unit<'a> {
 struct Templates {
     tera: tera::Tera,
     files: HashMap<String, TemplateFile>,
+    /// The templates (by name) that read `nodes`.
+    reading_nodes: HashSet<String>,
 }
 
 impl Templates {
@@ -345,7 +380,36 @@ impl Templates {
         // All at once: Tera rebuilds its inheritance chains on every add.
         tera.add_raw_templates(files.values().map(|t| (t.name.as_str(), t.text.as_str())))
             .map_err(|e| locate(&e, &files, None, "parsing"))?;
-        Ok(Templates { tera, files })
+        let reading_nodes = tera
+            .templates
+            .iter()
+            .filter(|(_, template)| {
+                crate::templates::idents(&template.ast)
+                    .iter()
+                    .any(|ident| ident.split(['.', '[']).next() == Some("nodes"))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Templates {
+            tera,
+            files,
+            reading_nodes,
+        })
+    }
+
+    /// Whether rendering `service` may read `nodes`: its own templates or
+    /// any partial (which it may include) do.
+    fn use_nodes(&self, service: &Service) -> bool {
+        !self.reading_nodes.is_empty()
+            && (self
+                .reading_nodes
+                .iter()
+                .any(|name| name.ends_with(".partial"))
+                || service
+                    .unit_template
+                    .iter()
+                    .chain(&service.timer_template)
+                    .any(|t| self.reading_nodes.contains(&t.name)))
     }
 
     fn render(&self, unit: &mut Unit) -> Result<UnitFiles> {

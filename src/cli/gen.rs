@@ -43,14 +43,28 @@ pub struct GenArgs {
     #[arg(long, value_name = "DIR")]
     pub check: Option<PathBuf>,
 
-    /// With --check, also print a unified diff of each difference
+    /// With --check, also print a unified diff of each difference, and the
+    /// attributes it changes, decoded (`- log.level: info`, secrets masked)
     #[arg(long, requires = "check")]
     pub diff: bool,
+
+    /// Attributes the service manifests are rendered with, on top of the
+    /// environment's and the service's (`containers:
+    /// [aci.example.com/pod-db:{{ version }}]`): JSON (optionally
+    /// `base64,`-prefixed), or the path of a JSON or YAML file
+    #[arg(long, value_name = "JSON|FILE")]
+    pub attributes: Option<String>,
 }
 
 pub fn run(args: GenArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let env = Environment::load_services(&args.env_dir, &args.services)?;
+    let extra = args
+        .attributes
+        .as_deref()
+        .map(herd::init::overrides::parse_argument)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let env = Environment::load_with(&args.env_dir, &args.services, extra.as_ref())?;
     tracing::debug!(
         "loaded {} services in {:?}",
         env.services.len(),
@@ -58,7 +72,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
     );
     let target = args.target.unwrap_or(env.config.target);
     let store = open_store(args.store.as_deref())?;
-    let files = units::generate(&env, target, store.as_ref())?;
+    let units::Generated { files, private } = units::generate_all(&env, target, store.as_ref())?;
     tracing::debug!("rendered {} files in {:?}", files.len(), started.elapsed());
     if let Some(dir) = &args.check {
         let check = units::check_units(dir, &files, &args.services)?;
@@ -73,6 +87,14 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
                     let old = check.existing.get(path).map(Vec::as_slice);
                     let new = files.get(path).map(Vec::as_slice);
                     print!("{}", units::unified_diff(path, old, new));
+                    if let Some(lines) = units::attribute_changes(old, new)
+                        && !lines.is_empty()
+                    {
+                        println!("# attributes changed (decoded, secrets masked):");
+                        for line in lines {
+                            println!("{line}");
+                        }
+                    }
                 }
             }
         }
@@ -86,7 +108,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         Some(out) => out.clone(),
         None => default_out(&args.env_dir, &env.config.env_name)?,
     };
-    let changed = units::write_units(&out, &files, &args.services)?;
+    let changed = units::write_units(&out, &files, &private, &args.services)?;
     tracing::debug!("wrote them in {:?}", started.elapsed());
     let what = format!("{} files for {} services", files.len(), env.services.len());
     match changed {

@@ -90,7 +90,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
                     if let Some(lines) = units::attribute_changes(old, new)
                         && !lines.is_empty()
                     {
-                        println!("# attributes changed (decoded, secrets masked):");
+                        println!("# attribute changes, decoded (secrets masked):");
                         for line in lines {
                             println!("{line}");
                         }

@@ -33,6 +33,9 @@ pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 /// The files of one unit: its `.service` (and `.timer`), or its `.yaml`.
 type UnitFiles = Vec<(PathBuf, Vec<u8>)>;
 
+/// A unit's files, each with whether it holds secrets.
+type MarkedFiles = Vec<(PathBuf, Vec<u8>, bool)>;
+
 /// Base64 characters per `Environment=HERD_ATTRIBUTES_<i>=` line. With the
 /// key, a line stays under 2048 bytes, the LINE_MAX that systemd before
 /// v235 and fleet enforced on unit file lines.
@@ -191,7 +194,7 @@ pub fn generate_all(env: &Environment, target: Target, store: Option<&Store>) ->
         .flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node)))
         .collect();
     // Each file with whether it is private.
-    let rendered: Vec<Result<Vec<(PathBuf, Vec<u8>, bool)>>> = work
+    let rendered: Vec<Result<MarkedFiles>> = work
         .par_iter()
         .map(|(i, service, node)| {
             let mut unit = Unit::new(env, service, node, &images[*i]);

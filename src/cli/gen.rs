@@ -58,12 +58,7 @@ pub struct GenArgs {
 
 pub fn run(args: GenArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let extra = args
-        .attributes
-        .as_deref()
-        .map(herd::init::overrides::parse_argument)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
+    let extra = manifest_attributes(args.attributes.as_deref())?;
     let env = Environment::load_with(&args.env_dir, &args.services, extra.as_ref())?;
     tracing::debug!(
         "loaded {} services in {:?}",
@@ -116,6 +111,14 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         false => eprintln!("{} is up to date ({what})", out.display()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--attributes JSON|FILE`, which service manifests are rendered with.
+pub fn manifest_attributes(argument: Option<&str>) -> Result<Option<serde_json::Value>> {
+    argument
+        .map(herd::init::overrides::parse_argument)
+        .transpose()
+        .map_err(anyhow::Error::msg)
 }
 
 /// The store images are pinned from, if one is given. Opening would

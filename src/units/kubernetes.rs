@@ -13,10 +13,7 @@ use std::path::PathBuf;
 /// The files of `unit`: its Pod, or with a timer (whose `OnCalendar=` is
 /// `event`) its CronJob, and when some of its attributes are secret, a
 /// Secret holding those (`<unit>.secret.yaml`, the only private file).
-pub(super) fn files(
-    unit: &Unit,
-    event: Option<&CalendarEvent>,
-) -> Result<Vec<(PathBuf, Vec<u8>, bool)>> {
+pub(super) fn files(unit: &Unit, event: Option<&CalendarEvent>) -> Result<super::MarkedFiles> {
     let attributes = Attributes::of(unit)?;
     let (object, name) = match event {
         Some(event) => cron_job(unit, event, &attributes)?,

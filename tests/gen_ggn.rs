@@ -9,6 +9,7 @@
 mod common;
 
 use base64::Engine;
+use common::units::{unit_attributes, verify_units};
 use common::*;
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
@@ -57,57 +58,6 @@ fn read(path: &Path) -> String {
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
-}
-
-/// `systemd-analyze verify` of the units of one service directory; its
-/// warnings go to stderr with status 0, so stderr must be empty.
-fn verify(service_dir: &Path) {
-    let analyze = needs("systemd-analyze", "apt-get install systemd");
-    needs("podman", "apt-get install podman"); // the default unit's commands must exist
-    let units: Vec<PathBuf> = std::fs::read_dir(service_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert!(!units.is_empty(), "no unit in {}", service_dir.display());
-    let output = Command::new(analyze)
-        .args(["verify", "--man=no"])
-        .args(&units)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && output.stderr.is_empty(),
-        "systemd-analyze verify {}:\n{}{}",
-        service_dir.display(),
-        text(&output.stdout),
-        text(&output.stderr)
-    );
-}
-
-/// The attributes a systemd unit hands its containers: the
-/// `HERD_ATTRIBUTES_<i>` lines joined, base64 of the JSON.
-fn unit_attributes(unit: &str) -> Value {
-    let lines: Vec<&str> = unit
-        .lines()
-        .filter_map(|l| l.strip_prefix("Environment=HERD_ATTRIBUTES_"))
-        .collect();
-    let count: usize = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("COUNT="))
-        .unwrap()
-        .parse()
-        .unwrap();
-    let joined: String = (0..count)
-        .map(|i| {
-            lines
-                .iter()
-                .find_map(|l| l.strip_prefix(&format!("{i}=")))
-                .unwrap()
-        })
-        .collect();
-    let json = base64::engine::general_purpose::STANDARD
-        .decode(joined)
-        .unwrap();
-    serde_json::from_slice(&json).unwrap()
 }
 
 /// The image a default unit runs (the last word of its `podman create`).
@@ -175,7 +125,7 @@ fn a_templated_service_manifest_pins_versions_at_generation_time() {
             "aci.example.com/aci-greeter:2.0-1"
         ]
     );
-    verify(&out.join("greeter"));
+    verify_units(&out);
 
     // From a YAML file, which also wins over the environment's attributes.
     let file = work.path().join("release.yml");
@@ -270,7 +220,7 @@ fn the_three_include_forms_resolve_as_ggn_did() {
         unit_attributes(&unit)["zk"]["hosts"],
         json!(["zk1.dc2:2181"])
     );
-    verify(&out.join("db"));
+    verify_units(&out);
 
     // Each error names the include, its line, and where it was looked for.
     let ggn = env_dir.join("services/db/attributes/ggn.yml");
@@ -361,7 +311,7 @@ ExecStart=/usr/bin/podman run --rm --env SEEDS {{ images.0.reference }}
         nodes[0],
         json!({"hostname": "cass1", "ip": "10.0.0.1", "rack": "r1"})
     );
-    verify(&out.join("cassandra"));
+    verify_units(&out);
     let web = read(&out.join("web/prod_web_web1.service"));
     assert_eq!(unit_attributes(&web).get("service_nodes"), None);
 }
@@ -408,7 +358,7 @@ fn ggn_environment_leftovers_are_accepted_with_warnings() {
     let unit = out.join("web/prod-dc1_web_web1.service");
     assert!(unit.is_file(), "{stderr}");
     assert!(!out.join("draft").exists());
-    verify(&out.join("web"));
+    verify_units(&out);
     // Asking for it by name is an error, not a silent nothing.
     let stderr = gen_fails(gen_cmd(&env_dir, &out).arg("draft"));
     assert!(
@@ -483,7 +433,7 @@ fn units_carrying_secrets_are_not_world_readable() {
     let public = out.join("tripsearch/prod-dc1_tripsearch_front1.service");
     assert_eq!(mode(&secret), 0o640);
     assert_eq!(mode(&public), 0o644);
-    verify(&out.join("mysql-main"));
+    verify_units(&out);
     // A rerun puts a wrong mode right, though the content is the same.
     std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o600)).unwrap();
     run_ok(&mut gen_cmd(&env.join("prod-dc1"), &out));

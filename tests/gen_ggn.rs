@@ -9,25 +9,12 @@
 mod common;
 
 use base64::Engine;
-use common::units::{unit_attributes, verify_units};
+use common::units::{kubernetes_validate, unit_attributes, verify_units};
 use common::*;
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The tool `name` (on PATH or in the system directories), or a one-line
-/// failure saying how to install it.
-fn needs(name: &str, install: &str) -> PathBuf {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for dir in path.split(':').chain(["/usr/sbin", "/sbin"]) {
-        let candidate = Path::new(dir).join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!("{name} is missing: {install}");
-}
 
 /// Writes `files` (path, content) below `root`.
 fn write_tree(root: &Path, files: &[(&str, &str)]) {
@@ -453,25 +440,10 @@ fn units_carrying_secrets_are_not_world_readable() {
 
 #[test]
 fn kubernetes_puts_secret_attributes_in_a_secret() {
-    let validate = needs(
-        "kubernetes-validate",
-        "pip install kubernetes-validate (Debian has no package)",
-    );
     let (work, env) = examples_copy();
     let out = work.path().join("kube");
     run_ok(gen_cmd(&env.join("prod-dc1"), &out).args(["--target", "kubernetes"]));
-    let files: Vec<PathBuf> = snapshot(&out).into_keys().collect();
-    let output = Command::new(validate)
-        .args(["--strict", "--quiet"])
-        .args(&files)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "kubernetes-validate:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    kubernetes_validate(&out);
     let pod_path = out.join("mysql-main/prod-dc1_mysql-main_mysql-main1.yaml");
     let secret_path = out.join("mysql-main/prod-dc1_mysql-main_mysql-main1.secret.yaml");
     let pod_text = read(&pod_path);

@@ -61,3 +61,22 @@ pub fn unit_attributes(unit: &str) -> Value {
         .unwrap();
     serde_json::from_slice(&json).unwrap()
 }
+
+/// `kubernetes-validate --strict` on every file below `dir`, which must
+/// all pass; their paths.
+pub fn kubernetes_validate(dir: &Path) -> Vec<PathBuf> {
+    let validate = tool("kubernetes-validate");
+    let files: Vec<PathBuf> = super::snapshot(dir).into_keys().collect();
+    let output = Command::new(validate)
+        .args(["--strict", "--quiet"])
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubernetes-validate:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+    files
+}

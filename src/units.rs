@@ -8,7 +8,7 @@ mod kubernetes;
 mod output;
 
 pub use crate::environments::Target;
-pub use changes::attribute_changes;
+pub use changes::{attribute_changes, carries_secrets, hide_carried};
 pub use kubernetes::readiness_probe;
 pub use output::{Check, check_units, unified_diff, write_units};
 

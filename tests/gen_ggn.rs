@@ -404,10 +404,21 @@ fn check_diff_shows_the_decoded_attribute_changes_with_secrets_masked() {
         mysql_unit.contains("- mysql.monitorPassword: ******\n+ mysql.monitorPassword: ******\n"),
         "{mysql_unit}"
     );
-    // The secret shows nowhere decoded, old or new.
+    // The secret shows nowhere, old or new, decoded or as base64: the
+    // attribute lines of a unit holding secrets are hidden in its diff.
+    assert!(
+        mysql_unit.contains("-Environment=HERD_ATTRIBUTES_0=<")
+            && mysql_unit.contains("characters of attributes holding secrets, hidden>"),
+        "{mysql_unit}"
+    );
     for secret in ["local_mon", "n3w-s3cret"] {
         assert!(!stdout.contains(secret), "{secret} in:\n{stdout}");
     }
+    // A unit without secrets keeps its full diff.
+    assert!(
+        section.contains("+Environment=HERD_ATTRIBUTES_0=eyJ"),
+        "{section}"
+    );
 }
 
 #[test]

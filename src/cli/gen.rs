@@ -81,7 +81,19 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
                 if args.diff {
                     let old = check.existing.get(path).map(Vec::as_slice);
                     let new = files.get(path).map(Vec::as_slice);
-                    print!("{}", units::unified_diff(path, old, new));
+                    // A file holding secrets (now, or on disk) shows its
+                    // attribute lines only decoded and masked, below.
+                    let secret = private.contains(path) || old.is_some_and(units::carries_secrets);
+                    if secret {
+                        let hide = |c: Option<&[u8]>| c.map(units::hide_carried);
+                        let (old, new) = (hide(old), hide(new));
+                        print!(
+                            "{}",
+                            units::unified_diff(path, old.as_deref(), new.as_deref())
+                        );
+                    } else {
+                        print!("{}", units::unified_diff(path, old, new));
+                    }
                     if let Some(lines) = units::attribute_changes(old, new)
                         && !lines.is_empty()
                     {

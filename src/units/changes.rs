@@ -45,6 +45,61 @@ pub fn attribute_changes(old: Option<&[u8]>, new: Option<&[u8]>) -> Option<Vec<S
     Some(lines)
 }
 
+/// Whether the attributes `content` carries hold a secret.
+pub fn carries_secrets(content: &[u8]) -> bool {
+    carried(content).is_some_and(|v| crate::attributes::secrets::has_secrets(&v))
+}
+
+/// `content` with the base64 values that carry attributes replaced by a
+/// note, for the unified diff of a file holding secrets: base64 is no
+/// mask, and the decoded changes (masked) follow the diff.
+pub fn hide_carried(content: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(content);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        match carrier_value(body) {
+            Some(at) => {
+                let hidden = body.len() - at;
+                out.push_str(&body[..at]);
+                out.push_str(&format!(
+                    "<{hidden} characters of attributes holding secrets, hidden>"
+                ));
+                out.push_str(end);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out.into_bytes()
+}
+
+/// Where the attribute value of a carrier line starts: a unit's
+/// `Environment=HERD_ATTRIBUTES_<i>=`, a Pod's `value: base64,`, a
+/// Secret's `attributes:`.
+fn carrier_value(line: &str) -> Option<usize> {
+    let trimmed = line.trim_start();
+    let indent = line.len() - trimmed.len();
+    let unquoted = trimmed
+        .strip_prefix("Environment=")
+        .map(|r| r.trim_start_matches('"'));
+    if let Some(rest) = unquoted
+        && let Some(after) = rest.strip_prefix("HERD_ATTRIBUTES_")
+        && let Some((index, _)) = after.split_once('=')
+        && index.parse::<usize>().is_ok()
+    {
+        return Some(line.len() - rest.len() + "HERD_ATTRIBUTES_".len() + index.len() + 1);
+    }
+    for key in ["value: base64,", "attributes: "] {
+        if trimmed.starts_with(key) && trimmed.len() > key.len() + 16 {
+            return Some(indent + key.len());
+        }
+    }
+    None
+}
+
 /// A value as a review line shows it: strings bare, the rest as JSON.
 fn shown(value: &Value) -> String {
     match value {
@@ -182,5 +237,18 @@ mod tests {
             ]
         );
         assert_eq!(attribute_changes(Some(b"[Service]\n"), None), None);
+        let hidden = String::from_utf8(hide_carried(&new)).unwrap();
+        assert!(
+            hidden.contains("Environment=HERD_ATTRIBUTES_0=<"),
+            "{hidden}"
+        );
+        assert!(
+            hidden.contains("Environment=HERD_ATTRIBUTES_COUNT=1\n"),
+            "{hidden}"
+        );
+        assert!(hidden.ends_with("ExecStart=/bin/true\n"), "{hidden}");
+        let pod = "    - name: HERD_ATTRIBUTES\n      value: base64,eyJhIjoxLCJiIjoyfQ==\n";
+        let hidden = String::from_utf8(hide_carried(pod.as_bytes())).unwrap();
+        assert!(hidden.contains("      value: base64,<"), "{hidden}");
     }
 }

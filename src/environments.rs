@@ -10,7 +10,6 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 mod includes;
 mod machines;
@@ -159,9 +158,6 @@ pub struct Service {
     pub timer_template: Option<TemplateFile>,
     /// The environment's attributes with the service's merged on top.
     attributes: MergedAttributes,
-    /// Every node's map (hostname, ip, fleet, its attributes) in manifest
-    /// order: unit templates' `nodes`, built once and shared by the units.
-    pub node_list: Arc<Value>,
     /// Whether the service's attributes hold a secret (see
     /// `attributes::secrets`); a node's own map may add one.
     pub has_secrets: bool,
@@ -278,6 +274,18 @@ impl Service {
         let mut value = self.attributes.value().clone();
         crate::attributes::merge_value(&mut value, &Value::Object(node.attributes.clone()));
         value
+    }
+
+    /// Every node's map (hostname, ip, fleet, its attributes) in manifest
+    /// order: unit templates' `nodes`, and `service_nodes` with
+    /// `exposeNodesInUnitEnv`. Built on demand, once per service.
+    pub fn node_list(&self) -> Value {
+        Value::Array(
+            self.nodes
+                .iter()
+                .map(|n| Value::Object(n.attributes.clone()))
+                .collect(),
+        )
     }
 
     pub fn node(&self, hostname: &str) -> Option<&Node> {

@@ -187,6 +187,11 @@ pub fn generate_all(env: &Environment, target: Target, store: Option<&Store>) ->
     // Kubernetes output renders only timers (their schedule), but a broken
     // template fails either target.
     let templates = Templates::load(env)?;
+    let node_lists: Vec<Option<Value>> = env
+        .services
+        .iter()
+        .map(|s| templates.use_nodes(s).then(|| s.node_list()))
+        .collect();
     let work: Vec<(usize, &Service, &Node)> = env
         .services
         .iter()
@@ -198,7 +203,7 @@ pub fn generate_all(env: &Environment, target: Target, store: Option<&Store>) ->
         .par_iter()
         .map(|(i, service, node)| {
             let mut unit = Unit::new(env, service, node, &images[*i]);
-            unit.with_nodes = templates.use_nodes(service);
+            unit.nodes = node_lists[*i].as_ref();
             match target {
                 Target::Systemd => {
                     // The unit's text carries its attributes, secrets too.
@@ -262,8 +267,9 @@ struct Unit<'a> {
     attributes: Value,
     attributes_json: String,
     attributes_base64: String,
-    /// Whether the templates read `nodes` (it is only built for them).
-    with_nodes: bool,
+    /// The service's `nodes`, when its templates read it (only built for
+    /// them, once per service, borrowed by its units).
+    nodes: Option<&'a Value>,
 }
 
 impl<'a> Unit<'a> {
@@ -286,7 +292,7 @@ impl<'a> Unit<'a> {
             attributes,
             attributes_json,
             attributes_base64,
-            with_nodes: false,
+            nodes: None,
         }
     }
 
@@ -342,10 +348,10 @@ impl<'a> Unit<'a> {
         if let Value::Object(extra) = extra {
             context.extend(extra);
         }
-        if self.with_nodes {
-            // Tera's context owns its values: one copy of the shared list
-            // per unit, and only for templates that read it.
-            context.insert("nodes".into(), (*self.service.node_list).clone());
+        if let Some(nodes) = self.nodes {
+            // Tera's context owns its values: one copy of the service's
+            // list per unit, and only for templates that read it.
+            context.insert("nodes".into(), nodes.clone());
         }
         Value::Object(context)
     }

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -224,15 +223,9 @@ impl ServiceContext<'_> {
             check_mount_path(&from)
                 .map_err(|e| at(&from, format!("mount point `{}` from: {e}", mount.name)))?;
         }
-        let node_list = Arc::new(Value::Array(
-            nodes
-                .iter()
-                .map(|n| Value::Object(n.attributes.clone()))
-                .collect(),
-        ));
         if raw.expose_nodes_in_unit_env {
             attributes.apply(
-                &serde_json::json!({ EXPOSED_NODES: *node_list }),
+                &serde_json::json!({ EXPOSED_NODES: nodes.iter().map(|n| &n.attributes).collect::<Vec<_>>() }),
                 &format!("{} (exposeNodesInUnitEnv)", manifest_path.display()),
             );
         }
@@ -262,7 +255,6 @@ impl ServiceContext<'_> {
             mount_points,
             stop_timeout: raw.stop_timeout,
             attributes,
-            node_list,
             has_secrets,
         })
     }

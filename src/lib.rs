@@ -6,6 +6,7 @@ pub mod attributes;
 pub mod build;
 pub mod cache;
 pub mod cgroups;
+pub mod dependency;
 pub mod deploy;
 pub mod digest;
 pub mod engine;

@@ -4,6 +4,7 @@
 
 use crate::build::{self, BuildOptions, ImageSource};
 use crate::cache;
+use crate::dependency::PullPolicy;
 use crate::manifest;
 use crate::names::ImageName;
 use crate::pods;
@@ -27,7 +28,8 @@ pub enum Edge {
     Dependency,
     /// `builder.dependencies`: the root the builder runlevel runs in.
     Builder,
-    /// `tester.dependencies`: only `herd test` needs it.
+    /// `tester.dependencies` and `tester.aci.dependencies`: only `herd
+    /// test` needs it.
     Tester,
 }
 
@@ -179,8 +181,7 @@ fn read_unit(dir: &Path) -> Result<Unit> {
         .chain(
             manifest
                 .tester
-                .dependencies
-                .iter()
+                .all_dependencies()
                 .map(|d| (d.clone(), Edge::Tester)),
         )
         .collect();
@@ -338,7 +339,13 @@ impl Plan {
             (0..self.units.len()).map(|u| self.dependents(u)).collect();
         // git is asked once per repository, not once per image.
         let dirs: Vec<PathBuf> = self.units.iter().map(|u| u.dir.clone()).collect();
-        let revisions = crate::vcs::revisions(&dirs);
+        let generated: Vec<PathBuf> = self
+            .units
+            .iter()
+            .filter(|u| has_generated_version(&u.name))
+            .map(|u| u.dir.clone())
+            .collect();
+        let revisions = crate::vcs::revisions(&dirs, &generated);
         std::thread::scope(|scope| {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
@@ -443,29 +450,33 @@ impl Plan {
         let epoch = options
             .source_date_epoch
             .map_or_else(|| build::source_date_epoch_or(|| revision.epoch), Ok)?;
+        // Dependencies are resolved (and pulled, as `--pull` allows) once,
+        // here: the key is over what they resolve to, and the build then
+        // finds them in the store. What this plan builds is never pulled.
+        let mut dependency_digests = Vec::new();
+        for (name, _) in unit.needs.iter().filter(|(_, e)| *e != Edge::Tester) {
+            let parsed: ImageName = name.parse().map_err(anyhow::Error::msg)?;
+            let built_here = self
+                .units
+                .iter()
+                .any(|u| u.produces.contains(&parsed.repository()));
+            let policy = if built_here {
+                PullPolicy::Never
+            } else {
+                options.pull
+            };
+            let resolved = crate::dependency::resolve(store, &parsed, policy)
+                .with_context(|| format!("resolving dependency {name}{}", needed_by(unit, name)))?;
+            dependency_digests.push(resolved.reference());
+        }
         let options = BuildOptions {
             source_date_epoch: Some(epoch),
+            pull: PullPolicy::Never,
             ..options.clone()
         };
-        let dependency_digests: Vec<String> = unit
-            .needs
-            .iter()
-            .filter(|(_, e)| *e != Edge::Tester)
-            .map(|(name, _)| {
-                let resolved = name
-                    .parse::<ImageName>()
-                    .ok()
-                    .and_then(|n| store.resolve(&n).ok().flatten());
-                resolved.map_or_else(|| format!("{name} missing"), |d| d.digest().to_string())
-            })
-            .collect();
         // A generated version follows the commit, so the commit is an input.
-        let generated_version = unit
-            .name
-            .parse::<ImageName>()
-            .is_ok_and(|n| n.tag().is_none());
-        let commit = if generated_version {
-            revision.short_hash.clone().unwrap_or_default()
+        let commit = if has_generated_version(&unit.name) {
+            revision.commit_label()
         } else {
             String::new()
         };
@@ -501,6 +512,28 @@ impl Plan {
             tags: record.tags,
         })
     }
+}
+
+/// Which app of a pod unit needs `dependency` (" of app A of pod P"), for
+/// errors; nothing for an image.
+fn needed_by(unit: &Unit, dependency: &str) -> String {
+    if unit.kind != Kind::Pod {
+        return String::new();
+    }
+    let Ok((pod, _)) = pods::read_manifest(&unit.dir) else {
+        return String::new();
+    };
+    pod.pod
+        .apps
+        .iter()
+        .find(|app| app.dependencies.iter().any(|d| d == dependency))
+        .map(|app| format!(" of app {} of pod {}", pods::app_name(app), unit.name))
+        .unwrap_or_default()
+}
+
+/// Whether a unit's build generates its version (its name has none).
+fn has_generated_version(name: &str) -> bool {
+    name.parse::<ImageName>().is_ok_and(|n| n.tag().is_none())
 }
 
 /// A unit a worker is building. If the worker panics (a bug, or a report

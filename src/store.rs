@@ -126,6 +126,11 @@ impl Store {
 
     /// Opens the layout at `root`, creating an empty one if there is none.
     pub fn open(root: &Path) -> Result<Store> {
+        // Absolute from here on: blob paths are linked from elsewhere (a
+        // test's layout) and handed to tools run in other directories.
+        let root = std::path::absolute(root)
+            .with_context(|| format!("resolving the store path {}", root.display()))?;
+        let root = root.as_path();
         let store = Store {
             root: root.to_path_buf(),
             lease: Mutex::new(None),

@@ -260,7 +260,7 @@ Description=cassandra {{ hostname }}
 [Service]
 Environment=SEEDS={% for node in nodes %}{{ node.ip }}{% if not loop.last %},{% endif %}{% endfor %}
 Environment="PEERS={% for node in nodes %}{% if node.hostname != hostname %}{{ node.hostname }}:{{ node.rack }} {% endif %}{% endfor %}"
-{{ environment_lines }}
+{{ environment_lines | safe }}
 ExecStart=/usr/bin/podman run --rm --env SEEDS {{ images.0.reference }}
 "#;
     write_tree(

@@ -2,6 +2,7 @@
 
 use super::StoreArg;
 use herd::build::BuildOptions;
+use herd::dependency::PullPolicy;
 use herd::interrupt;
 use herd::layers::Compression;
 use herd::plan::{self, Event};
@@ -52,9 +53,22 @@ pub struct BuildArgs {
     #[arg(long)]
     no_cache: bool,
 
+    #[command(flatten)]
+    pull: PullArg,
+
     /// Print a JSON summary on stdout instead of "NAME DIGEST" lines.
     #[arg(long)]
     json: bool,
+}
+
+/// `--pull`, shared by `herd build` and `herd test`.
+#[derive(clap::Args)]
+pub struct PullArg {
+    /// When dependencies (and tester dependencies) are fetched from their
+    /// registry: never, only those missing from the store, or always
+    /// (what this run builds is never pulled)
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
 }
 
 /// The box build scripts run in; each flag wins over the manifest's
@@ -127,6 +141,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         runtime: args.runtime,
         sandbox: args.sandbox.choices(),
         label_output: jobs > 1 && plan.units.len() > 1,
+        pull: args.pull.pull,
     };
     let started = std::time::Instant::now();
     let terminal = std::io::stderr().is_terminal();

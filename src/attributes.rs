@@ -3,6 +3,9 @@
 //! merged by the rules of FORMATS.md section 4, with a record of which
 //! source set each value so `--explain` can say.
 
+pub mod secrets;
+pub use secrets::is_secret_key;
+
 use crate::error::InputError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -207,42 +210,10 @@ fn lookup<'a>(value: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').try_fold(value, |v, key| v.get(key))
 }
 
-/// Key names whose values are secrets: shown masked by `--explain` and logs.
-pub fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "passwd",
-        "secret",
-        "token",
-        "private_key",
-        "privatekey",
-        "api_key",
-        "apikey",
-        "credential",
-    ]
-    .iter()
-    .any(|marker| key.contains(marker))
-}
-
-/// A copy of `value` with the values of secret keys replaced by `"******"`.
+/// A copy of `value` with its secrets replaced by `"******"` wherever
+/// they appear (see `secrets::Masker`).
 pub fn mask_secrets(value: &Value) -> Value {
-    match value {
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| {
-                    let shown = if is_secret_key(k) && !v.is_object() {
-                        Value::from("******")
-                    } else {
-                        mask_secrets(v)
-                    };
-                    (k.clone(), shown)
-                })
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.iter().map(mask_secrets).collect()),
-        other => other.clone(),
-    }
+    secrets::Masker::new([value]).mask(value)
 }
 
 #[cfg(test)]

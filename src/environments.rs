@@ -3,17 +3,20 @@
 //! Loaded and validated strictly, with includes of `common-attributes/`
 //! resolved, and merged env -> service -> node for each unit.
 
-use crate::attributes::{AttributeFile, MergedAttributes};
+use crate::attributes::MergedAttributes;
 use crate::error::InputError;
 use crate::names::ImageName;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+mod includes;
 mod machines;
+mod services;
+use includes::with_includes;
 pub use machines::{Machine, SshDestination, parse_destination};
+use services::{ServiceContext, select_services};
 
 pub const CONFIG_FILE: &str = "config.yml";
 pub const SERVICE_MANIFEST: &str = "service-manifest.yml";
@@ -29,6 +32,10 @@ pub const FLEET_KEYS: [&str; 5] = [
     "Global",
 ];
 
+/// The attribute `exposeNodesInUnitEnv: true` gives the containers the
+/// service's nodes in (ggn's name).
+pub const EXPOSED_NODES: &str = "service_nodes";
+
 /// Seconds the app gets to stop on its own when the manifest does not say.
 const DEFAULT_STOP_TIMEOUT: u32 = 30;
 
@@ -39,7 +46,9 @@ const VOLUMES_ROOT: &str = "/var/lib/herd/volumes";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvConfig {
-    /// Prefixes every unit name: `<envName>_<service>_<hostname>`.
+    /// Prefixes every unit name: `<envName>_<service>_<hostname>`; the
+    /// environment's directory name when not given (as ggn did).
+    #[serde(default)]
     pub env_name: String,
     #[serde(default)]
     pub registry: Registry,
@@ -49,6 +58,10 @@ pub struct EnvConfig {
     /// The hosts `herd deploy` places units on.
     #[serde(default)]
     pub machines: Vec<Machine>,
+    /// ggn's fleet connection (endpoint, driver, ...): accepted so ggn
+    /// environments load, with a warning; herd does not talk to fleet.
+    #[serde(default, skip_serializing)]
+    fleet: Option<Value>,
 }
 
 /// How units reach the registry their images come from.
@@ -145,6 +158,9 @@ pub struct Service {
     pub timer_template: Option<TemplateFile>,
     /// The environment's attributes with the service's merged on top.
     attributes: MergedAttributes,
+    /// Whether the service's attributes hold a secret (see
+    /// `attributes::secrets`); a node's own map may add one.
+    pub has_secrets: bool,
 }
 
 /// A loaded, validated environment.
@@ -158,37 +174,6 @@ pub struct Environment {
     pub services: Vec<Service>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct RawManifest {
-    #[serde(default = "one")]
-    concurrent_updater: u32,
-    containers: Vec<String>,
-    nodes: Vec<RawNode>,
-    #[serde(default)]
-    mount_points: Vec<MountPoint>,
-    #[serde(default = "default_stop_timeout")]
-    stop_timeout: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-fn default_stop_timeout() -> u32 {
-    DEFAULT_STOP_TIMEOUT
-}
-
-/// A node: `hostname` is required, `fleet` typed, any other key is an
-/// attribute of the node.
-#[derive(Deserialize)]
-struct RawNode {
-    hostname: String,
-    fleet: Option<Vec<String>>,
-    #[serde(flatten)]
-    properties: Map<String, Value>,
-}
-
 impl Environment {
     /// Loads the environment at `dir` with every service.
     pub fn load(dir: &Path) -> Result<Environment, InputError> {
@@ -199,6 +184,17 @@ impl Environment {
     /// `only` (every service when it is empty). An unknown name is an error
     /// with the closest existing one.
     pub fn load_services(dir: &Path, only: &[String]) -> Result<Environment, InputError> {
+        Self::load_with(dir, only, None)
+    }
+
+    /// `load_services`, rendering the service manifests (which are
+    /// templates) with `extra` merged on top of each service's attributes:
+    /// `herd gen --attributes`.
+    pub fn load_with(
+        dir: &Path,
+        only: &[String],
+        extra: Option<&Value>,
+    ) -> Result<Environment, InputError> {
         let config_path = dir.join(CONFIG_FILE);
         if !config_path.is_file() {
             return Err(InputError::new(
@@ -206,31 +202,41 @@ impl Environment {
                 format!("not an environment: {CONFIG_FILE} is missing"),
             ));
         }
-        let config: EnvConfig = crate::yaml::read(&config_path)?;
+        let config_text = read_text(&config_path);
+        let mut config: EnvConfig = crate::yaml::parse(&config_path, &config_text)?;
+        if config.env_name.is_empty() && line_of(&config_text, "envName").is_none() {
+            config.env_name = dir_name(dir);
+        }
         check_name(&config.env_name).map_err(|e| InputError {
-            line: line_of(&read_text(&config_path), "envName"),
-            ..InputError::new(&config_path, format!("envName: {e}"))
+            line: line_of(&config_text, "envName"),
+            ..InputError::new(&config_path, format!("envName {:?}: {e}", config.env_name))
         })?;
+        if config.fleet.is_some() {
+            tracing::warn!(
+                "{}:{}: `fleet:` is ignored: herd does not talk to fleet (herd deploy reaches the `machines:` over SSH)",
+                config_path.display(),
+                line_of(&config_text, "fleet").unwrap_or(1)
+            );
+        }
         if let Some(domain) = &config.registry.domain {
             // The same check a name's domain gets, by building one.
             format!("{domain}/x")
                 .parse::<ImageName>()
                 .map_err(|e| InputError::new(&config_path, format!("registry.domain: {e}")))?;
         }
-        machines::check(&config.machines, &config_path, &read_text(&config_path))?;
-        let common = common_attributes_dir(dir);
+        machines::check(&config.machines, &config_path, &config_text)?;
         let mut attributes = MergedAttributes::new();
         attributes.apply_files(&with_includes(
             crate::attributes::read_dir(&dir.join("attributes"))?,
-            &common,
+            dir,
         )?);
         let partials = read_partials(&dir.join("templates"))?;
         let names = select_services(dir, only)?;
         let context = ServiceContext {
             env_dir: dir,
             config: &config,
-            common: &common,
             attributes: &attributes,
+            extra,
         };
         // Services are independent: read and validate them in parallel, then
         // report the first error in name order so output is deterministic.
@@ -270,6 +276,18 @@ impl Service {
         value
     }
 
+    /// Every node's map (hostname, ip, fleet, its attributes) in manifest
+    /// order: unit templates' `nodes`, and `service_nodes` with
+    /// `exposeNodesInUnitEnv`. Built on demand, once per service.
+    pub fn node_list(&self) -> Value {
+        Value::Array(
+            self.nodes
+                .iter()
+                .map(|n| Value::Object(n.attributes.clone()))
+                .collect(),
+        )
+    }
+
     pub fn node(&self, hostname: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.hostname == hostname)
     }
@@ -302,295 +320,6 @@ pub fn node_attributes(
             ))
         }
     }
-}
-
-/// Service names under `services/`, all or the selected ones, sorted.
-fn select_services(env_dir: &Path, only: &[String]) -> Result<Vec<String>, InputError> {
-    let services_dir = env_dir.join("services");
-    let mut all = vec![];
-    if services_dir.is_dir() {
-        let entries = std::fs::read_dir(&services_dir)
-            .map_err(|e| InputError::new(&services_dir, format!("cannot list: {e}")))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| InputError::new(&services_dir, format!("cannot list: {e}")))?;
-            if entry.path().is_dir() {
-                all.push(entry.file_name().to_string_lossy().into_owned());
-            }
-        }
-    }
-    all.sort();
-    if only.is_empty() {
-        return Ok(all);
-    }
-    let known: Vec<&str> = all.iter().map(String::as_str).collect();
-    let mut selected = vec![];
-    for name in only {
-        if !known.contains(&name.as_str()) {
-            let hint = crate::yaml::closest(name, &known)
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return Err(InputError::new(
-                &services_dir,
-                format!("no service `{name}`{hint}"),
-            ));
-        }
-        if !selected.contains(name) {
-            selected.push(name.clone());
-        }
-    }
-    selected.sort();
-    Ok(selected)
-}
-
-/// What loading one service needs from its environment.
-struct ServiceContext<'a> {
-    env_dir: &'a Path,
-    config: &'a EnvConfig,
-    common: &'a Path,
-    attributes: &'a MergedAttributes,
-}
-
-impl ServiceContext<'_> {
-    fn load(&self, name: &str) -> Result<Service, InputError> {
-        let dir = self.env_dir.join("services").join(name);
-        check_name(name)
-            .map_err(|e| InputError::new(&dir, format!("service directory name: {e}")))?;
-        let manifest_path = dir.join(SERVICE_MANIFEST);
-        if !manifest_path.is_file() {
-            return Err(InputError::new(
-                &dir,
-                format!("a service needs a {SERVICE_MANIFEST}"),
-            ));
-        }
-        let text = read_text(&manifest_path);
-        let raw: RawManifest = crate::yaml::parse(&manifest_path, &text)?;
-        let at = |needle: &str, message: String| InputError {
-            line: line_of(&text, needle),
-            ..InputError::new(&manifest_path, message)
-        };
-        if raw.concurrent_updater == 0 {
-            return Err(at(
-                "concurrentUpdater",
-                "concurrentUpdater must be at least 1".into(),
-            ));
-        }
-        if raw.containers.is_empty() {
-            return Err(at(
-                "containers",
-                "`containers` needs at least one image or pod name".into(),
-            ));
-        }
-        let containers = raw
-            .containers
-            .iter()
-            .map(|c| self.image_name(c).map_err(|e| at(c, e)))
-            .collect::<Result<Vec<_>, _>>()?;
-        if raw.nodes.is_empty() {
-            return Err(at(
-                "nodes",
-                "`nodes` needs at least one node with a `hostname`".into(),
-            ));
-        }
-        let mut nodes: Vec<Node> = vec![];
-        for raw_node in raw.nodes {
-            let hostname = raw_node.hostname;
-            check_name(&hostname)
-                .map_err(|e| at(&hostname, format!("hostname {hostname:?}: {e}")))?;
-            if nodes.iter().any(|n| n.hostname == hostname) {
-                let line = nth_line_with(&text, &["hostname", &hostname], 2);
-                return Err(InputError {
-                    line,
-                    ..InputError::new(
-                        &manifest_path,
-                        format!("hostname `{hostname}` is used by two nodes"),
-                    )
-                });
-            }
-            for line in raw_node.fleet.iter().flatten() {
-                // A line holding a newline is found by its first part.
-                let first = line.lines().next().unwrap_or(line);
-                check_fleet_line(line).map_err(|e| at(first, e))?;
-            }
-            let mut attributes = raw_node.properties;
-            attributes.insert("hostname".into(), Value::from(hostname.clone()));
-            if let Some(fleet) = &raw_node.fleet {
-                attributes.insert("fleet".into(), Value::from(fleet.clone()));
-            }
-            nodes.push(Node {
-                hostname,
-                fleet: raw_node.fleet.unwrap_or_default(),
-                attributes,
-            });
-        }
-        let mut mount_points = raw.mount_points;
-        let mut seen = HashSet::new();
-        for mount in &mut mount_points {
-            check_name(&mount.name).map_err(|e| {
-                at(
-                    &mount.name,
-                    format!("mount point name {:?}: {e}", mount.name),
-                )
-            })?;
-            if !seen.insert(mount.name.clone()) {
-                return Err(at(
-                    &mount.name,
-                    format!("mount point `{}` is listed twice", mount.name),
-                ));
-            }
-            let from = mount
-                .from
-                .get_or_insert_with(|| {
-                    format!(
-                        "{VOLUMES_ROOT}/{}/{name}/{}",
-                        self.config.env_name, mount.name
-                    )
-                })
-                .clone();
-            check_mount_path(&mount.path).map_err(|e| {
-                at(
-                    &mount.path,
-                    format!("mount point `{}` path: {e}", mount.name),
-                )
-            })?;
-            check_mount_path(&from)
-                .map_err(|e| at(&from, format!("mount point `{}` from: {e}", mount.name)))?;
-        }
-        let mut attributes = self.attributes.clone();
-        attributes.apply_files(&with_includes(
-            crate::attributes::read_dir(&dir.join("attributes"))?,
-            self.common,
-        )?);
-        let template = |file: &str| -> Result<Option<TemplateFile>, InputError> {
-            let path = dir.join(file);
-            if !path.is_file() {
-                return Ok(None);
-            }
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| InputError::new(&path, format!("cannot read: {e}")))?;
-            Ok(Some(TemplateFile {
-                name: format!("services/{name}/{file}"),
-                path,
-                text,
-            }))
-        };
-        Ok(Service {
-            name: name.to_string(),
-            unit_template: template(UNIT_TEMPLATE)?,
-            timer_template: template(TIMER_TEMPLATE)?,
-            dir,
-            manifest_path,
-            concurrent_updater: raw.concurrent_updater,
-            containers,
-            nodes,
-            mount_points,
-            stop_timeout: raw.stop_timeout,
-            attributes,
-        })
-    }
-
-    /// Parses a container name, giving it the registry domain when it has
-    /// none.
-    fn image_name(&self, text: &str) -> Result<ImageName, String> {
-        let name: ImageName = text.parse()?;
-        match (name.domain(), &self.config.registry.domain) {
-            (Some(_), _) => Ok(name),
-            (None, Some(domain)) => name.with_domain(domain),
-            (None, None) => Err(format!(
-                "container {text:?} has no registry domain; write it as aci.example.com/{text} or set registry.domain in {CONFIG_FILE}"
-            )),
-        }
-    }
-}
-
-/// Where `include: [a.b]` looks: `common-attributes/` of the environment,
-/// or, when it has none, the one beside the `env/` directory holding it.
-fn common_attributes_dir(env_dir: &Path) -> PathBuf {
-    let own = env_dir.join("common-attributes");
-    if own.is_dir() {
-        own
-    } else {
-        env_dir.join("../../common-attributes")
-    }
-}
-
-/// `files` with the common files they include placed before each of them,
-/// so that an including file's own values win over what it includes (the
-/// reverse of ggn, see FORMATS.md section 8). Includes nest; a common file
-/// included several times in one layer is merged once, at its first
-/// include, so a later include does not undo values set in between.
-fn with_includes(
-    files: Vec<AttributeFile>,
-    common: &Path,
-) -> Result<Vec<AttributeFile>, InputError> {
-    let mut out = vec![];
-    let mut seen = HashSet::new();
-    for file in files {
-        push_with_includes(file, common, &mut out, &mut seen, &mut vec![])?;
-    }
-    Ok(out)
-}
-
-fn push_with_includes(
-    file: AttributeFile,
-    common: &Path,
-    out: &mut Vec<AttributeFile>,
-    seen: &mut HashSet<PathBuf>,
-    stack: &mut Vec<PathBuf>,
-) -> Result<(), InputError> {
-    for include in &file.includes {
-        let path = include_path(&file, include, common)?;
-        if stack.contains(&path) || path == file.path {
-            let line = line_of(&read_text(&file.path), include);
-            return Err(InputError {
-                line,
-                ..InputError::new(
-                    &file.path,
-                    format!(
-                        "include `{include}` includes itself through {}",
-                        path.display()
-                    ),
-                )
-            });
-        }
-        if !seen.insert(path.clone()) {
-            continue;
-        }
-        let included = AttributeFile::read(&path)?;
-        stack.push(file.path.clone());
-        push_with_includes(included, common, out, seen, stack)?;
-        stack.pop();
-    }
-    out.push(file);
-    Ok(())
-}
-
-/// `nerve.base` -> `<common>/nerve/base.yml` (or `.yaml`).
-fn include_path(file: &AttributeFile, include: &str, common: &Path) -> Result<PathBuf, InputError> {
-    let error = |message: String| InputError {
-        line: line_of(&read_text(&file.path), include),
-        ..InputError::new(&file.path, message)
-    };
-    let parts: Vec<&str> = include.split('.').collect();
-    if parts
-        .iter()
-        .any(|p| p.is_empty() || p.contains(['/', '\\']))
-    {
-        return Err(error(format!(
-            "include `{include}`: expected dotted names like `nerve.base` (for common-attributes/nerve/base.yml)"
-        )));
-    }
-    let stem = common.join(parts.join("/"));
-    for extension in ["yml", "yaml"] {
-        let candidate = stem.with_extension(extension);
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(error(format!(
-        "include `{include}`: there is no {}.yml",
-        stem.display()
-    )))
 }
 
 /// `templates/**/*.partial`, named by their path below `templates/`.
@@ -635,56 +364,16 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Mount paths go unquoted into podman's `--volume from:path` and a
-/// systemd command line, so they are kept to characters neither treats
-/// specially.
-fn check_mount_path(path: &str) -> Result<(), String> {
-    if !path.starts_with('/') {
-        return Err(format!("{path:?} must be absolute"));
-    }
-    if !path.chars().all(|c| {
-        c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '.' | '-' | '+' | '@' | ',' | '=')
-    }) {
-        return Err(format!(
-            "{path:?} may only hold letters, digits and / _ . - + @ , ="
-        ));
-    }
-    Ok(())
-}
-
-/// `Key=Value` with one of fleet's keys.
-fn check_fleet_line(line: &str) -> Result<(), String> {
-    let expected = FLEET_KEYS.join(", ");
-    // A newline would end the line in the unit and start another one
-    // (`[Service]`, `ExecStartPre=`...).
-    if line.chars().any(char::is_control) {
-        return Err(format!(
-            "fleet line {line:?} holds a newline or another control character; a unit line cannot"
-        ));
-    }
-    let Some((key, value)) = line.split_once('=') else {
-        return Err(format!(
-            "fleet line {line:?}: expected `Key=Value` with a key among {expected}"
-        ));
-    };
-    let key = key.trim();
-    if !FLEET_KEYS.contains(&key) {
-        let hint = crate::yaml::closest(key, &FLEET_KEYS)
-            .map(|c| format!(" (did you mean `{c}`?)"))
-            .unwrap_or_default();
-        return Err(format!(
-            "fleet line {line:?}: unknown key `{key}`{hint}; fleet knows {expected}"
-        ));
-    }
-    if value.trim().is_empty() {
-        return Err(format!("fleet line {line:?}: `{key}` needs a value"));
-    }
-    if key == "MachineMetadata" && !value.contains('=') {
-        return Err(format!(
-            "fleet line {line:?}: MachineMetadata takes `name=value` pairs"
-        ));
-    }
-    Ok(())
+/// The last component of `dir` (`env/prod-dc1/` -> `prod-dc1`), through
+/// `.` and symbolic links.
+fn dir_name(dir: &Path) -> String {
+    dir.canonicalize()
+        .ok()
+        .as_deref()
+        .unwrap_or(dir)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A file's text for locating an error; an unreadable file has no lines.

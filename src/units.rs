@@ -3,14 +3,17 @@
 //! memory from Tera templates over the node's merged attributes, then
 //! written all at once or compared with what is on disk.
 
+mod changes;
 mod escape;
 mod kubernetes;
 mod output;
 
 pub use crate::environments::Target;
+pub use changes::{attribute_changes, carries_secrets, hide_carried};
 pub use kubernetes::readiness_probe;
 pub use output::{Check, check_units, unified_diff, write_units};
 
+use crate::attributes::secrets;
 use crate::environments::{Environment, Node, Service, TemplateFile};
 use crate::error::InputError;
 use crate::lifecycle::Lifecycle;
@@ -21,7 +24,7 @@ use base64::Engine;
 use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// Generated (or existing) output: path below the output directory ->
@@ -30,6 +33,9 @@ pub type Files = BTreeMap<PathBuf, Vec<u8>>;
 
 /// The files of one unit: its `.service` (and `.timer`), or its `.yaml`.
 type UnitFiles = Vec<(PathBuf, Vec<u8>)>;
+
+/// A unit's files, each with whether it holds secrets.
+type MarkedFiles = Vec<(PathBuf, Vec<u8>, bool)>;
 
 /// Base64 characters per `Environment=HERD_ATTRIBUTES_<i>=` line. With the
 /// key, a line stays under 2048 bytes, the LINE_MAX that systemd before
@@ -162,40 +168,67 @@ fn chunks(text: &str) -> Vec<&str> {
     if chunks.is_empty() { vec![""] } else { chunks }
 }
 
+/// What `generate_all` makes: the files, and which of them carry secret
+/// attributes (written 0640 rather than world-readable).
+#[derive(Debug, Default)]
+pub struct Generated {
+    pub files: Files,
+    pub private: BTreeSet<PathBuf>,
+}
+
 /// Renders every unit of `env` for `target`, resolving images through
 /// `store` when given. Nothing is written; any failure fails the whole.
 pub fn generate(env: &Environment, target: Target, store: Option<&Store>) -> Result<Files> {
+    Ok(generate_all(env, target, store)?.files)
+}
+
+/// `generate`, also saying which files hold secrets.
+pub fn generate_all(env: &Environment, target: Target, store: Option<&Store>) -> Result<Generated> {
     let images = resolve_services(env, store)?;
     // Kubernetes output renders only timers (their schedule), but a broken
     // template fails either target.
     let templates = Templates::load(env)?;
+    let node_lists: Vec<Option<Value>> = env
+        .services
+        .iter()
+        .map(|s| templates.use_nodes(s).then(|| s.node_list()))
+        .collect();
     let work: Vec<(usize, &Service, &Node)> = env
         .services
         .iter()
         .enumerate()
         .flat_map(|(i, service)| service.nodes.iter().map(move |node| (i, service, node)))
         .collect();
-    let rendered: Vec<Result<UnitFiles>> = work
+    // Each file with whether it is private.
+    let rendered: Vec<Result<MarkedFiles>> = work
         .par_iter()
         .map(|(i, service, node)| {
             let mut unit = Unit::new(env, service, node, &images[*i]);
+            unit.nodes = node_lists[*i].as_ref();
             match target {
-                Target::Systemd => templates.render(&mut unit),
+                Target::Systemd => {
+                    // The unit's text carries its attributes, secrets too.
+                    let private = service.has_secrets || secrets::map_has_secrets(&node.attributes);
+                    let files = templates.render(&mut unit)?;
+                    Ok(files.into_iter().map(|(p, c)| (p, c, private)).collect())
+                }
                 Target::Kubernetes => {
-                    let document = match templates.on_calendar(&mut unit)? {
-                        Some(event) => kubernetes::cron_job(&unit, &event)?,
-                        None => kubernetes::pod(&unit)?,
-                    };
-                    Ok(vec![(unit.path("yaml"), document.into_bytes())])
+                    let event = templates.on_calendar(&mut unit)?;
+                    kubernetes::files(&unit, event.as_ref())
                 }
             }
         })
         .collect();
-    let mut files = Files::new();
+    let mut generated = Generated::default();
     for result in rendered {
-        files.extend(result?);
+        for (path, content, private) in result? {
+            if private {
+                generated.private.insert(path.clone());
+            }
+            generated.files.insert(path, content);
+        }
     }
-    Ok(files)
+    Ok(generated)
 }
 
 /// Each service's images, resolving every distinct name once.
@@ -235,6 +268,9 @@ struct Unit<'a> {
     attributes: Value,
     attributes_json: String,
     attributes_base64: String,
+    /// The service's `nodes`, when its templates read it (only built for
+    /// them, once per service, borrowed by its units).
+    nodes: Option<&'a Value>,
 }
 
 impl<'a> Unit<'a> {
@@ -257,6 +293,7 @@ impl<'a> Unit<'a> {
             attributes,
             attributes_json,
             attributes_base64,
+            nodes: None,
         }
     }
 
@@ -312,6 +349,11 @@ impl<'a> Unit<'a> {
         if let Value::Object(extra) = extra {
             context.extend(extra);
         }
+        if let Some(nodes) = self.nodes {
+            // Tera's context owns its values: one copy of the service's
+            // list per unit, and only for templates that read it.
+            context.insert("nodes".into(), nodes.clone());
+        }
         Value::Object(context)
     }
 }
@@ -321,6 +363,8 @@ impl<'a> Unit<'a> {
 struct Templates {
     tera: tera::Tera,
     files: HashMap<String, TemplateFile>,
+    /// The templates (by name) that read `nodes`.
+    reading_nodes: HashSet<String>,
 }
 
 impl Templates {
@@ -353,7 +397,36 @@ impl Templates {
                 .map_or_else(|| PathBuf::from(&name), |t| t.path.clone());
             return Err(InputError::new(&path, message));
         }
-        Ok(Templates { tera, files })
+        let reading_nodes = tera
+            .templates
+            .iter()
+            .filter(|(_, template)| {
+                crate::templates::idents(&template.ast)
+                    .iter()
+                    .any(|ident| ident.split(['.', '[']).next() == Some("nodes"))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Templates {
+            tera,
+            files,
+            reading_nodes,
+        })
+    }
+
+    /// Whether rendering `service` may read `nodes`: its own templates or
+    /// any partial (which it may include) do.
+    fn use_nodes(&self, service: &Service) -> bool {
+        !self.reading_nodes.is_empty()
+            && (self
+                .reading_nodes
+                .iter()
+                .any(|name| name.ends_with(".partial"))
+                || service
+                    .unit_template
+                    .iter()
+                    .chain(&service.timer_template)
+                    .any(|t| self.reading_nodes.contains(&t.name)))
     }
 
     fn render(&self, unit: &mut Unit) -> Result<UnitFiles> {

@@ -3,7 +3,8 @@
 //! from.
 
 use anyhow::{Result, bail};
-use herd::attributes::{MergedAttributes, is_secret_key, mask_secrets};
+use herd::attributes::MergedAttributes;
+use herd::attributes::secrets::Masker;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -94,21 +95,14 @@ fn print(value: &Value, format: Format) -> Result<()> {
 
 /// One line per value, `path: value  # source`, or a JSON list.
 fn print_explained(merged: &MergedAttributes, format: Format) -> Result<()> {
-    let masked = mask_secrets(merged.value());
+    // A secret is hidden wherever it appears: under its own key, and
+    // inside any other value that repeats it (a password in a DSN).
+    let masker = Masker::new([merged.value()]);
     let rows: Vec<(String, Value, String)> = merged
         .explain()
         .into_iter()
         .map(|(path, value, source)| {
-            // As the init's debug log does: a value below a secret-looking
-            // key (`passwords.root`) is a secret too.
-            let shown = if path.split('.').any(is_secret_key) {
-                Value::from("******")
-            } else {
-                path.split('.')
-                    .try_fold(&masked, |v, key| v.get(key))
-                    .cloned()
-                    .unwrap_or(value)
-            };
+            let shown = masker.mask_at(&path, &value);
             (path, shown, source)
         })
         .collect();

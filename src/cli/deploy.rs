@@ -26,6 +26,10 @@ pub struct Reach {
     /// OCI image store to pin images by digest from (as herd gen)
     #[arg(long, env = "HERD_STORE", value_name = "DIR")]
     pub store: Option<PathBuf>,
+
+    /// Attributes the service manifests are rendered with (as herd gen)
+    #[arg(long, value_name = "JSON|FILE")]
+    pub attributes: Option<String>,
 }
 
 /// Roll an environment's units out to its machines (config.yml
@@ -92,7 +96,8 @@ pub struct StatusArgs {
 
 /// The environment's units, placed, and connections to its machines.
 fn prepare(env_dir: &std::path::Path, reach: &Reach) -> Result<(Environment, Plan, Connections)> {
-    let env = Environment::load(env_dir)?;
+    let extra = super::r#gen::manifest_attributes(reach.attributes.as_deref())?;
+    let env = Environment::load_with(env_dir, &[], extra.as_ref())?;
     if env.config.target == Target::Kubernetes {
         tracing::info!("config.yml says target: kubernetes; herd deploy places the systemd units");
     }
@@ -107,9 +112,10 @@ fn prepare(env_dir: &std::path::Path, reach: &Reach) -> Result<(Environment, Pla
     Ok((env, plan, conn))
 }
 
-fn check_services(env: &Environment, services: &[String]) -> Result<()> {
+fn check_services(env: &Environment, services: &[String], reach: &Reach) -> Result<()> {
     // The same check (and did-you-mean) as herd gen.
-    Environment::load_services(&env.dir, services)?;
+    let extra = super::r#gen::manifest_attributes(reach.attributes.as_deref())?;
+    Environment::load_with(&env.dir, services, extra.as_ref())?;
     Ok(())
 }
 
@@ -119,7 +125,7 @@ pub fn run_deploy(args: DeployArgs) -> Result<ExitCode> {
         rollout::unlock(&plan, &conn, service)?;
         return Ok(ExitCode::SUCCESS);
     }
-    check_services(&env, &args.services)?;
+    check_services(&env, &args.services, &args.reach)?;
     if args.plan {
         rollout::print_plan(&plan, &conn, &args.services)?;
         return Ok(ExitCode::SUCCESS);
@@ -147,7 +153,7 @@ pub fn run_deploy(args: DeployArgs) -> Result<ExitCode> {
 
 pub fn run_status(args: StatusArgs) -> Result<ExitCode> {
     let (env, plan, conn) = prepare(&args.env_dir, &args.reach)?;
-    check_services(&env, &args.services)?;
+    check_services(&env, &args.services, &args.reach)?;
     let units = status::status(&plan, &conn, &args.services)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&units)?);

@@ -44,14 +44,23 @@ pub struct GenArgs {
     #[arg(long, value_name = "DIR")]
     pub check: Option<PathBuf>,
 
-    /// With --check, also print a unified diff of each difference
+    /// With --check, also print a unified diff of each difference, and the
+    /// attributes it changes, decoded (`- log.level: info`, secrets masked)
     #[arg(long, requires = "check")]
     pub diff: bool,
+
+    /// Attributes the service manifests are rendered with, on top of the
+    /// environment's and the service's (`containers:
+    /// [aci.example.com/pod-db:{{ version }}]`): JSON (optionally
+    /// `base64,`-prefixed), or the path of a JSON or YAML file
+    #[arg(long, value_name = "JSON|FILE")]
+    pub attributes: Option<String>,
 }
 
 pub fn run(args: GenArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
-    let env = Environment::load_services(&args.env_dir, &args.services)?;
+    let extra = manifest_attributes(args.attributes.as_deref())?;
+    let env = Environment::load_with(&args.env_dir, &args.services, extra.as_ref())?;
     tracing::debug!(
         "loaded {} in {:?}",
         count(env.services.len(), "service"),
@@ -59,7 +68,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
     );
     let target = args.target.unwrap_or(env.config.target);
     let store = open_store(args.store.as_deref())?;
-    let files = units::generate(&env, target, store.as_ref())?;
+    let units::Generated { files, private } = units::generate_all(&env, target, store.as_ref())?;
     tracing::debug!(
         "rendered {} in {:?}",
         count(files.len(), "file"),
@@ -77,7 +86,27 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
                 if args.diff {
                     let old = check.existing.get(path).map(Vec::as_slice);
                     let new = files.get(path).map(Vec::as_slice);
-                    print!("{}", units::unified_diff(path, old, new));
+                    // A file holding secrets (now, or on disk) shows its
+                    // attribute lines only decoded and masked, below.
+                    let secret = private.contains(path) || old.is_some_and(units::carries_secrets);
+                    if secret {
+                        let hide = |c: Option<&[u8]>| c.map(units::hide_carried);
+                        let (old, new) = (hide(old), hide(new));
+                        print!(
+                            "{}",
+                            units::unified_diff(path, old.as_deref(), new.as_deref())
+                        );
+                    } else {
+                        print!("{}", units::unified_diff(path, old, new));
+                    }
+                    if let Some(lines) = units::attribute_changes(old, new)
+                        && !lines.is_empty()
+                    {
+                        println!("# attribute changes, decoded (secrets masked):");
+                        for line in lines {
+                            println!("{line}");
+                        }
+                    }
                 }
             }
         }
@@ -91,7 +120,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         Some(out) => out.clone(),
         None => default_out(&args.env_dir, &env.config.env_name)?,
     };
-    let changed = units::write_units(&out, &files, &args.services)?;
+    let changed = units::write_units(&out, &files, &private, &args.services)?;
     tracing::debug!("wrote them in {:?}", started.elapsed());
     let what = format!(
         "{} for {}",
@@ -103,6 +132,14 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
         false => eprintln!("{} is up to date ({what})", out.display()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--attributes JSON|FILE`, which service manifests are rendered with.
+pub fn manifest_attributes(argument: Option<&str>) -> Result<Option<serde_json::Value>> {
+    argument
+        .map(herd::init::overrides::parse_argument)
+        .transpose()
+        .map_err(anyhow::Error::msg)
 }
 
 /// The store images are pinned from, if one is given. Opening would

@@ -5,20 +5,108 @@
 use super::Unit;
 use crate::error::InputError;
 use anyhow::{Result, bail};
+use base64::Engine;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The Pod for `unit`, as YAML.
-pub(super) fn pod(unit: &Unit) -> Result<String> {
+/// The files of `unit`: its Pod, or with a timer (whose `OnCalendar=` is
+/// `event`) its CronJob, and when some of its attributes are secret, a
+/// Secret holding those (`<unit>.secret.yaml`, the only private file).
+pub(super) fn files(unit: &Unit, event: Option<&CalendarEvent>) -> Result<super::MarkedFiles> {
+    let attributes = Attributes::of(unit)?;
+    let (object, name) = match event {
+        Some(event) => cron_job(unit, event, &attributes)?,
+        None => pod(unit, &attributes)?,
+    };
+    let mut files = vec![(
+        unit.path("yaml"),
+        document(unit, &object)?.into_bytes(),
+        false,
+    )];
+    if let Some(secret) = &attributes.secret {
+        let secret_name = secret_name(&name);
+        if secret_name.len() > 253 {
+            bail!(
+                "{}: the Secret name {secret_name} is longer than the 253 characters Kubernetes allows",
+                unit.service.manifest_path.display()
+            );
+        }
+        let object = json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": secret_name, "labels": object["metadata"]["labels"]},
+            "type": "Opaque",
+            "data": {SECRET_KEY: base64::engine::general_purpose::STANDARD.encode(secret)},
+        });
+        files.push((
+            unit.path("secret.yaml"),
+            document(unit, &object)?.into_bytes(),
+            true,
+        ));
+    }
+    Ok(files)
+}
+
+/// The key of a unit's Secret that holds its secret attributes (JSON).
+const SECRET_KEY: &str = "attributes";
+
+fn secret_name(object_name: &str) -> String {
+    format!("{object_name}-attributes")
+}
+
+/// A unit's attributes as its Pod passes them: the public ones as a value,
+/// the secret ones (if any) kept for a Secret.
+struct Attributes<'a> {
+    public_base64: std::borrow::Cow<'a, str>,
+    secret: Option<String>,
+}
+
+impl<'a> Attributes<'a> {
+    fn of(unit: &'a Unit) -> Result<Attributes<'a>> {
+        let has_secrets = unit.service.has_secrets
+            || crate::attributes::secrets::map_has_secrets(&unit.node.attributes);
+        if !has_secrets {
+            return Ok(Attributes {
+                public_base64: unit.attributes_base64.as_str().into(),
+                secret: None,
+            });
+        }
+        let value: Value = serde_json::from_str(&unit.attributes_json)?;
+        let (public, secret) = crate::attributes::secrets::split(&value);
+        Ok(Attributes {
+            public_base64: base64::engine::general_purpose::STANDARD
+                .encode(public.to_string())
+                .into(),
+            secret: Some(secret.to_string()),
+        })
+    }
+
+    /// The containers' environment entries for the attributes: the public
+    /// ones in `HERD_ATTRIBUTES`, the secret ones in `HERD_ATTRIBUTES_0`
+    /// from the Secret (the init merges both; they share no attribute).
+    fn env(&self, object_name: &str) -> Vec<Value> {
+        let mut env = vec![
+            json!({"name": "HERD_ATTRIBUTES", "value": format!("base64,{}", self.public_base64)}),
+        ];
+        if self.secret.is_some() {
+            env.push(json!({"name": "HERD_ATTRIBUTES_COUNT", "value": "1"}));
+            env.push(json!({"name": "HERD_ATTRIBUTES_0", "valueFrom": {"secretKeyRef": {"name": secret_name(object_name), "key": SECRET_KEY}}}));
+        }
+        env
+    }
+}
+
+/// The Pod for `unit`, and its name.
+fn pod(unit: &Unit, attributes: &Attributes) -> Result<(Value, String)> {
     let (name, labels) = identity(unit, "Pod", 253)?;
     let pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": labels},
-        "spec": pod_spec(unit, "Always"),
+        "spec": pod_spec(unit, "Always", &attributes.env(&name)),
     });
-    document(unit, &pod)
+    Ok((pod, name))
 }
 
 /// The one `OnCalendar=` of a unit's timer, and where it is written.
@@ -44,7 +132,11 @@ pub(super) enum EventLine {
 /// The CronJob for `unit`, a service with a timer whose `OnCalendar=` is
 /// `event` (see [`cron_schedule`]): each run is a Job whose Pod is pinned
 /// like a service's.
-pub(super) fn cron_job(unit: &Unit, event: &CalendarEvent) -> Result<String> {
+fn cron_job(
+    unit: &Unit,
+    event: &CalendarEvent,
+    attributes: &Attributes,
+) -> Result<(Value, String)> {
     // A CronJob's name becomes its Jobs' names plus 11 characters, and a
     // Job's name is at most 63 characters long.
     let (name, labels) = identity(unit, "CronJob", 52)?;
@@ -70,7 +162,7 @@ pub(super) fn cron_job(unit: &Unit, event: &CalendarEvent) -> Result<String> {
         "concurrencyPolicy": "Forbid",
         "jobTemplate": {
             "metadata": {"labels": labels},
-            "spec": {"template": {"metadata": {"labels": labels}, "spec": pod_spec(unit, "OnFailure")}},
+            "spec": {"template": {"metadata": {"labels": labels}, "spec": pod_spec(unit, "OnFailure", &attributes.env(&name))}},
         },
     });
     if let Some(zone) = schedule.time_zone {
@@ -82,7 +174,7 @@ pub(super) fn cron_job(unit: &Unit, event: &CalendarEvent) -> Result<String> {
         "metadata": {"name": name, "labels": labels},
         "spec": spec,
     });
-    document(unit, &job)
+    Ok((job, name))
 }
 
 /// The name (the unit's, as a DNS name) and labels of the object of
@@ -114,7 +206,7 @@ fn identity(unit: &Unit, kind: &str, max_name: usize) -> Result<(String, Value)>
 
 /// What the service's Pod runs on its node: its images with the attributes
 /// in their environment, its volumes, pinned to the node's host.
-fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
+fn pod_spec(unit: &Unit, restart_policy: &str, attributes_env: &[Value]) -> Value {
     let service = unit.service;
     let volume_mounts: Vec<Value> = service
         .mount_points
@@ -125,13 +217,14 @@ fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
         .images
         .iter()
         .map(|image| {
+            let mut env = attributes_env.to_vec();
+            env.push(
+                json!({"name": "HERD_STOP_TIMEOUT", "value": service.stop_timeout.to_string()}),
+            );
             json!({
                 "name": dns_label(&image.app),
                 "image": image.reference,
-                "env": [
-                    {"name": "HERD_ATTRIBUTES", "value": format!("base64,{}", unit.attributes_base64)},
-                    {"name": "HERD_STOP_TIMEOUT", "value": service.stop_timeout.to_string()},
-                ],
+                "env": env,
                 "volumeMounts": volume_mounts,
                 "readinessProbe": readiness_probe(&image.lifecycle),
             })

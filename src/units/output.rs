@@ -29,17 +29,26 @@ impl Check {
 /// Compares `files` with `dir` (a missing directory is empty). When
 /// `services` is not empty, only their subdirectories are compared.
 pub fn check_units(dir: &Path, files: &Files, services: &[String]) -> Result<Check> {
-    compare(dir, &list(dir)?, files, services, true)
+    compare(dir, &list(dir)?, files, services, true, None)
 }
 
+/// Mode of a generated file holding secrets: root's group may read it
+/// (for tools that inspect units), others may not.
+pub const PRIVATE_MODE: u32 = 0o640;
+/// Mode of the other generated files, whatever the umask: units are for
+/// everyone to read.
+pub const PUBLIC_MODE: u32 = 0o644;
+
 /// `check_units` over an already listed directory; `keep_existing` keeps
-/// the old content of what differs, for diffs.
+/// the old content of what differs, for diffs. With `private`, a file of
+/// the same content but another mode than it is to have differs too.
 fn compare(
     dir: &Path,
     listed: &[PathBuf],
     files: &Files,
     services: &[String],
     keep_existing: bool,
+    private: Option<&BTreeSet<PathBuf>>,
 ) -> Result<Check> {
     let on_disk: BTreeSet<&PathBuf> = listed.iter().filter(|p| in_scope(p, services)).collect();
     let mut check = Check::default();
@@ -48,7 +57,12 @@ fn compare(
         .par_iter()
         .map(|(path, content)| match on_disk.contains(path) {
             false => Ok(None),
-            true => read(dir, path).map(|old| (old != *content).then_some(old)),
+            true => read(dir, path).map(|old| {
+                let mode_differs = private.is_some_and(|private| {
+                    mode_of(&dir.join(path)) != Some(wanted_mode(private, path))
+                });
+                (old != *content || mode_differs).then_some(old)
+            }),
         })
         .collect::<Result<_>>()?;
     for ((path, _), old) in files.iter().zip(differing) {
@@ -81,7 +95,12 @@ fn compare(
 /// is touched when no file changed: creating and deleting thousands of
 /// files is what costs, not rendering them. A directory holding anything
 /// `herd gen` would not have written is refused rather than replaced.
-pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<bool> {
+pub fn write_units(
+    dir: &Path,
+    files: &Files,
+    private: &BTreeSet<PathBuf>,
+    services: &[String],
+) -> Result<bool> {
     // Replace what a symbolic link points at, not the link.
     let resolved;
     let dir = match std::fs::symlink_metadata(dir) {
@@ -121,7 +140,7 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
             foreign.display()
         );
     }
-    let check = compare(dir, &existing, files, services, false)?;
+    let check = compare(dir, &existing, files, services, false, Some(private))?;
     if check.is_clean() && dir.is_dir() {
         return Ok(false);
     }
@@ -140,7 +159,9 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
     paths.par_iter().try_for_each(|path| {
         let target = temp.path().join(path);
         match files.get(*path) {
-            Some(content) if fresh.contains(path) => std::fs::write(&target, content),
+            Some(content) if fresh.contains(path) => {
+                write_with_mode(&target, content, wanted_mode(private, path))
+            }
             _ => link_or_copy(&dir.join(path), &target),
         }
         .with_context(|| format!("writing {}", target.display()))
@@ -180,6 +201,35 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
             let _ = remove_tree(&entry.path());
         }
     }
+}
+
+fn wanted_mode(private: &BTreeSet<PathBuf>, path: &Path) -> u32 {
+    if private.contains(path) {
+        PRIVATE_MODE
+    } else {
+        PUBLIC_MODE
+    }
+}
+
+fn mode_of(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// Creates `path` with exactly `mode` (not less by the umask, and never
+/// more for a moment: a secret is not readable between create and chmod).
+fn write_with_mode(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & PRIVATE_MODE)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    file.write_all(content)
 }
 
 fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -316,10 +366,10 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let out = root.path().join("units/prod");
         let first = files(&[("a/p_a_h1.service", "one\n"), ("b/p_b_h1.service", "two\n")]);
-        assert!(write_units(&out, &first, &[]).unwrap());
+        assert!(write_units(&out, &first, &BTreeSet::new(), &[]).unwrap());
         assert!(check_units(&out, &first, &[]).unwrap().is_clean());
         assert!(
-            !write_units(&out, &first, &[]).unwrap(),
+            !write_units(&out, &first, &BTreeSet::new(), &[]).unwrap(),
             "nothing changed, nothing to write"
         );
         let second = files(&[
@@ -336,7 +386,7 @@ mod tests {
             Some(b"one!\n"),
         );
         assert!(diff.contains("-one\n+one!\n"), "{diff}");
-        write_units(&out, &second, &[]).unwrap();
+        write_units(&out, &second, &BTreeSet::new(), &[]).unwrap();
         assert!(!out.join("b").exists());
         let beside: Vec<String> = std::fs::read_dir(out.parent().unwrap())
             .unwrap()
@@ -348,7 +398,13 @@ mod tests {
         let inode =
             |p: &str| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(out.join(p)).unwrap());
         let c_before = inode("c/p_c_h1.service");
-        write_units(&out, &files(&[("a/p_a_h2.service", "x\n")]), &["a".into()]).unwrap();
+        write_units(
+            &out,
+            &files(&[("a/p_a_h2.service", "x\n")]),
+            &BTreeSet::new(),
+            &["a".into()],
+        )
+        .unwrap();
         assert_eq!(inode("c/p_c_h1.service"), c_before);
         assert!(!out.join("a/p_a_h1.service").exists());
     }
@@ -362,7 +418,13 @@ mod tests {
         std::fs::write(abandoned.join("p_a_h1.service"), "half").unwrap();
         let other = root.path().join(".preprod.herd-x1Y2z3");
         std::fs::create_dir_all(&other).unwrap();
-        write_units(&out, &files(&[("a/p_a_h1.service", "one\n")]), &[]).unwrap();
+        write_units(
+            &out,
+            &files(&[("a/p_a_h1.service", "one\n")]),
+            &BTreeSet::new(),
+            &[],
+        )
+        .unwrap();
         assert!(!root.path().join(".prod.herd-x1Y2z3").exists());
         assert!(
             other.exists(),
@@ -374,10 +436,22 @@ mod tests {
     fn a_symbolic_link_keeps_pointing_at_the_new_units() {
         let root = tempfile::tempdir().unwrap();
         let real = root.path().join("real");
-        write_units(&real, &files(&[("a/x.service", "1\n")]), &[]).unwrap();
+        write_units(
+            &real,
+            &files(&[("a/x.service", "1\n")]),
+            &BTreeSet::new(),
+            &[],
+        )
+        .unwrap();
         let link = root.path().join("link");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        write_units(&link, &files(&[("a/x.service", "2\n")]), &[]).unwrap();
+        write_units(
+            &link,
+            &files(&[("a/x.service", "2\n")]),
+            &BTreeSet::new(),
+            &[],
+        )
+        .unwrap();
         assert!(
             std::fs::symlink_metadata(&link)
                 .unwrap()
@@ -394,7 +468,13 @@ mod tests {
     fn a_directory_with_other_files_is_not_replaced() {
         let root = tempfile::tempdir().unwrap();
         std::fs::write(root.path().join("notes.txt"), "keep me").unwrap();
-        let err = write_units(root.path(), &files(&[("a/x.service", "")]), &[]).unwrap_err();
+        let err = write_units(
+            root.path(),
+            &files(&[("a/x.service", "")]),
+            &BTreeSet::new(),
+            &[],
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("notes.txt"), "{err}");
         assert!(root.path().join("notes.txt").exists());
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod hostile;
+pub mod units;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

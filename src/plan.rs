@@ -489,8 +489,12 @@ impl Plan {
         };
         let key = cache::key(&unit.dir, &dependency_digests, &options, epoch, &commit)?;
         let remote = remote.filter(|r| unit.produces.first().is_some_and(|p| r.applies_to(p)));
+        let with_key = |record: &cache::Record| cache::Record {
+            key: Some(key.to_string()),
+            ..record.clone()
+        };
         if use_cache && let Some(record) = cache::lookup(store, &key)? {
-            cache::remember_dir(store, &unit.dir, &record)?;
+            cache::remember_dir(store, &unit.dir, &with_key(&record))?;
             publish(remote, unit, &key, &record)?;
             return Ok(Built {
                 cached: true,
@@ -499,9 +503,9 @@ impl Plan {
             });
         }
         if use_cache && let Some(tags) = remote.and_then(|r| r.lookup(&unit.produces, &key)) {
-            let record = cache::Record { tags };
+            let record = cache::Record { tags, key: None };
             cache::remember(store, &key, &record)?;
-            cache::remember_dir(store, &unit.dir, &record)?;
+            cache::remember_dir(store, &unit.dir, &with_key(&record))?;
             return Ok(Built {
                 cached: true,
                 from_registry: true,
@@ -524,9 +528,9 @@ impl Plan {
                 tags
             }
         };
-        let record = cache::Record { tags };
+        let record = cache::Record { tags, key: None };
         cache::remember(store, &key, &record)?;
-        cache::remember_dir(store, &unit.dir, &record)?;
+        cache::remember_dir(store, &unit.dir, &with_key(&record))?;
         publish(remote, unit, &key, &record)?;
         Ok(Built {
             cached: false,

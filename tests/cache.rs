@@ -288,3 +288,61 @@ fn an_entry_whose_manifest_does_not_match_its_digest_is_ignored_with_a_warning()
     let images = run_ok(&mut fresh.herd(&["images"]));
     assert!(!images.contains("forged"), "{images}");
 }
+
+#[test]
+fn a_push_of_built_directories_publishes_their_keys_when_the_config_says_so() {
+    common::tool("docker-registry");
+    let registry = Registry::start();
+    let host = registry.host();
+    let work = tempfile::tempdir().unwrap();
+    let tree = tree(work.path(), &host);
+    let dirs = [tree.join("base"), tree.join("app3")];
+    let publisher = Runner::new(&registry);
+    let (_, ran, _) = publisher.build(&tree.join("base"), &[]);
+    assert!(ran.is_empty());
+    let (_, ran, _) = publisher.build(&tree.join("app3"), &[]);
+    assert_eq!(ran, ["app3"]);
+    std::fs::write(
+        publisher.dir.path().join("config.yml"),
+        format!(
+            "registries:\n  \"{host}\": {{insecure: true}}\ncache: {{prefix: \"{host}\", push: true}}\n"
+        ),
+    )
+    .unwrap();
+    run_ok(publisher.herd(&["push"]).args(&dirs));
+
+    // A fresh runner with the cache in its config file, read-only.
+    let fresh = Runner::new(&registry);
+    std::fs::write(
+        fresh.dir.path().join("config.yml"),
+        format!("registries:\n  \"{host}\": {{insecure: true}}\ncache: {{prefix: \"{host}\"}}\n"),
+    )
+    .unwrap();
+    let output = fresh
+        .herd(&["build", "--json", "--compression", "none"])
+        .args(&dirs)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains(MARKER), "{stderr}");
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(count(&summary, "cached_from_registry"), 2, "{summary}");
+    // Another prefix: the cache does not apply, everything is built.
+    std::fs::write(
+        fresh.dir.path().join("config.yml"),
+        format!(
+            "registries:\n  \"{host}\": {{insecure: true}}\ncache: {{prefix: \"{host}/other\"}}\n"
+        ),
+    )
+    .unwrap();
+    let other = Runner::new(&registry);
+    std::fs::copy(
+        fresh.dir.path().join("config.yml"),
+        other.dir.path().join("config.yml"),
+    )
+    .unwrap();
+    let (summary, ran, _) = other.build(&tree.join("app3"), &[]);
+    assert_eq!(ran, ["app3"]);
+    assert_eq!(count(&summary, "built"), 1, "{summary}");
+}

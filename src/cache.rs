@@ -22,6 +22,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     pub tags: Vec<(String, String)>,
+    /// The cache key of the build (in directory records), so a later
+    /// `herd push DIR` can publish it to the registry build cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Computes the cache key of building `dir` with dependencies that resolve
@@ -152,13 +156,18 @@ pub fn remember_dir(store: &Store, dir: &Path, record: &Record) -> Result<()> {
     crate::fsutil::write_atomic(&path, &bytes)
 }
 
-/// The name the last build of `dir` in this store produced, if recorded
-/// and still in the store.
-pub fn last_built(store: &Store, dir: &Path) -> Result<Option<ImageName>> {
+/// What the last build of `dir` in this store recorded, if anything.
+pub fn last_record(store: &Store, dir: &Path) -> Result<Option<Record>> {
     let Ok(bytes) = std::fs::read(dir_record_path(store, dir)?) else {
         return Ok(None);
     };
-    let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+    Ok(serde_json::from_slice::<Record>(&bytes).ok())
+}
+
+/// The name the last build of `dir` in this store produced, if recorded
+/// and still in the store.
+pub fn last_built(store: &Store, dir: &Path) -> Result<Option<ImageName>> {
+    let Some(record) = last_record(store, dir)? else {
         return Ok(None);
     };
     let Some(name) = record

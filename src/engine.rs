@@ -36,6 +36,14 @@ pub fn install(store: &Store, name: &ImageName) -> Result<Vec<ImageName>> {
         } else {
             image.to_string()
         };
+        // skopeo reads every layer: those still in the registry come now.
+        let image_descriptor = if image == name {
+            descriptor.clone()
+        } else {
+            store.require(image)?
+        };
+        store.protect_image(&image_descriptor)?;
+        crate::registry::materialize(store, &image_descriptor)?;
         let source = format!("oci:{}:{source_name}", store.root().display());
         let destination = format!("containers-storage:{}", image.without_digest());
         let output = Command::new("skopeo")

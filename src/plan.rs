@@ -8,6 +8,7 @@ use crate::dependency::PullPolicy;
 use crate::manifest;
 use crate::names::ImageName;
 use crate::pods;
+use crate::registry::cache::RemoteCache;
 use crate::store::Store;
 use anyhow::{Context, Result, bail};
 use std::collections::{HashMap, VecDeque};
@@ -348,6 +349,21 @@ impl Plan {
         jobs: usize,
         report: &(dyn Fn(&Event) + Sync),
     ) -> Vec<Outcome> {
+        self.execute_with(store, options, use_cache, None, jobs, report)
+    }
+
+    /// `execute`, looking each unit the local cache lacks up in the
+    /// registry build cache `remote` (and publishing what is built when it
+    /// says so).
+    pub fn execute_with(
+        &self,
+        store: &Store,
+        options: &BuildOptions,
+        use_cache: bool,
+        remote: Option<&RemoteCache>,
+        jobs: usize,
+        report: &(dyn Fn(&Event) + Sync),
+    ) -> Vec<Outcome> {
         let order = self
             .order()
             .unwrap_or_else(|_| (0..self.units.len()).collect());
@@ -411,6 +427,7 @@ impl Plan {
                             options,
                             &revision.unwrap_or_default(),
                             use_cache,
+                            remote,
                         );
                         let outcome = Outcome {
                             result: result.map_err(|e| format!("{e:#}")),
@@ -472,6 +489,7 @@ impl Plan {
         options: &BuildOptions,
         revision: &crate::vcs::Revision,
         use_cache: bool,
+        remote: Option<&RemoteCache>,
     ) -> Result<Built> {
         let unit = &self.units[unit];
         let epoch = options
@@ -508,10 +526,27 @@ impl Plan {
             String::new()
         };
         let key = cache::key(&unit.dir, &dependency_digests, &options, epoch, &commit)?;
+        let remote = remote.filter(|r| unit.produces.first().is_some_and(|p| r.applies_to(p)));
+        let with_key = |record: &cache::Record| cache::Record {
+            key: Some(key.to_string()),
+            ..record.clone()
+        };
         if use_cache && let Some(record) = cache::lookup(store, &key)? {
-            cache::remember_dir(store, &unit.dir, &record)?;
+            cache::remember_dir(store, &unit.dir, &with_key(&record))?;
+            publish(remote, unit, &key, &record)?;
             return Ok(Built {
                 cached: true,
+                from_registry: false,
+                tags: record.tags,
+            });
+        }
+        if use_cache && let Some(tags) = remote.and_then(|r| r.lookup(&unit.produces, &key)) {
+            let record = cache::Record { tags, key: None };
+            cache::remember(store, &key, &record)?;
+            cache::remember_dir(store, &unit.dir, &with_key(&record))?;
+            return Ok(Built {
+                cached: true,
+                from_registry: true,
                 tags: record.tags,
             });
         }
@@ -531,11 +566,13 @@ impl Plan {
                 tags
             }
         };
-        let record = cache::Record { tags };
+        let record = cache::Record { tags, key: None };
         cache::remember(store, &key, &record)?;
-        cache::remember_dir(store, &unit.dir, &record)?;
+        cache::remember_dir(store, &unit.dir, &with_key(&record))?;
+        publish(remote, unit, &key, &record)?;
         Ok(Built {
             cached: false,
+            from_registry: false,
             tags: record.tags,
         })
     }
@@ -561,6 +598,24 @@ fn needed_by(unit: &Unit, dependency: &str) -> String {
 /// Whether a unit's build generates its version (its name has none).
 fn has_generated_version(name: &str) -> bool {
     name.parse::<ImageName>().is_ok_and(|n| n.tag().is_none())
+}
+
+/// Publishes `record` under `key` in the registry build cache, when asked
+/// to (`--cache-push`).
+fn publish(
+    remote: Option<&RemoteCache>,
+    unit: &Unit,
+    key: &crate::digest::Digest,
+    record: &cache::Record,
+) -> Result<()> {
+    if let Some(remote) = remote.filter(|r| r.publish)
+        && let Some(repository) = unit.produces.first()
+    {
+        remote
+            .publish_entry(repository, key, &record.tags)
+            .context("publishing to the registry build cache")?;
+    }
+    Ok(())
 }
 
 /// A unit a worker is building. If the worker panics (a bug, or a report
@@ -607,6 +662,8 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct Built {
     pub cached: bool,
+    /// Cached from the registry build cache (`cached` is true too).
+    pub from_registry: bool,
     /// (name, manifest digest) of every tag the unit produced.
     pub tags: Vec<(String, String)>,
 }

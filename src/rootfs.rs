@@ -82,6 +82,8 @@ pub fn extracted_layer(store: &Store, blob: &LayerBlob, origin: &str) -> Result<
         .tempdir_in(&cache)?;
     let tree = partial.path().join(CACHE_TREE);
     fs::create_dir(&tree)?;
+    // A layer of an image from the registry build cache is fetched now.
+    crate::registry::fetch_lazy(store, std::slice::from_ref(&blob.digest))?;
     let mut reader = HashingReader::new(layers::open_decompressed(
         &store.blob_path(&blob.digest),
         blob.media_type,

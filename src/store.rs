@@ -16,8 +16,11 @@
 //! roots), `cache/` (extracted layers, whose setuid files and device nodes
 //! came from images) and `leases/` are the owner's only.
 
+mod lazy;
 mod lease;
 mod walk;
+
+pub use lazy::Location as LazyLocation;
 
 pub use walk::Walk;
 
@@ -539,6 +542,8 @@ impl Store {
             }
             keep.extend(walk.blobs);
         }
+        // Records of lazy blobs no tag reaches go with the blobs.
+        self.prune_lazy(&keep)?;
         let blobs = self.root.join("blobs/sha256");
         for entry in
             std::fs::read_dir(&blobs).with_context(|| format!("listing {}", blobs.display()))?
@@ -572,6 +577,7 @@ impl Store {
             (self.root.clone(), ".herd-tmp-"),
             (self.root.join("cache/builds"), ".herd-tmp-"),
             (self.root.join("cache/dirs"), ".herd-tmp-"),
+            (self.root.join(lazy::DIR), ".herd-tmp-"),
             (self.root.join("cache/layers"), ".partial-"),
         ] {
             let Ok(entries) = std::fs::read_dir(&dir) else {

@@ -56,6 +56,17 @@ pub struct BuildArgs {
     #[command(flatten)]
     pull: PullArg,
 
+    /// Look images whose names start with PREFIX (a registry host[:port],
+    /// or host/path) up in the registry build cache before building them
+    /// [default: the config file's `cache.prefix`]
+    #[arg(long, value_name = "PREFIX")]
+    cache: Option<String>,
+
+    /// Publish the cache keys of what this build produced (pushing the
+    /// images) to the registry build cache [default: `cache.push`]
+    #[arg(long)]
+    cache_push: bool,
+
     /// Print a JSON summary on stdout instead of "NAME DIGEST" lines.
     #[arg(long)]
     json: bool,
@@ -161,6 +172,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             Event::Finished(unit, outcome) => {
                 herd::status::unit_finished(&plan.units[*unit].name);
                 let state = match &outcome.result {
+                    Ok(built) if built.from_registry => "fetched",
                     Ok(built) if built.cached => "cached",
                     Ok(_) => "built",
                     Err(reason) if reason.starts_with("skipped") => "skipped",
@@ -188,25 +200,47 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let outcomes = plan.execute(&store, &options, !args.no_cache, jobs, &report);
+    let settings = herd::registry::config::Config::load()?.cache;
+    let prefix = args
+        .cache
+        .clone()
+        .or_else(|| settings.as_ref().map(|c| c.prefix.clone()));
+    let publish = args.cache_push || settings.as_ref().is_some_and(|c| c.push);
+    if publish && prefix.is_none() {
+        anyhow::bail!("--cache-push needs --cache PREFIX (or `cache:` in herd's config file)");
+    }
+    let remote = prefix
+        .map(|p| herd::registry::cache::RemoteCache::new(&store, &p, publish))
+        .transpose()?;
+    let outcomes = plan.execute_with(
+        &store,
+        &options,
+        !args.no_cache,
+        remote.as_ref(),
+        jobs,
+        &report,
+    );
     herd::status::finish();
     if let Some(signal) = interrupt::received() {
         return Ok(interrupted(signal, "the running build scripts"));
     }
 
-    let (mut built, mut cached, mut failed) = (0, 0, Vec::new());
+    let (mut built, mut cached, mut from_registry, mut failed) = (0, 0, 0, Vec::new());
     let mut summary = Vec::new();
     for (unit, outcome) in plan.units.iter().zip(&outcomes) {
         let mut row =
             serde_json::json!({"path": unit.dir, "seconds": outcome.duration.as_secs_f64()});
         match &outcome.result {
             Ok(result) => {
-                if result.cached {
+                if result.from_registry {
+                    from_registry += 1
+                } else if result.cached {
                     cached += 1
                 } else {
                     built += 1
                 }
                 row["state"] = if result.cached { "cached" } else { "built" }.into();
+                row["from_registry"] = result.from_registry.into();
                 row["tags"] = result
                     .tags
                     .iter()
@@ -231,13 +265,21 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         summary.push(row);
     }
+    let bytes_fetched = herd::registry::cache::bytes_fetched();
     if args.json {
-        let total = serde_json::json!({"built": built, "cached": cached, "failed": failed.len(), "seconds": started.elapsed().as_secs_f64(), "units": summary});
+        let total = serde_json::json!({"built": built, "cached": cached, "cached_from_registry": from_registry, "bytes_fetched": bytes_fetched, "failed": failed.len(), "seconds": started.elapsed().as_secs_f64(), "units": summary});
         println!("{}", serde_json::to_string_pretty(&total)?);
     }
-    if plan.units.len() > 1 && !quiet {
+    if (plan.units.len() > 1 || remote.is_some()) && !quiet {
+        let registry = match &remote {
+            Some(_) => format!(
+                "{from_registry} cached from the registry ({} fetched), ",
+                indicatif::HumanBytes(bytes_fetched)
+            ),
+            None => String::new(),
+        };
         eprintln!(
-            "{built} built, {cached} cached, {} failed in {:.2}s",
+            "{built} built, {cached} cached locally, {registry}{} failed in {:.2}s",
             failed.len(),
             started.elapsed().as_secs_f64()
         );

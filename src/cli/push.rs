@@ -38,6 +38,7 @@ pub fn run(args: PushArgs) -> Result<ExitCode> {
         .map(|target| resolve_target(&store, target))
         .collect::<Result<Vec<_>>>()?;
     let summary = herd::registry::push(&store, &names, &args.registry.options())?;
+    publish_cache_keys(&store, &args)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -46,6 +47,49 @@ pub fn run(args: PushArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `cache: {push: true}` in the config file, a pushed directory's
+/// last build is published to the registry build cache too, as
+/// `herd build --cache-push` would have. Not with `--registry`: the cache
+/// entry belongs where the images' names say they live.
+fn publish_cache_keys(store: &Store, args: &PushArgs) -> Result<()> {
+    let Some(settings) = herd::registry::config::Config::load()?
+        .cache
+        .filter(|c| c.push)
+    else {
+        return Ok(());
+    };
+    if args.registry.options().registry.is_some() {
+        return Ok(());
+    }
+    let remote = herd::registry::cache::RemoteCache::new(store, &settings.prefix, true)?;
+    for target in &args.targets {
+        let dir = Path::new(target);
+        if !dir.is_dir() {
+            continue;
+        }
+        let Some(record) = herd::cache::last_record(store, dir)? else {
+            continue;
+        };
+        let (Some(key), Some((last, _))) = (&record.key, record.tags.last()) else {
+            continue;
+        };
+        let repository = last
+            .parse::<ImageName>()
+            .map_err(|e| anyhow!("{last}: {e}"))?
+            .repository();
+        if !remote.applies_to(&repository) {
+            continue;
+        }
+        let key = key
+            .parse()
+            .map_err(|e| anyhow!("the build record of {target}: {e}"))?;
+        remote
+            .publish_entry(&repository, &key, &record.tags)
+            .with_context(|| format!("publishing the build cache key of {target}"))?;
+    }
+    Ok(())
 }
 
 /// A directory stands for the name its last build in this store produced

@@ -740,13 +740,29 @@ impl Client {
     /// digest header, or against `reference` when that is a digest) and
     /// media type.
     pub fn get_manifest(&self, repository: &str, reference: &str) -> Result<(Vec<u8>, String)> {
+        self.find_manifest(repository, reference)?.ok_or_else(|| {
+            anyhow!(
+                "fetching manifest {}/{repository}:{reference}: {} has no such image (404 Not Found)",
+                self.host(),
+                self.host()
+            )
+        })
+    }
+
+    /// Like `get_manifest`, but a manifest the registry does not have is
+    /// `None`: the build cache asks for tags that mostly do not exist.
+    pub fn find_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<(Vec<u8>, String)>> {
         let what = format!("fetching manifest {}/{repository}:{reference}", self.host());
         let url = self.url(repository, &format!("manifests/{reference}"));
         self.retry(|| {
             let request = || Ok(self.http.get(&url).header(ACCEPT, MANIFEST_TYPES.join(", ")));
             let response = self.send(repository, &pull_scope(repository), &what, &request)?;
             if response.status() == StatusCode::NOT_FOUND {
-                return Err(Failure::fatal(anyhow!("{what}: {} has no such image (404 Not Found)", self.host())));
+                return Ok(None);
             }
             let mut response = check(response, &[StatusCode::OK], &what)?;
             let claimed = header(&response, "docker-content-digest");
@@ -768,7 +784,7 @@ impl Client {
                 .filter(|t| MANIFEST_TYPES.contains(&t.as_str()))
                 .or_else(|| media_type_field(&bytes))
                 .ok_or_else(|| anyhow!("{what}: the answer is not a manifest herd knows (no OCI or Docker schema 2 media type)"))?;
-            Ok((bytes, media_type))
+            Ok(Some((bytes, media_type)))
         })
     }
 }

@@ -6,6 +6,7 @@
 //!   aci.example.com: {mirror: "localhost:5000", insecure: true}
 //!   registry.internal:5443: {ca: /etc/herd/internal-ca.pem, timeout: 60, retry_times: 3}
 //!   127.0.0.1:5000: {insecure: true, trusted_realm: "http://127.0.0.1:5001"}
+//! cache: {prefix: "registry.internal:5443/ci", push: false}
 //! ```
 
 use crate::names::ImageName;
@@ -20,6 +21,22 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     #[serde(default)]
     pub registries: BTreeMap<String, RegistrySettings>,
+    /// The registry build cache `herd build` uses without `--cache`.
+    pub cache: Option<CacheSettings>,
+}
+
+/// `cache:`: what a CI runner sets once instead of `--cache` and
+/// `--cache-push` on every build.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSettings {
+    /// Images whose names start with this (a registry `host[:port]`, or
+    /// `host/path`) are looked up in the registry before being built.
+    pub prefix: String,
+    /// Publish the cache keys of what is built (only runners trusted to
+    /// write the images should).
+    #[serde(default)]
+    pub push: bool,
 }
 
 /// What herd knows about one registry domain.

@@ -13,10 +13,11 @@
 //! HTTP to one registry (`failure` sorts what went wrong into retriable
 //! or not, `body` bounds what is read and sent), `known_blobs` remembers where blobs were seen for
 //! cross-repository mounts, `progress` shows transfers; `push` and `pull`
-//! put these together.
+//! put these together; `cache` is the build cache kept in registries.
 
 pub(crate) mod auth;
 mod body;
+pub mod cache;
 mod client;
 pub mod config;
 mod docker;
@@ -26,6 +27,7 @@ mod progress;
 mod pull;
 mod push;
 
+pub use cache::{fetch_lazy, materialize};
 pub use pull::{list_tags, pull};
 pub use push::{PushSummary, PushedImage, push};
 

@@ -19,6 +19,12 @@ impl Progress {
         Progress { bars }
     }
 
+    /// No bars and no lines: transfers too small to be worth a line (the
+    /// build cache's configs).
+    pub fn quiet() -> Progress {
+        Progress { bars: None }
+    }
+
     /// A bar (or a future line) for one blob of `size` bytes.
     pub fn blob(&self, digest: &Digest, size: u64) -> BlobProgress {
         let label = format!("{} {}", short(digest), HumanBytes(size));

@@ -184,6 +184,14 @@ impl Pusher<'_, '_> {
 
     fn push_blob(&self, client: &Client, repository: &str, blob: &BlobRef) -> Result<()> {
         let session = self.session;
+        if session.store.lazy_location(&blob.digest).is_some() {
+            // From the build cache: fetched only if this registry lacks it.
+            if client.has_blob(repository, &blob.digest)? {
+                self.counts.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            super::fetch_lazy(session.store, std::slice::from_ref(&blob.digest))?;
+        }
         let path = session.store.blob_path(&blob.digest);
         let size = std::fs::metadata(&path)
             .with_context(|| {

@@ -23,8 +23,11 @@ const MAX_MANIFEST_BYTES: u64 = 8 << 20;
 pub struct Walk {
     /// Every blob reached, present or not, the first one the top manifest.
     pub blobs: Vec<Digest>,
-    /// The blobs reached that the store lacks.
+    /// The blobs reached that the store lacks (and cannot fetch).
     pub missing: Vec<Digest>,
+    /// The blobs reached that are lazy (`store::lazy`): absent, but the
+    /// store knows where they live. Not missing: fetched when needed.
+    pub lazy: Vec<Digest>,
     /// What is wrong, one line each, naming the manifest's digest.
     pub problems: Vec<String>,
 }
@@ -54,7 +57,11 @@ fn visit_blob(store: &Store, digest: &Digest, visited: &mut HashSet<Digest>, wal
     if visited.insert(digest.clone()) {
         walk.blobs.push(digest.clone());
         if !store.has_blob(digest) {
-            walk.missing.push(digest.clone());
+            if store.lazy_location(digest).is_some() {
+                walk.lazy.push(digest.clone());
+            } else {
+                walk.missing.push(digest.clone());
+            }
         }
     }
 }

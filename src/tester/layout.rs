@@ -86,6 +86,8 @@ pub(super) fn write_layout(
     let target = Store::open(layout)?;
     let link = |digest: &oci_spec::image::Digest| -> Result<()> {
         let digest = store::from_oci_digest(digest);
+        // podman reads the bytes: a layer from the build cache comes now.
+        crate::registry::fetch_lazy(store, std::slice::from_ref(&digest))?;
         match std::os::unix::fs::symlink(store.blob_path(&digest), target.blob_path(&digest)) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                 Err(e).with_context(|| format!("linking blob {digest}"))

@@ -8,6 +8,9 @@
 //! [`resolve_values`].
 
 mod dir;
+mod functions;
+mod in_place;
+mod typed;
 mod values;
 
 pub use dir::{
@@ -58,10 +61,11 @@ pub fn has_template_syntax(text: &str) -> bool {
 
 /// An empty Tera set as herd renders: configuration files, units and
 /// attribute values, never HTML, so nothing is escaped whatever the file's
-/// extension.
+/// extension; with the filters and functions of [`functions`].
 pub fn tera_set() -> tera::Tera {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
+    functions::register(&mut tera);
     tera
 }
 
@@ -171,7 +175,7 @@ pub fn render_collecting(
 ) -> Result<String, Vec<RenderError>> {
     let first = match tera.render(name, context) {
         Ok(out) => return Ok(out),
-        Err(e) => classify(&e, text),
+        Err(e) => typed::retyped(classify(&e, text), attributes),
     };
     let mut errors = vec![];
     let mut patched = as_context(attributes);
@@ -191,7 +195,7 @@ pub fn render_collecting(
         let context = tera::Context::from_value(patched.clone()).expect("an object is a context");
         match tera.render(name, &context) {
             Ok(_) => return Err(errors),
-            Err(e) => error = classify(&e, text),
+            Err(e) => error = typed::retyped(classify(&e, text), attributes),
         }
     }
     Err(errors)

@@ -143,3 +143,72 @@ fn a_string_used_as_a_list_and_a_dangling_link_are_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn herd_try_and_attributes_read_dependency_and_pod_attributes_from_the_store() {
+    let work = workdir();
+    let store = work.path().join("store");
+    build_examples(&store, &["aci-busybox"]);
+    let out = work.path().join("out");
+    let output = herd()
+        .arg("try")
+        .arg(example("pod-web"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("web/srv/www/index.html")).unwrap(),
+        "greeting: set by the web app\nowner: set by the pod\nservice: web on port 18080\ntimezone: UTC\n"
+    );
+    assert!(
+        stderr.contains("app web: attributes from: aci.example.com/aci-busybox:1.36-1 (1 files), ")
+            && stderr.contains("pod-web/attributes (1 files), ")
+            && stderr.contains("pod-web/web/attributes (1 files)"),
+        "{stderr}"
+    );
+    // The app directory alone is the same app.
+    run_ok(
+        herd()
+            .arg("try")
+            .arg(example("pod-web").join("web"))
+            .arg("--out")
+            .arg(work.path().join("web"))
+            .arg("--store")
+            .arg(&store),
+    );
+    let explained = run_ok(
+        herd()
+            .arg("attributes")
+            .arg(example("pod-web").join("web"))
+            .arg("--explain")
+            .arg("--store")
+            .arg(&store),
+    );
+    assert!(
+        explained.contains(
+            "timezone: \"UTC\"  # aci.example.com/aci-busybox:1.36-1: /herd/images/aci-busybox/attributes/base.yml"
+        ),
+        "{explained}"
+    );
+    // Without the dependency in the store, the user is told what is left out.
+    let output = herd()
+        .arg("attributes")
+        .arg(example("aci-greeter"))
+        .arg("--explain")
+        .arg("--store")
+        .arg(work.path().join("empty"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&output.stderr).contains(
+            "warning: dependency aci.example.com/aci-busybox:1.36-1 is not in the store: its attributes are not included"
+        ),
+        "{}",
+        text(&output.stderr)
+    );
+}

@@ -212,3 +212,75 @@ fn herd_try_and_attributes_read_dependency_and_pod_attributes_from_the_store() {
         text(&output.stderr)
     );
 }
+
+#[test]
+fn isolators_and_ports_become_podman_limits_and_kubernetes_resources() {
+    let validate = tool("kubernetes-validate");
+    let work = workdir();
+    let name = "aci.example.com/aci-limited:1";
+    busybox_image(
+        &work.path().join("image"),
+        &format!(
+            "name: {name}\naci:\n  app:\n    exec: [/bin/sleep, '1000']\n    ports: [{{name: http, protocol: tcp, port: 8080}}]\n    isolators:\n      - {{name: resource/memory, value: {{limit: 256Mi, request: 128Mi}}}}\n      - {{name: resource/cpu, value: {{limit: 500m, request: '0.25'}}}}\n      - {{name: os/linux/capabilities-retain-set, value: {{set: [CAP_NET_BIND_SERVICE]}}}}\n"
+        ),
+    );
+    let store = work.path().join("store");
+    run_ok(herd().arg("build").arg(work.path().join("image")).arg("--store").arg(&store));
+    let env_dir = work.path().join("env/limits");
+    std::fs::create_dir_all(env_dir.join("services/web")).unwrap();
+    std::fs::write(env_dir.join("config.yml"), "envName: limits\n").unwrap();
+    std::fs::write(
+        env_dir.join("services/web/service-manifest.yml"),
+        format!("containers: [{name}]\nnodes: [{{hostname: host1}}]\n"),
+    )
+    .unwrap();
+    let generate = |target: &str, out: &Path| {
+        let output = herd()
+            .arg("gen")
+            .arg(&env_dir)
+            .arg("--out")
+            .arg(out)
+            .args(["--target", target, "--store"])
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stderr)
+    };
+    let units = work.path().join("units");
+    let warnings = generate("systemd", &units);
+    assert!(
+        warnings.contains("isolator \"os/linux/capabilities-retain-set\" is not used by herd's units"),
+        "{warnings}"
+    );
+    let unit = std::fs::read_to_string(units.join("web/limits_web_host1.service")).unwrap();
+    assert!(
+        unit.contains("--sdnotify=container --memory 268435456 --cpus 0.500 "),
+        "{unit}"
+    );
+    let kube = work.path().join("kube");
+    generate("kubernetes", &kube);
+    let file = kube.join("web/limits_web_host1.yaml");
+    let pod: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["resources"],
+        serde_json::json!({"limits": {"memory": "268435456", "cpu": "500m"}, "requests": {"memory": "134217728", "cpu": "250m"}})
+    );
+    assert_eq!(
+        container["ports"],
+        serde_json::json!([{"containerPort": 8080, "protocol": "TCP"}])
+    );
+    let output = std::process::Command::new(&validate)
+        .args(["--strict", "--quiet"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubernetes-validate:\n{}{}",
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}

@@ -125,7 +125,7 @@ fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
         .images
         .iter()
         .map(|image| {
-            json!({
+            let mut container = json!({
                 "name": dns_label(&image.app),
                 "image": image.reference,
                 "env": [
@@ -134,7 +134,9 @@ fn pod_spec(unit: &Unit, restart_policy: &str) -> Value {
                 ],
                 "volumeMounts": volume_mounts,
                 "readinessProbe": readiness_probe(&image.lifecycle),
-            })
+            });
+            image.resources.kubernetes(&mut container);
+            container
         })
         .collect();
     let volumes: Vec<Value> = service

@@ -360,7 +360,11 @@ mod tests {
         std::os::unix::fs::symlink("../gone.yml", attributes.join("b.yml")).unwrap();
         let err = read_dir(&attributes).unwrap_err();
         assert_eq!(err.file, attributes.join("b.yml"));
-        assert!(err.message.contains("dangling link: its target ../gone.yml"), "{err}");
+        assert!(
+            err.message
+                .contains("dangling link: its target ../gone.yml"),
+            "{err}"
+        );
     }
 
     #[test]

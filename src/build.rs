@@ -936,8 +936,8 @@ fn store_linked_attributes(from: &Path, to: &str, entries: &mut [layers::Entry])
             continue;
         }
         let target = attributes::followed_link(&link)?;
-        let metadata = std::fs::metadata(&target)
-            .with_context(|| format!("reading {}", target.display()))?;
+        let metadata =
+            std::fs::metadata(&target).with_context(|| format!("reading {}", target.display()))?;
         entry.mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777;
         entry.kind = layers::EntryKind::File {
             source: target,

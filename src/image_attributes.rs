@@ -70,7 +70,9 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
         if let Some(first) = files.first() {
             let label = first.path.display().to_string();
             let image = label.split(": ").next().unwrap_or(&label);
-            result.sources.push(format!("{image} ({} files)", files.len()));
+            result
+                .sources
+                .push(format!("{image} ({} files)", files.len()));
         }
         result.merged.apply_files(files);
     }
@@ -89,7 +91,9 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
 /// For an app directory of a pod (`POD/web`, named by an app of
 /// `POD/pod-manifest.yml`): the app's dependencies and the pod directory.
 fn pod_app(dir: &Path) -> Result<Option<(Vec<String>, PathBuf)>> {
-    let Some(pod_dir) = dir.parent().filter(|p| p.join(crate::manifest::POD_MANIFEST).is_file())
+    let Some(pod_dir) = dir
+        .parent()
+        .filter(|p| p.join(crate::manifest::POD_MANIFEST).is_file())
     else {
         return Ok(None);
     };
@@ -125,7 +129,7 @@ fn image_files(
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for layer in manifest.layers() {
         let path = store.blob_path(&store::from_oci_digest(layer.digest()));
-        let reader = crate::layers::open_decompressed(&path, &layer.media_type().to_string())?;
+        let reader = crate::layers::open_decompressed(&path, layer.media_type().as_ref())?;
         let mut archive = tar::Archive::new(reader);
         for entry in archive
             .entries()
@@ -133,7 +137,10 @@ fn image_files(
         {
             let mut entry = entry.with_context(|| format!("reading a layer of {name}"))?;
             let raw = entry.path()?.to_string_lossy().into_owned();
-            let path = raw.trim_start_matches("./").trim_end_matches('/').to_string();
+            let path = raw
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
             if !path.starts_with(image_paths::IMAGES) {
                 continue;
             }

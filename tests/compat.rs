@@ -74,10 +74,7 @@ const APP_CONF: &str = "next_port=8001\ntext_port=80000\nuser64=YXBwIHVzZXIvw6k=
 
 #[test]
 fn bind_mounted_etc_files_are_rendered_in_place_inside_podman() {
-    let output = podman()
-        .args(["run", "--rm", image()])
-        .output()
-        .unwrap();
+    let output = podman().args(["run", "--rm", image()]).output().unwrap();
     assert!(
         output.status.success(),
         "the container failed with {}:\n{}{}",
@@ -88,7 +85,12 @@ fn bind_mounted_etc_files_are_rendered_in_place_inside_podman() {
     let expected = format!(
         "nameserver 127.0.0.53\nsearch dc1.example.com\n127.0.0.1 localhost compat-host\n10.0.0.1 zk1.dc1.example.com\n10.0.0.2 zk2.dc1.example.com\ncompat-host\n{APP_CONF}"
     );
-    assert_eq!(text(&output.stdout), expected, "stderr:\n{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        expected,
+        "stderr:\n{}",
+        text(&output.stderr)
+    );
 }
 
 #[test]
@@ -105,7 +107,13 @@ fn herd_try_renders_typed_values_filters_and_linked_attributes() {
         std::fs::read_to_string(out.join("etc/hostname")).unwrap(),
         "compat-host\n"
     );
-    let shown = run_ok(herd().arg("attributes").arg(&dir).arg("--resolve").args(["--format", "json"]));
+    let shown = run_ok(
+        herd()
+            .arg("attributes")
+            .arg(&dir)
+            .arg("--resolve")
+            .args(["--format", "json"]),
+    );
     let value: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(value["port"], serde_json::json!(8000));
     assert_eq!(value["text_port"], serde_json::json!("8000"));
@@ -124,8 +132,18 @@ fn a_string_used_as_a_list_and_a_dangling_link_are_named() {
         "override:\n  hosts: \"{{ zk.hosts | join(sep=',') }}\"\n",
     )
     .unwrap();
-    std::fs::write(dir.join("templates/etc/first.tmpl"), "x\nfirst={{ hosts[0] }}\n").unwrap();
-    let output = run_fails(herd().arg("try").arg(&dir).arg("--out").arg(work.path().join("out")));
+    std::fs::write(
+        dir.join("templates/etc/first.tmpl"),
+        "x\nfirst={{ hosts[0] }}\n",
+    )
+    .unwrap();
+    let output = run_fails(
+        herd()
+            .arg("try")
+            .arg(&dir)
+            .arg("--out")
+            .arg(work.path().join("out")),
+    );
     let stderr = text(&output.stderr);
     assert!(
         stderr.contains("first.tmpl:2: `hosts[0]`: attribute `hosts` is the string \"zk1.dc1.example.com,zk2.dc1.example.com\", not a list"),
@@ -225,7 +243,13 @@ fn isolators_and_ports_become_podman_limits_and_kubernetes_resources() {
         ),
     );
     let store = work.path().join("store");
-    run_ok(herd().arg("build").arg(work.path().join("image")).arg("--store").arg(&store));
+    run_ok(
+        herd()
+            .arg("build")
+            .arg(work.path().join("image"))
+            .arg("--store")
+            .arg(&store),
+    );
     let env_dir = work.path().join("env/limits");
     std::fs::create_dir_all(env_dir.join("services/web")).unwrap();
     std::fs::write(env_dir.join("config.yml"), "envName: limits\n").unwrap();
@@ -250,7 +274,8 @@ fn isolators_and_ports_become_podman_limits_and_kubernetes_resources() {
     let units = work.path().join("units");
     let warnings = generate("systemd", &units);
     assert!(
-        warnings.contains("isolator \"os/linux/capabilities-retain-set\" is not used by herd's units"),
+        warnings
+            .contains("isolator \"os/linux/capabilities-retain-set\" is not used by herd's units"),
         "{warnings}"
     );
     let unit = std::fs::read_to_string(units.join("web/limits_web_host1.service")).unwrap();

@@ -61,7 +61,10 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
     let mut problems: Vec<String> = vec![];
     let mut rendered: Vec<(Option<String>, Vec<RenderedFile>)> = vec![];
     for (dir, app) in &targets {
-        let label = app.as_ref().map(|a| format!("app {a}: ")).unwrap_or_default();
+        let label = app
+            .as_ref()
+            .map(|a| format!("app {a}: "))
+            .unwrap_or_default();
         let attributes = stack_attributes(dir, store.as_ref(), &label)?;
         let (files, found) = render(dir, attributes.merged, args.attributes.as_deref())?;
         problems.extend(found.into_iter().map(|p| format!("{label}{p}")));

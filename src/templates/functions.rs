@@ -54,7 +54,9 @@ fn arg<'a>(args: &'a HashMap<String, Value>, name: &str, filter: &str) -> Result
         Some(other) => Err(Error::msg(format!(
             "`{filter}`: argument `{name}` must be a string, got {other}"
         ))),
-        None => Err(Error::msg(format!("`{filter}` needs the argument `{name}`"))),
+        None => Err(Error::msg(format!(
+            "`{filter}` needs the argument `{name}`"
+        ))),
     }
 }
 
@@ -126,9 +128,7 @@ fn regex_replace(value: &Value, args: &HashMap<String, Value>) -> Result<Value> 
         .build()
         .map_err(|e| Error::msg(format!("`regex_replace`: invalid pattern: {e}")))?;
     Ok(Value::String(
-        regex
-            .replace_all(&text_of(value), replacement)
-            .into_owned(),
+        regex.replace_all(&text_of(value), replacement).into_owned(),
     ))
 }
 
@@ -242,9 +242,15 @@ mod tests {
     #[test]
     fn encodings_and_digests() {
         let a = json!({"s": "user:pa ss/é", "b": "dXNlcjpwYXNz", "n": 42});
-        assert_eq!(render("{{ s | b64encode }}", a.clone()), "dXNlcjpwYSBzcy/DqQ==");
+        assert_eq!(
+            render("{{ s | b64encode }}", a.clone()),
+            "dXNlcjpwYSBzcy/DqQ=="
+        );
         assert_eq!(render("{{ b | b64decode }}", a.clone()), "user:pass");
-        assert_eq!(render("{{ s | urlencode }}", a.clone()), "user%3Apa%20ss%2F%C3%A9");
+        assert_eq!(
+            render("{{ s | urlencode }}", a.clone()),
+            "user%3Apa%20ss%2F%C3%A9"
+        );
         assert_eq!(
             render("{{ 'abc' | sha256 }}", a.clone()),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
@@ -259,15 +265,24 @@ mod tests {
             render("{{ db | to_yaml }}", a.clone()),
             "hosts:\n- a\n- b\nport: 1\n"
         );
-        assert_eq!(render("{% set v = j | from_json %}{{ v.k[1] }}", a.clone()), "2");
-        assert_eq!(render("{% set v = j | from_json %}{{ v.k | length }}", a), "2");
+        assert_eq!(
+            render("{% set v = j | from_json %}{{ v.k[1] }}", a.clone()),
+            "2"
+        );
+        assert_eq!(
+            render("{% set v = j | from_json %}{{ v.k | length }}", a),
+            "2"
+        );
     }
 
     #[test]
     fn regex_replace_with_groups() {
         let a = json!({"h": "zk1.dc1.example.com"});
         assert_eq!(
-            render(r"{{ h | regex_replace(pattern='^([a-z]+)\d+\.(\w+).*$', rep='$2-$1') }}", a),
+            render(
+                r"{{ h | regex_replace(pattern='^([a-z]+)\d+\.(\w+).*$', rep='$2-$1') }}",
+                a
+            ),
             "dc1-zk"
         );
         let err = super::super::render_str(
@@ -289,7 +304,9 @@ mod tests {
         assert_eq!(render("{{ s | date(format='%d/%m/%y') }}", a), "02/12/25");
         let stamp = render("{{ now() }}", json!({}));
         assert!(stamp.ends_with('Z') && stamp.len() == 20, "{stamp}");
-        let seconds: u64 = render("{{ now(timestamp=true) }}", json!({})).parse().unwrap();
+        let seconds: u64 = render("{{ now(timestamp=true) }}", json!({}))
+            .parse()
+            .unwrap();
         assert!(seconds > 1_700_000_000);
         let one = render("{{ uuid() }}", json!({}));
         let two = render("{{ uuid() }}", json!({}));

@@ -81,7 +81,11 @@ mod tests {
         assert!(write_in_place(&link, b"x", 0o644, None).is_err());
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         assert!(write_in_place(dir.path(), b"x", 0o644, None).is_err());
-        assert!(rename_refused(&std::io::Error::from_raw_os_error(libc::EBUSY)));
-        assert!(!rename_refused(&std::io::Error::from_raw_os_error(libc::EACCES)));
+        assert!(rename_refused(&std::io::Error::from_raw_os_error(
+            libc::EBUSY
+        )));
+        assert!(!rename_refused(&std::io::Error::from_raw_os_error(
+            libc::EACCES
+        )));
     }
 }

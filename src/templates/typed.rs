@@ -103,7 +103,11 @@ fn wrong_type(attributes: &Value, attribute: &str) -> Option<RenderError> {
         let Some(value) = lookup(attributes, parent) else {
             continue;
         };
-        let wanted = if bytes[cut] == b'[' { "a list" } else { "a map" };
+        let wanted = if bytes[cut] == b'[' {
+            "a list"
+        } else {
+            "a map"
+        };
         let what = match value {
             Value::String(s) => format!("the string {:?}", truncate(s)),
             Value::Number(n) => format!("the number {n}"),
@@ -111,10 +115,10 @@ fn wrong_type(attributes: &Value, attribute: &str) -> Option<RenderError> {
             Value::Null => "null".to_string(),
             Value::Array(_)
                 if wanted == "a map"
-                    && !attribute[cut + 1..]
+                    && attribute[cut + 1..]
                         .split(['.', '['])
                         .next()
-                        .is_some_and(|next| next.parse::<usize>().is_ok()) =>
+                        .is_none_or(|next| next.parse::<usize>().is_err()) =>
             {
                 "a list".to_string()
             }
@@ -183,10 +187,14 @@ mod tests {
             message.contains("attribute `hosts` is the string \"zk1,zk2\", not a list"),
             "{message}"
         );
-        let Some(RenderError::Invalid { message, .. }) = wrong_type(&attributes, "db.list.x") else {
+        let Some(RenderError::Invalid { message, .. }) = wrong_type(&attributes, "db.list.x")
+        else {
             panic!()
         };
-        assert!(message.contains("`db.list` is a list, not a map"), "{message}");
+        assert!(
+            message.contains("`db.list` is a list, not a map"),
+            "{message}"
+        );
         assert_eq!(wrong_type(&attributes, "db.other"), None);
         assert_eq!(wrong_type(&attributes, "nothing.here"), None);
         assert_eq!(lookup(&attributes, "db.list[0]"), Some(&json!(1)));

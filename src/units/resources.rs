@@ -87,7 +87,9 @@ impl Resources {
             for key in ports.keys() {
                 let (number, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
                 if let Ok(number) = number.parse::<u16>() {
-                    resources.ports.push((number, protocol.to_ascii_lowercase()));
+                    resources
+                        .ports
+                        .push((number, protocol.to_ascii_lowercase()));
                 }
             }
         }

@@ -69,6 +69,13 @@ impl AttributeFile {
 
 /// Every `*.yml`/`*.yaml` under `dir`, recursively, in lexical order of
 /// their path below `dir`. A missing directory has no files.
+///
+/// A file that is a symbolic link (configuration management tools link
+/// files from elsewhere) is read through the link, as the file it names,
+/// under the same rules as any other (strict keys, the reader's bounds);
+/// one whose target is missing, or is not a regular file, is an error
+/// naming the link and its target. Links to directories are not entered,
+/// so a loop of links cannot make the walk endless.
 pub fn read_dir(dir: &Path) -> Result<Vec<AttributeFile>, InputError> {
     if !dir.is_dir() {
         return Ok(vec![]);
@@ -80,11 +87,46 @@ pub fn read_dir(dir: &Path) -> Result<Vec<AttributeFile>, InputError> {
             entry.path().extension().and_then(|e| e.to_str()),
             Some("yml" | "yaml")
         );
-        if entry.file_type().is_file() && is_yaml {
-            paths.push(entry.into_path());
+        if !is_yaml {
+            continue;
         }
+        if entry.file_type().is_symlink() {
+            followed_link(entry.path())?;
+        } else if !entry.file_type().is_file() {
+            continue;
+        }
+        paths.push(entry.into_path());
     }
     paths.iter().map(|p| AttributeFile::read(p)).collect()
+}
+
+/// Checks that the link at `path` leads to a regular file, and returns
+/// that file's path; else an error naming the link and its target.
+pub fn followed_link(path: &Path) -> Result<PathBuf, InputError> {
+    let target = std::fs::read_link(path)
+        .map_err(|e| InputError::new(path, format!("cannot read the link: {e}")))?;
+    match std::fs::metadata(path) {
+        Ok(metadata) if metadata.is_file() => std::fs::canonicalize(path)
+            .map_err(|e| InputError::new(path, format!("cannot follow the link: {e}"))),
+        Ok(_) => Err(InputError::new(
+            path,
+            format!(
+                "is a link to {}, which is not a regular file (expected an attribute file)",
+                target.display()
+            ),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(InputError::new(
+            path,
+            format!(
+                "is a dangling link: its target {} does not exist",
+                target.display()
+            ),
+        )),
+        Err(e) => Err(InputError::new(
+            path,
+            format!("cannot follow the link to {}: {e}", target.display()),
+        )),
+    }
 }
 
 /// Merges `top` onto `base`: maps merge key by key (recursively), anything
@@ -273,6 +315,26 @@ mod tests {
         assert!(err.message.contains("did you mean `default`"), "{err}");
         let err = AttributeFile::parse(Path::new("x.yml"), "default: [1]\n").unwrap_err();
         assert!(err.message.contains("map"), "{err}");
+    }
+
+    #[test]
+    fn linked_files_are_read_and_dangling_links_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let attributes = dir.path().join("attributes");
+        std::fs::create_dir(&attributes).unwrap();
+        std::fs::write(dir.path().join("managed.yml"), "default: {port: 7}\n").unwrap();
+        std::os::unix::fs::symlink("../managed.yml", attributes.join("a.yml")).unwrap();
+        let files = read_dir(&attributes).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].defaults, json!({"port": 7}));
+        std::os::unix::fs::symlink("../gone.yml", attributes.join("b.yml")).unwrap();
+        let err = read_dir(&attributes).unwrap_err();
+        assert_eq!(err.file, attributes.join("b.yml"));
+        assert!(
+            err.message
+                .contains("dangling link: its target ../gone.yml"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -927,24 +927,65 @@ fn user_content(source: &ImageSource, tiny: &str, epoch: u64) -> Result<Vec<Entr
         Ok(())
     };
     add_dir(dir.join("templates"), image_paths::TEMPLATES.to_string())?;
-    if let Some((shared, shared_dir)) = &source.shared {
-        add_dir(
-            shared_dir.clone(),
-            image_paths::image_dir(shared, "attributes"),
-        )?;
-    }
-    add_dir(
-        dir.join("attributes"),
-        image_paths::image_dir(tiny, "attributes"),
-    )?;
     for level in image_paths::STORED_RUNLEVELS {
         add_dir(
             dir.join("runlevels").join(level),
             image_paths::image_dir(tiny, level),
         )?;
     }
+    let mut attribute_dirs = vec![];
+    if let Some((shared, shared_dir)) = &source.shared {
+        attribute_dirs.push((
+            shared_dir.clone(),
+            image_paths::image_dir(shared, "attributes"),
+        ));
+    }
+    attribute_dirs.push((
+        dir.join("attributes"),
+        image_paths::image_dir(tiny, "attributes"),
+    ));
+    for (from, to) in attribute_dirs {
+        if from.is_dir() {
+            let mut found = layers::scan_tree(&from, &to, &scan)?;
+            store_linked_attributes(&from, &to, &mut found)?;
+            entries.extend(found);
+        }
+    }
     layers::complete_and_sort(&mut entries, epoch);
     Ok(entries)
+}
+
+/// An attribute file that is a link (into a configuration management
+/// tree) goes into the image as the file it names: the link's target would
+/// not exist in the container. `attributes::read_dir` already read and
+/// checked each such target as a strict attribute file, so only a file
+/// with `default:`/`override:` roots can be taken in this way.
+fn store_linked_attributes(from: &Path, to: &str, entries: &mut [layers::Entry]) -> Result<()> {
+    for entry in entries.iter_mut() {
+        if !matches!(entry.kind, layers::EntryKind::Symlink { .. }) {
+            continue;
+        }
+        let layer_path = String::from_utf8_lossy(&entry.path).into_owned();
+        let Some(relative) = layer_path.strip_prefix(&format!("{to}/")) else {
+            continue;
+        };
+        let link = from.join(relative);
+        if !matches!(
+            link.extension().and_then(|e| e.to_str()),
+            Some("yml" | "yaml")
+        ) {
+            continue;
+        }
+        let target = attributes::followed_link(&link)?;
+        let metadata =
+            std::fs::metadata(&target).with_context(|| format!("reading {}", target.display()))?;
+        entry.mode = std::os::unix::fs::PermissionsExt::mode(&metadata.permissions()) & 0o7777;
+        entry.kind = layers::EntryKind::File {
+            source: target,
+            size: metadata.len(),
+        };
+    }
+    Ok(())
 }
 
 /// The images whose attributes the init merges, deepest base first: the

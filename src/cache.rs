@@ -74,9 +74,19 @@ fn hash_tree(dir: &Path, hasher: &mut impl Write) -> Result<()> {
         let metadata = entry.path().symlink_metadata()?;
         hasher.write_all(relative.as_os_str().as_bytes())?;
         write!(hasher, "\0{:o}\0", metadata.mode())?;
+        // A linked attribute file is stored as the file it names
+        // (`build::store_linked_attributes`), so its content is an input.
+        let linked_yaml = metadata.file_type().is_symlink()
+            && matches!(
+                entry.path().extension().and_then(|e| e.to_str()),
+                Some("yml" | "yaml")
+            )
+            && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
         if metadata.file_type().is_symlink() {
             hasher.write_all(std::fs::read_link(entry.path())?.as_os_str().as_bytes())?;
-        } else if metadata.is_file() {
+        }
+        if linked_yaml || metadata.is_file() {
+            let metadata = std::fs::metadata(entry.path())?;
             let mut file = std::fs::File::open(entry.path())?;
             write!(hasher, "{}\0", metadata.len())?;
             loop {

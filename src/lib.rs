@@ -13,6 +13,7 @@ pub mod engine;
 pub mod environments;
 pub mod error;
 pub mod fsutil;
+pub mod image_attributes;
 pub mod image_paths;
 pub mod init;
 pub mod interrupt;

@@ -8,8 +8,11 @@
 //! [`resolve_values`].
 
 mod dir;
+mod extras;
 pub mod functions;
+mod in_place;
 pub mod limits;
+mod typed;
 mod values;
 
 pub use dir::{
@@ -60,11 +63,13 @@ pub fn has_template_syntax(text: &str) -> bool {
 
 /// An empty Tera set as herd renders: configuration files, units and
 /// attribute values, never HTML, so nothing is escaped whatever the file's
-/// extension; `get_env` and `range` are herd's ([`functions`]).
+/// extension; `get_env` and `range` are herd's ([`functions`]), and the
+/// dgr/sprig filters and functions are in [`extras`].
 pub fn tera_set() -> tera::Tera {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
     functions::register(&mut tera);
+    extras::register(&mut tera);
     tera
 }
 
@@ -176,7 +181,7 @@ pub fn render_collecting(
 ) -> Result<String, Vec<RenderError>> {
     let first = match limits::render(tera, name, context, limit) {
         Ok(out) => return Ok(out),
-        Err(e) => classify(&e, text),
+        Err(e) => typed::retyped(classify(&e, text), attributes),
     };
     let mut errors = vec![];
     let mut patched = as_context(attributes);
@@ -196,7 +201,7 @@ pub fn render_collecting(
         let context = tera::Context::from_value(patched.clone()).expect("an object is a context");
         match limits::render(tera, name, &context, limit) {
             Ok(_) => return Err(errors),
-            Err(e) => error = classify(&e, text),
+            Err(e) => error = typed::retyped(classify(&e, text), attributes),
         }
     }
     Err(errors)

@@ -7,6 +7,7 @@ mod changes;
 mod escape;
 mod kubernetes;
 mod output;
+pub mod resources;
 
 pub use crate::environments::Target;
 pub use changes::{attribute_changes, carries_secrets, hide_carried};
@@ -67,6 +68,9 @@ pub struct ResolvedImage {
     /// without a store).
     #[serde(skip_serializing_if = "Lifecycle::is_empty")]
     pub lifecycle: Lifecycle,
+    /// Its memory and CPU limits and ports, as the store's image says
+    /// (none without a store).
+    pub resources: resources::Resources,
 }
 
 /// The images one container entry of a service runs. Without a store, the
@@ -93,13 +97,17 @@ pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<Reso
                 reference: format!("{}@{}", app.repository(), app_descriptor.digest()),
                 app: app_name,
                 lifecycle: crate::lifecycle::of_image(store, &app_descriptor)?,
+                resources: image_resources(store, &app_descriptor, &app)?,
             });
         }
         return Ok(images);
     }
-    let lifecycle = match (store, &descriptor) {
-        (Some(store), Some(descriptor)) => crate::lifecycle::of_image(store, descriptor)?,
-        _ => Lifecycle::default(),
+    let (lifecycle, resources) = match (store, &descriptor) {
+        (Some(store), Some(descriptor)) => (
+            crate::lifecycle::of_image(store, descriptor)?,
+            image_resources(store, descriptor, name)?,
+        ),
+        _ => Default::default(),
     };
     let reference = match descriptor {
         Some(descriptor) => format!("{}@{}", name.repository(), descriptor.digest()),
@@ -118,7 +126,18 @@ pub fn resolve_image(store: Option<&Store>, name: &ImageName) -> Result<Vec<Reso
         reference,
         app: name.tiny_name().to_string(),
         lifecycle,
+        resources,
     }])
+}
+
+fn image_resources(
+    store: &Store,
+    descriptor: &oci_spec::image::Descriptor,
+    name: &ImageName,
+) -> Result<resources::Resources> {
+    resources::Resources::of_image(store, descriptor, &name.to_string(), &mut |warning| {
+        tracing::warn!("{warning}")
+    })
 }
 
 /// The `Environment=` lines that carry a unit's attributes, as ggn did:
@@ -680,6 +699,7 @@ mod tests {
                 reference: name.to_string(),
                 app: "pod-mysql".into(),
                 lifecycle: Lifecycle::default(),
+                resources: Default::default(),
             }]
         );
     }

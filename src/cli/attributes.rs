@@ -9,8 +9,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Print merged attributes: of an image directory (`herd attributes DIR`)
-/// or of one node of an environment (`herd attributes ENV_DIR SERVICE
+/// Print merged attributes: of an image directory (`herd attributes DIR`,
+/// its dependencies' from the store, a pod's for a pod app) or of one node of an environment (`herd attributes ENV_DIR SERVICE
 /// HOSTNAME`).
 #[derive(clap::Args)]
 pub struct AttributesArgs {
@@ -38,6 +38,9 @@ pub struct AttributesArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Yaml)]
     format: Format,
+
+    #[command(flatten)]
+    store: super::StoreArg,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -65,7 +68,8 @@ pub fn run(args: AttributesArgs) -> Result<ExitCode> {
                     args.dir.display()
                 );
             }
-            super::try_::image_attributes(&args.dir)?
+            let store = args.store.open_existing()?;
+            super::try_::stack_attributes(&args.dir, store.as_ref(), "")?.merged
         }
     };
     if args.explain {

@@ -1,19 +1,23 @@
 //! `herd try`: renders an image directory's templates on this machine, the
 //! way the container init would, and reports every problem at once.
 
+use super::StoreArg;
 use anyhow::{Context, Result, bail};
-use herd::attributes::{self, MergedAttributes};
-use herd::templates::{self, TemplateDir};
+use herd::attributes::MergedAttributes;
+use herd::image_attributes::StackAttributes;
+use herd::templates::{self, RenderedFile, TemplateDir};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Render an image directory's templates here, reporting every missing
-/// attribute at once (with file and line); writes the result only when all
-/// rendered.
+/// Render an image directory's templates here (or every app of a pod
+/// directory), over the attributes its container would have: the
+/// dependency images' from the store, a pod's, the directory's own.
+/// Reports every missing attribute at once (with file and line); writes
+/// the result only when all rendered.
 #[derive(clap::Args)]
 pub struct TryArgs {
     /// The image directory (the one holding aci-manifest.yml, attributes/
-    /// and templates/).
+    /// and templates/), an app directory of a pod, or a pod directory.
     dir: PathBuf,
 
     /// Attributes merged on top, as the runtime override would be: JSON
@@ -21,10 +25,14 @@ pub struct TryArgs {
     #[arg(long, value_name = "JSON|FILE")]
     attributes: Option<String>,
 
-    /// Where to write the rendered files, at their paths in the image
+    /// Where to write the rendered files, at their paths in the image (a
+    /// pod's apps each in a directory named after the app)
     /// [default: a new temporary directory, whose path is printed].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+
+    #[command(flatten)]
+    store: StoreArg,
 }
 
 pub fn run(args: TryArgs) -> Result<ExitCode> {
@@ -34,32 +42,34 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             args.dir.display()
         );
     }
-    let mut merged = image_attributes(&args.dir)?;
-    if let Some(text) = &args.attributes {
-        let value = herd::init::overrides::parse_argument(text).map_err(anyhow::Error::msg)?;
-        merged.apply(&value, "--attributes");
-    }
-    let sources = merged.explain();
-    let mut value = merged.into_value();
-    let mut problems: Vec<String> = vec![];
-    if let Err(errors) = templates::resolve_values(&mut value) {
-        for error in errors {
-            let source = sources
+    let store = args.store.open_existing()?;
+    // A pod: each app, in its own directory of the output.
+    let targets: Vec<(PathBuf, Option<String>)> =
+        if args.dir.join(herd::manifest::POD_MANIFEST).is_file() {
+            let (pod, _) = herd::pods::read_manifest(&args.dir)?;
+            pod.pod
+                .apps
                 .iter()
-                .find(|(path, _, _)| *path == error.attribute)
-                .map(|(_, _, s)| format!(" (set in {s})"))
-                .unwrap_or_default();
-            problems.push(format!("{error}{source}"));
-        }
+                .map(|app| {
+                    let name = herd::pods::app_name(app);
+                    (args.dir.join(&name), Some(name))
+                })
+                .collect()
+        } else {
+            vec![(args.dir.clone(), None)]
+        };
+    let mut problems: Vec<String> = vec![];
+    let mut rendered: Vec<(Option<String>, Vec<RenderedFile>)> = vec![];
+    for (dir, app) in &targets {
+        let label = app
+            .as_ref()
+            .map(|a| format!("app {a}: "))
+            .unwrap_or_default();
+        let attributes = stack_attributes(dir, store.as_ref(), &label)?;
+        let (files, found) = render(dir, attributes.merged, args.attributes.as_deref())?;
+        problems.extend(found.into_iter().map(|p| format!("{label}{p}")));
+        rendered.push((app.clone(), files));
     }
-    let loaded = TemplateDir::load(&args.dir.join("templates"))?;
-    let files = match loaded.render_all(&value) {
-        Ok(files) => files,
-        Err(errors) => {
-            problems.extend(errors.iter().map(ToString::to_string));
-            vec![]
-        }
-    };
     if !problems.is_empty() {
         for problem in &problems {
             super::print_error(problem);
@@ -84,21 +94,26 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             .context("creating a temporary directory")?
             .keep(),
     };
-    for file in &files {
-        let target = out.join(&file.output);
-        templates::write_rendered(&target, &file.content, file.config.mode.map(|m| m.0), None)?;
-        println!("{}", target.display());
-        if let Some(check) = &file.config.check_cmd {
-            eprintln!(
-                "note: {} has a checkCmd (`{}`), run only in the container",
-                file.template.display(),
-                check.argv().join(" ")
-            );
+    let mut count = 0;
+    for (app, files) in &rendered {
+        let root = app.as_ref().map_or(out.clone(), |a| out.join(a));
+        for file in files {
+            let target = root.join(&file.output);
+            templates::write_rendered(&target, &file.content, file.config.mode.map(|m| m.0), None)?;
+            println!("{}", target.display());
+            count += 1;
+            if let Some(check) = &file.config.check_cmd {
+                eprintln!(
+                    "note: {} has a checkCmd (`{}`), run only in the container",
+                    file.template.display(),
+                    check.argv().join(" ")
+                );
+            }
         }
     }
     eprintln!(
         "rendered {} into {}",
-        herd::terminal::count(files.len(), "file"),
+        herd::terminal::count(count, "file"),
         out.display()
     );
     Ok(ExitCode::SUCCESS)
@@ -118,11 +133,55 @@ fn private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-/// The attributes of an image directory: its `attributes/` files, defaults
-/// then overrides. (Its dependencies' attributes are not read: they are in
-/// the images, merged by the init at start.)
-pub fn image_attributes(dir: &Path) -> Result<MergedAttributes> {
-    let mut merged = MergedAttributes::new();
-    merged.apply_files(&attributes::read_dir(&dir.join("attributes"))?);
-    Ok(merged)
+/// The directory's attributes as its container would merge them, the
+/// sources used and any missing dependency said on stderr.
+pub fn stack_attributes(
+    dir: &Path,
+    store: Option<&herd::store::Store>,
+    label: &str,
+) -> Result<StackAttributes> {
+    let attributes = herd::image_attributes::for_dir(dir, store)?;
+    for warning in &attributes.warnings {
+        eprintln!("warning: {label}{warning}");
+    }
+    if attributes.sources.is_empty() {
+        eprintln!("{label}attributes from: none");
+    } else {
+        eprintln!("{label}attributes from: {}", attributes.sources.join(", "));
+    }
+    Ok(attributes)
+}
+
+/// Renders `dir`'s templates over `merged` (and the `--attributes`
+/// override): the files, or every problem found.
+fn render(
+    dir: &Path,
+    mut merged: MergedAttributes,
+    attributes: Option<&str>,
+) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+    if let Some(text) = attributes {
+        let value = herd::init::overrides::parse_argument(text).map_err(anyhow::Error::msg)?;
+        merged.apply(&value, "--attributes");
+    }
+    let sources = merged.explain();
+    let mut value = merged.into_value();
+    let mut problems: Vec<String> = vec![];
+    if let Err(errors) = templates::resolve_values(&mut value) {
+        for error in errors {
+            let source = sources
+                .iter()
+                .find(|(path, _, _)| *path == error.attribute)
+                .map(|(_, _, s)| format!(" (set in {s})"))
+                .unwrap_or_default();
+            problems.push(format!("{error}{source}"));
+        }
+    }
+    let loaded = TemplateDir::load(&dir.join("templates"))?;
+    match loaded.render_all(&value) {
+        Ok(files) => Ok((files, problems)),
+        Err(errors) => {
+            problems.extend(errors.iter().map(ToString::to_string));
+            Ok((vec![], problems))
+        }
+    }
 }

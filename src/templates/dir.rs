@@ -572,6 +572,10 @@ pub fn write_rendered(
     if unchanged(path, &existing, content, mode, owner) {
         return Ok(());
     }
+    if super::in_place::is_mount_point(path, &existing) {
+        return super::in_place::write_in_place(path, content, mode, owner)
+            .with_context(|| format!("writing {} in place (it is a mount point)", path.display()));
+    }
     replace(path, dir, content, mode, owner)
 }
 
@@ -626,12 +630,24 @@ fn replace(
     temp.write_all(content)
         .and_then(|()| set_owner_and_mode(temp.as_file(), mode, owner))
         .with_context(|| format!("writing {}", path.display()))?;
-    temp.persist(path)
-        .with_context(|| format!("replacing {}", path.display()))?;
-    Ok(())
+    match temp.persist(path) {
+        Ok(_) => Ok(()),
+        // A bind-mounted file (podman's /etc/resolv.conf) cannot be renamed
+        // onto; the temporary file is removed as `error` drops.
+        Err(error) if super::in_place::rename_refused(&error.error) => {
+            super::in_place::write_in_place(path, content, mode, owner).with_context(|| {
+                format!(
+                    "writing {} in place (replacing it failed: {})",
+                    path.display(),
+                    error.error
+                )
+            })
+        }
+        Err(error) => Err(error).with_context(|| format!("replacing {}", path.display())),
+    }
 }
 
-fn set_owner_and_mode(
+pub(super) fn set_owner_and_mode(
     file: &std::fs::File,
     mode: u32,
     owner: Option<(Option<u32>, Option<u32>)>,

@@ -33,6 +33,9 @@ struct Pending {
     text: String,
     /// The attribute paths its template reads.
     reads: Vec<Vec<String>>,
+    /// The attribute it names when it is nothing but `{{ ident }}`: it
+    /// takes that value, type and all ([`super::typed`]).
+    sole: Option<String>,
 }
 
 impl Pending {
@@ -67,6 +70,7 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
             Ok(()) => {
                 let ast = &tera.get_template(&name).expect("just added").ast;
                 value.reads = idents(ast).iter().map(|ident| ident_path(ident)).collect();
+                value.sole = super::typed::sole_ident(ast);
                 true
             }
             Err(e) => {
@@ -111,7 +115,14 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
             match render_collecting(&tera, &name, &value.text, attributes, &context, limit) {
                 Ok(out) => {
                     budget -= out.len();
-                    results.push((index, out));
+                    // A value that is one attribute takes it exactly (lists
+                    // and maps too); others are re-read as YAML (dgr did).
+                    let sole = value.sole.as_deref();
+                    let exact = sole.and_then(|ident| super::typed::lookup(attributes, ident));
+                    results.push((
+                        index,
+                        exact.cloned().unwrap_or_else(|| super::typed::typed(out)),
+                    ))
                 }
                 Err(problems) if problems.iter().any(is_too_large) => {
                     errors.push(ValueError {
@@ -136,7 +147,7 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
         }
         for (index, out) in results {
             if let Some(slot) = slot(attributes, &pending[index].path) {
-                *slot = Value::String(out);
+                *slot = out;
             }
         }
         let mut index = 0;
@@ -178,6 +189,7 @@ fn collect(value: &Value, path: &mut Vec<String>, found: &mut Vec<Pending>) {
             path: path.clone(),
             text: text.clone(),
             reads: vec![],
+            sole: None,
         }),
         Value::Object(map) => {
             for (key, child) in map {
@@ -248,7 +260,7 @@ mod tests {
         });
         resolve_values(&mut attributes).unwrap();
         assert_eq!(attributes["url"], json!("http://db1.example.com:5432/"));
-        assert_eq!(attributes["list"], json!(["5433", "x"]));
+        assert_eq!(attributes["list"], json!([5433, "x"]));
         assert_eq!(attributes["literal"], json!("{{ kept }}"));
     }
 
@@ -265,6 +277,31 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(errors[0].attribute, "l17");
         assert!(errors[0].problem.contains("more than 1 MiB"), "{errors:?}");
+    }
+
+    #[test]
+    fn resolved_values_take_yaml_types() {
+        let mut attributes = json!({
+            "base_port": 8000,
+            "port": "{{ base_port }}",
+            "next": "{{ base_port + 1 }}",
+            "text_port": "'{{ base_port }}'",
+            "zk": {"hosts": ["zk1:2181", "zk2:2181"], "opts": {"a": [1]}},
+            "hosts": "{{ zk.hosts }}",
+            "opts": "{{ zk.opts }}",
+            "first": "{{ hosts[0] }}",
+            "joined": "{{ zk.hosts | join(sep=',') }}",
+            "flag": "{{ base_port > 10 }}",
+        });
+        resolve_values(&mut attributes).unwrap();
+        assert_eq!(attributes["port"], json!(8000));
+        assert_eq!(attributes["next"], json!(8001));
+        assert_eq!(attributes["text_port"], json!("8000"));
+        assert_eq!(attributes["hosts"], json!(["zk1:2181", "zk2:2181"]));
+        assert_eq!(attributes["opts"], json!({"a": [1]}));
+        assert_eq!(attributes["first"], json!("zk1:2181"));
+        assert_eq!(attributes["joined"], json!("zk1:2181,zk2:2181"));
+        assert_eq!(attributes["flag"], json!(true));
     }
 
     #[test]
@@ -303,6 +340,6 @@ mod tests {
                 "attribute `url`: uses attribute `host`, which has no value"
             ]
         );
-        assert_eq!(attributes["ok"], json!("2"));
+        assert_eq!(attributes["ok"], json!(2));
     }
 }

@@ -221,13 +221,15 @@ fn pod_spec(unit: &Unit, restart_policy: &str, attributes_env: &[Value]) -> Valu
             env.push(
                 json!({"name": "HERD_STOP_TIMEOUT", "value": service.stop_timeout.to_string()}),
             );
-            json!({
+            let mut container = json!({
                 "name": dns_label(&image.app),
                 "image": image.reference,
                 "env": env,
                 "volumeMounts": volume_mounts,
                 "readinessProbe": readiness_probe(&image.lifecycle),
-            })
+            });
+            image.resources.kubernetes(&mut container);
+            container
         })
         .collect();
     let volumes: Vec<Value> = service

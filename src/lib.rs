@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cgroups;
 pub mod deploy;
 pub mod digest;
+pub mod doctor;
 pub mod engine;
 pub mod environments;
 pub mod error;

@@ -748,6 +748,7 @@ fn a_pulled_pod_comes_with_its_apps_and_installs() {
     );
     assert_eq!(run_ok(&mut fresh.herd(&["fsck"])).trim(), "ok");
 
+    needs(&["skopeo"]); // herd install
     let installed = run_ok(&mut fresh.herd(&["install", &pod]));
     let _ = podman().args(["rmi", "--ignore", &app]).output();
     assert!(

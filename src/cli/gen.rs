@@ -1,7 +1,7 @@
 //! `herd gen`: an environment directory -> one unit per node of each
 //! service, written atomically, or compared with existing units.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use herd::environments::{Environment, Target};
 use herd::units;
 use std::path::{Path, PathBuf};
@@ -29,9 +29,10 @@ pub struct GenArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// OCI image store to pin images by digest from; without one, images
+    /// OCI image store to pin images by digest from (`--store` alone: the
+    /// default store, as for every other command); without one, images
     /// are run by the tag the service manifest gives
-    #[arg(long, env = "HERD_STORE", value_name = "DIR")]
+    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
     pub store: Option<PathBuf>,
 
     /// What to generate [default: `target:` of config.yml, else systemd]
@@ -96,18 +97,16 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The store images are pinned from, if one is given. Opening would
-/// create an empty store: a mistyped path would then silently leave every
-/// image unpinned, so a directory without `index.json` is refused.
+/// The store images are pinned from, if one is given (an empty path:
+/// `--store` without a value, the default store). It must exist: a
+/// mistyped path would otherwise silently leave every image unpinned.
 pub fn open_store(path: Option<&Path>) -> Result<Option<herd::store::Store>> {
-    match path {
-        Some(path) if !path.join("index.json").is_file() => bail!(
-            "{} is not an image store (it has no index.json)",
-            path.display()
-        ),
-        Some(path) => Ok(Some(herd::store::Store::open(path)?)),
-        None => Ok(None),
-    }
+    let path = match path {
+        None => return Ok(None),
+        Some(path) if path.as_os_str().is_empty() => herd::store::Store::default_path()?,
+        Some(path) => path.to_path_buf(),
+    };
+    Ok(Some(herd::store::Store::open_existing(&path)?))
 }
 
 /// `units/<envName>` beside the `env/` directory holding the environment,

@@ -3,8 +3,10 @@
 pub mod attributes;
 pub mod build;
 pub mod deploy;
+pub mod doctor;
 pub mod r#gen;
 pub mod images;
+pub mod meta;
 pub mod pods;
 pub mod pull;
 pub mod push;
@@ -68,11 +70,23 @@ pub struct StoreArg {
 }
 
 impl StoreArg {
+    /// The store's directory: `--store`, `HERD_STORE`, or the default.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.store {
+            Some(path) => Ok(path.clone()),
+            None => herd::store::Store::default_path(),
+        }
+    }
+
+    /// Opens the store, creating it if there is none: for the commands
+    /// that put images in (`build`, `pull`, `test`).
+    pub fn open_or_create(&self) -> anyhow::Result<herd::store::Store> {
+        herd::store::Store::open(&self.path()?)
+    }
+
+    /// Opens an existing store; a path without one is an error (`no herd
+    /// store at DIR`), so a typo never turns a directory into a store.
     pub fn open(&self) -> anyhow::Result<herd::store::Store> {
-        let path = match &self.store {
-            Some(path) => path.clone(),
-            None => herd::store::Store::default_path()?,
-        };
-        herd::store::Store::open(&path)
+        herd::store::Store::open_existing(&self.path()?)
     }
 }

@@ -25,7 +25,7 @@ pub struct Reach {
 
     /// OCI image store to pin images by digest from (as herd gen;
     /// `--store` alone: the default store)
-    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "", value_parser = super::store_path_or_default())]
     pub store: Option<PathBuf>,
 }
 

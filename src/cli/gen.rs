@@ -32,7 +32,7 @@ pub struct GenArgs {
     /// OCI image store to pin images by digest from (`--store` alone: the
     /// default store, as for every other command); without one, images
     /// are run by the tag the service manifest gives
-    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "", value_parser = super::store_path_or_default())]
     pub store: Option<PathBuf>,
 
     /// What to generate [default: `target:` of config.yml, else systemd]
@@ -51,6 +51,10 @@ pub struct GenArgs {
 
 pub fn run(args: GenArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
+    refuse_directory_of_environments(&args.env_dir)?;
+    if let Some(out) = &args.out {
+        refuse_out(out, &args.env_dir)?;
+    }
     let env = Environment::load_services(&args.env_dir, &args.services)?;
     tracing::debug!(
         "loaded {} services in {:?}",
@@ -107,6 +111,60 @@ pub fn open_store(path: Option<&Path>) -> Result<Option<herd::store::Store>> {
         Some(path) => path.to_path_buf(),
     };
     Ok(Some(herd::store::Store::open_existing(&path)?))
+}
+
+/// `herd gen env/` (the directory holding the environments, not one of
+/// them) lists the environments it holds instead of failing on config.yml.
+fn refuse_directory_of_environments(dir: &Path) -> Result<()> {
+    if dir.join("config.yml").exists() {
+        return Ok(());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // the load says what is wrong with it
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("config.yml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let example = dir.join(&names[0]);
+    anyhow::bail!(
+        "{} holds environments, not one: {}; name one (herd gen {})",
+        dir.display(),
+        herd::terminal::escape_controls(&names.join(", ")),
+        herd::terminal::escape_controls(&example.display().to_string())
+    )
+}
+
+/// `--out` is replaced whole: the filesystem's root, or a directory
+/// holding the environment itself, is refused before anything under it is
+/// read.
+fn refuse_out(out: &Path, env_dir: &Path) -> Result<()> {
+    let absolute = |p: &Path| {
+        p.canonicalize()
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let out_abs = absolute(out);
+    let env_abs = absolute(env_dir);
+    if out_abs.parent().is_none() {
+        anyhow::bail!(
+            "--out {}: the filesystem's root cannot be the output directory (herd gen replaces it whole); choose a directory of its own",
+            out.display()
+        );
+    }
+    if env_abs.starts_with(&out_abs) {
+        anyhow::bail!(
+            "--out {}: it holds the environment {} and would be replaced whole; choose a directory of its own",
+            out.display(),
+            env_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `units/<envName>` beside the `env/` directory holding the environment,

@@ -90,3 +90,11 @@ impl StoreArg {
         herd::store::Store::open_existing(&self.path()?)
     }
 }
+
+/// Parses `--store [DIR]` where a value may be left out (`herd gen
+/// --store`): clap then gives the empty path, which stands for the
+/// default store (clap's own path parser refuses an empty value).
+pub fn store_path_or_default() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
+}

@@ -240,7 +240,7 @@ fn store_dir(store: &Path) -> Check {
     let writable = nix::unistd::access(existing, nix::unistd::AccessFlags::W_OK).is_ok();
     let free = nix::sys::statvfs::statvfs(existing)
         .ok()
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64);
+        .map(|s| s.blocks_available() * s.fragment_size());
     let space = free.map_or("free space unknown".into(), |bytes| {
         format!("{} free", bytesize::ByteSize(bytes).display().iec())
     });

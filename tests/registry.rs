@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Registry, built_digest, podman, run_fails, run_ok, text, tool};
+use common::{Registry, built_digest, needs, podman, run_fails, run_ok, text, tool};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;

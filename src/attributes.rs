@@ -33,8 +33,7 @@ struct RawFile {
 
 impl AttributeFile {
     pub fn read(path: &Path) -> Result<AttributeFile, InputError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+        let text = crate::yaml::read_bounded(path)?;
         Self::parse(path, &text)
     }
 

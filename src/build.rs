@@ -40,6 +40,8 @@ pub struct BuildOptions {
     /// Whether script output lines carry the image's name (several images
     /// build at once).
     pub label_output: bool,
+    /// When dependencies may be pulled from registries.
+    pub pull: crate::dependency::PullPolicy,
 }
 
 /// The result of a build.
@@ -59,6 +61,10 @@ pub mod labels {
     pub const ISOLATORS: &str = "io.herd.app.isolators";
     /// Set when the image has inherit-build-* scripts for its dependents.
     pub const INHERITS: &str = "io.herd.inherit-build";
+    /// The `aci.dependencies` as the build resolved them, space-separated
+    /// `name:version@digest` (an unversioned dependency with the version
+    /// it resolved to).
+    pub const DEPENDENCIES: &str = "io.herd.dependencies";
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -86,7 +92,7 @@ pub fn build_source(
     let provisional = source.provisional_manifest()?;
     crate::templates::check_dir(&dir.join("templates"))?;
 
-    let base = Base::resolve(store, &provisional.aci.dependencies)?;
+    let base = Base::resolve(store, &provisional.aci.dependencies, options.pull)?;
     let init = init_layer(store, options)?;
     let (manifest, own) = if needs_build_root(dir, &base) {
         build_with_scripts(store, &source, &provisional, &base, epoch, options)?
@@ -275,7 +281,7 @@ fn build_with_scripts(
     // the image root at $ROOTFS.
     let builder_scripts = crate::fsutil::files_in(&source.dir.join("runlevels/builder"))?;
     if !builder_scripts.is_empty() {
-        let builder_base = Base::resolve(store, &provisional.builder.dependencies)?;
+        let builder_base = Base::resolve(store, &provisional.builder.dependencies, options.pull)?;
         let builder_overlay = if provisional.builder.dependencies.is_empty() {
             None
         } else {
@@ -414,10 +420,9 @@ fn script_environment(manifest: &ImageManifest, name: &ImageName, _epoch: u64) -
         DEFAULT_PATH.to_string(),
         format!("ACI_NAME={}", name.repository()),
         format!("ACI_VERSION={}", name.tag().unwrap_or("")),
-        format!(
-            "LOG_LEVEL={}",
-            std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into())
-        ),
+        // herd's own level (`-v`, `-q` or LOG_LEVEL), so `-v` traces
+        // the scripts too.
+        format!("LOG_LEVEL={}", crate::terminal::log_level()),
     ];
     // HERD_ENV_<NAME> on the host reaches scripts as <NAME> (proxies).
     for (key, value) in std::env::vars() {
@@ -475,6 +480,7 @@ impl ScriptContext<'_> {
             Some(label) => tracing::info!("{label}: running {level} script {name}"),
             None => tracing::info!("running {level} script {name}"),
         }
+        crate::status::doing(|| format!("{level} script {name}"));
         let executable =
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(script)?.permissions())
                 & 0o111
@@ -692,15 +698,40 @@ fn image_name(manifest_path: &Path, text: &str, dir: &Path, epoch: u64) -> Resul
     if name.tag().is_some() {
         return Ok(name);
     }
-    let version = names::generated_version(epoch, git_short_hash(dir).as_deref());
     Ok(name
-        .with_tag(&version)
+        .with_tag(&generated_version(dir, epoch))
         .map_err(|e| InputError::new(manifest_path, e))?)
 }
 
-/// The abbreviated commit hash of the repository holding `dir`, if any.
-pub fn git_short_hash(dir: &Path) -> Option<String> {
-    crate::vcs::revision(dir).short_hash
+/// The version of an image or pod directory whose name has none
+/// (FORMATS.md section 1): the time of `epoch` (its last commit), `-v` and
+/// the commit, `-dirty` when git sees changes under it. A directory no
+/// commit touched (new, or outside git) has no commit time: its version
+/// takes the modification time of its newest entry instead, so that each
+/// change gets a new version. That time is only in the tag, never in the
+/// image: the image's file times and `created` stay `epoch`, and its
+/// digest stays reproducible.
+pub fn generated_version(dir: &Path, epoch: u64) -> String {
+    let revision = crate::vcs::revision(dir);
+    let time = if epoch != 0 { epoch } else { newest_mtime(dir) };
+    names::generated_version(time, revision.short_hash.as_deref(), revision.dirty)
+}
+
+/// The newest modification time of `dir` and everything under it
+/// (symbolic links themselves, not what they point at); the current time
+/// when none can be read.
+fn newest_mtime(dir: &Path) -> u64 {
+    let newest = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|entry| entry.ok()?.metadata().ok()?.modified().ok())
+        .max()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|since| since.as_secs());
+    newest.filter(|&t| t > 0).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
 }
 
 /// `SOURCE_DATE_EPOCH`, else the last commit time of `dir`, else 0.
@@ -730,10 +761,16 @@ struct Base {
     config: Option<oci_spec::image::Config>,
     /// Whether a dependency has inherit-build scripts for this build.
     inherits: bool,
+    /// Each dependency as resolved: `name:version@digest`.
+    resolved: Vec<String>,
 }
 
 impl Base {
-    fn resolve(store: &Store, dependencies: &[String]) -> Result<Base> {
+    fn resolve(
+        store: &Store,
+        dependencies: &[String],
+        pull: crate::dependency::PullPolicy,
+    ) -> Result<Base> {
         let mut base = Base::default();
         for dependency in dependencies {
             // A layer an earlier dependency brought is not stacked again
@@ -742,8 +779,10 @@ impl Base {
             let earlier: std::collections::HashSet<crate::digest::Digest> =
                 base.layers.iter().map(|(b, _)| b.digest.clone()).collect();
             let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
-            let descriptor = crate::registry::pull_if_missing(store, &name)
+            let resolved = crate::dependency::resolve(store, &name, pull)
                 .with_context(|| format!("resolving dependency {name}"))?;
+            base.resolved.push(resolved.reference());
+            let (name, descriptor) = (resolved.name, resolved.descriptor);
             // Kept from gc while this build runs (another herd may move
             // the tag meanwhile).
             let walk = store.protect_image(&descriptor)?;
@@ -868,7 +907,9 @@ pub fn write_layer_to_store(
     compression: Compression,
 ) -> Result<LayerBlob> {
     let temp = store.temp_file()?;
+    let watch = crate::status::watch_layer(temp.path());
     let blob = layers::write_layer(entries, compression, temp.reopen()?)?;
+    drop(watch);
     store.commit_blob(temp, &blob.digest)?;
     Ok(blob)
 }
@@ -1041,6 +1082,11 @@ fn image_config(
         labels.insert(annotation.name.clone(), annotation.value.clone());
     }
     labels.insert(labels::STACK.into(), stack.join(" "));
+    if base.resolved.is_empty() {
+        labels.remove(labels::DEPENDENCIES);
+    } else {
+        labels.insert(labels::DEPENDENCIES.into(), base.resolved.join(" "));
+    }
     if inherits {
         labels.insert(labels::INHERITS.into(), "true".into());
     } else {

@@ -408,7 +408,9 @@ impl ServiceContext<'_> {
                 });
             }
             for line in raw_node.fleet.iter().flatten() {
-                check_fleet_line(line).map_err(|e| at(line, e))?;
+                // A line holding a newline is found by its first part.
+                let first = line.lines().next().unwrap_or(line);
+                check_fleet_line(line).map_err(|e| at(first, e))?;
             }
             let mut attributes = raw_node.properties;
             attributes.insert("hostname".into(), Value::from(hostname.clone()));
@@ -653,6 +655,13 @@ fn check_mount_path(path: &str) -> Result<(), String> {
 /// `Key=Value` with one of fleet's keys.
 fn check_fleet_line(line: &str) -> Result<(), String> {
     let expected = FLEET_KEYS.join(", ");
+    // A newline would end the line in the unit and start another one
+    // (`[Service]`, `ExecStartPre=`...).
+    if line.chars().any(char::is_control) {
+        return Err(format!(
+            "fleet line {line:?} holds a newline or another control character; a unit line cannot"
+        ));
+    }
     let Some((key, value)) = line.split_once('=') else {
         return Err(format!(
             "fleet line {line:?}: expected `Key=Value` with a key among {expected}"

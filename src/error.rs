@@ -46,3 +46,42 @@ impl fmt::Display for InputError {
 }
 
 impl std::error::Error for InputError {}
+
+/// Several independent problems found in one pass (ten broken manifests in
+/// a tree): each is reported, then the command stops, as cargo does, so a
+/// user fixes them all in one round instead of one per run.
+#[derive(Debug)]
+pub struct Problems {
+    pub problems: Vec<anyhow::Error>,
+    /// Where they are: "the build plan".
+    pub what: String,
+}
+
+impl Problems {
+    /// `Ok` when `problems` is empty; the single error itself when there
+    /// is one (its message stays as it was); all of them otherwise.
+    pub fn check(mut problems: Vec<anyhow::Error>, what: &str) -> anyhow::Result<()> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(Problems {
+                problems,
+                what: what.to_string(),
+            }
+            .into()),
+        }
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} in {}, each reported above",
+            crate::terminal::count(self.problems.len(), "problem"),
+            self.what
+        )
+    }
+}
+
+impl std::error::Error for Problems {}

@@ -41,9 +41,12 @@ impl Compression {
     }
 }
 
-/// Gzip level: 6 is gzip's and Docker's default; fixed so that the same
-/// tree always compresses to the same bytes.
-const GZIP_LEVEL: i32 = 6;
+/// libdeflate's gzip level, fixed so that the same tree always compresses
+/// to the same bytes. 5 rather than gzip's and Docker's default 6: on a
+/// tar of a Debian /usr (1.28 GB) libdeflate at 5 gives 474.2 MB in 20%
+/// less CPU than at 6 (471.5 MB), still smaller than GNU gzip -6 (475.7
+/// MB); at 4 (greedy matching) it is 481.8 MB.
+const GZIP_LEVEL: i32 = 5;
 const ZSTD_LEVEL: i32 = 3;
 /// zstd's multithreaded output depends on the worker count, so it is fixed
 /// rather than taken from the machine: digests must not depend on cores.
@@ -403,7 +406,10 @@ fn compress(
     compression: Compression,
     out: File,
 ) -> Result<(Digest, u64)> {
-    let sink = HashingWriter::new(BufWriter::with_capacity(CHUNK, out));
+    let sink = HashingWriter::new(BufWriter::with_capacity(
+        CHUNK,
+        crate::fsutil::WritebackFile::new(out),
+    ));
     let sink = match compression {
         Compression::Gzip => parallel_gzip(chunks, sink)?,
         Compression::Zstd => {

@@ -11,9 +11,8 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "herd", version = cli::meta::VERSION, about, long_about = None, propagate_version = true)]
 struct Herd {
-    /// More output: -v for debug, -vv for trace. LOG_LEVEL also works.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    #[command(flatten)]
+    output: cli::OutputArgs,
 
     #[command(subcommand)]
     command: Command,
@@ -29,6 +28,8 @@ enum Command {
     Graph(cli::build::GraphArgs),
     Images(cli::images::ImagesArgs),
     Inspect(cli::images::InspectArgs),
+    Tag(cli::images::TagArgs),
+    Rmi(cli::images::RmiArgs),
     Kube(cli::pods::KubeArgs),
     Install(cli::pods::InstallArgs),
     Gc(cli::store::GcArgs),
@@ -49,7 +50,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let herd = Herd::parse();
-    cli::init_logging(herd.verbose);
+    cli::init_logging(&herd.output);
     let result = match herd.command {
         Command::Init(args) => cli::scaffold::run(args),
         Command::Build(args) => cli::build::run(args),
@@ -59,6 +60,8 @@ fn main() -> ExitCode {
         Command::Graph(args) => cli::build::run_graph(args),
         Command::Images(args) => cli::images::run_images(args),
         Command::Inspect(args) => cli::images::run_inspect(args),
+        Command::Tag(args) => cli::images::run_tag(args),
+        Command::Rmi(args) => cli::images::run_rmi(args),
         Command::Kube(args) => cli::pods::run_kube(args),
         Command::Install(args) => cli::pods::run_install(args),
         Command::Gc(args) => cli::store::run_gc(args),

@@ -46,11 +46,49 @@ pub struct BuildSection {
     pub sandbox: crate::sandbox::ManifestChoices,
 }
 
+/// How `herd test` runs the image (FORMATS.md section 2): dgr's
+/// `tester:` section, whose `aci` described the test image.
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Tester {
+    /// Images stacked below the image under test (herd's short form of
+    /// `aci.dependencies`).
     #[serde(default)]
     pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub aci: TesterAci,
+    /// dgr's builder of the test image. herd builds no test image: only
+    /// `environment` is used (the environment of `tests/wait.sh` and
+    /// bats); dependencies and mount points are refused when parsed.
+    #[serde(default)]
+    pub builder: Builder,
+}
+
+impl Tester {
+    /// The images stacked below the image under test, in order:
+    /// `tester.aci.dependencies`, then `tester.dependencies`.
+    pub fn all_dependencies(&self) -> impl Iterator<Item = &String> {
+        self.aci.dependencies.iter().chain(&self.dependencies)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TesterAci {
+    #[serde(default)]
+    pub dependencies: Vec<String>,
+    #[serde(default)]
+    pub app: TesterApp,
+}
+
+/// What a test container changes of the app: dgr's test image took
+/// everything else from the image itself.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TesterApp {
+    /// Over the image's `aci.app.environment`, name by name.
+    #[serde(default)]
+    pub environment: Vec<NameValue>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default, PartialEq)]
@@ -212,10 +250,11 @@ pub fn parse_image(
         .dependencies
         .iter()
         .chain(&manifest.builder.dependencies)
-        .chain(&manifest.tester.dependencies)
+        .chain(manifest.tester.all_dependencies())
     {
-        check_name(path, &text, "dependencies", dependency, false)?;
+        check_name(path, &text, "dependencies", dependency, true)?;
     }
+    check_tester(path, &text, &manifest.tester)?;
     for port in &manifest.aci.app.ports {
         if !matches!(port.protocol.as_str(), "tcp" | "udp" | "sctp") {
             let line = line_of(&text, &port.protocol);
@@ -294,7 +333,7 @@ pub fn parse_pod(
             });
         }
         for dependency in &app.dependencies {
-            check_name(path, &text, "dependencies", dependency, false)?;
+            check_name(path, &text, "dependencies", dependency, true)?;
         }
         check_lifecycle(path, &text, &app.app)?;
         let name = app
@@ -378,6 +417,49 @@ fn check_name(
     Ok(())
 }
 
+/// What `herd test` cannot do of dgr's `tester:` is an error, not ignored.
+fn check_tester(path: &Path, text: &str, tester: &Tester) -> Result<(), InputError> {
+    let refuse = |needle: &str, message: &str| {
+        Err(InputError {
+            line: line_of(text, needle),
+            ..InputError::new(path, message)
+        })
+    };
+    if !tester.builder.dependencies.is_empty() || !tester.builder.mount_points.is_empty() {
+        // The `builder:` key under `tester:`, not the image's own.
+        let line = text
+            .lines()
+            .enumerate()
+            .skip_while(|(_, l)| !l.starts_with("tester:"))
+            .find(|(_, l)| l.trim_start().starts_with("builder:"))
+            .map(|(i, _)| i + 1);
+        return Err(InputError {
+            line,
+            ..InputError::new(
+                path,
+                "`tester.builder`: herd test builds no test image, so only its `environment` is used; \
+             name images that provide bats under `tester.aci.dependencies` instead of builder dependencies",
+            )
+        });
+    }
+    for variable in tester
+        .aci
+        .app
+        .environment
+        .iter()
+        .chain(&tester.builder.environment)
+    {
+        let name = &variable.name;
+        if name.is_empty() || name.contains(['=', '\0']) {
+            return refuse(
+                name,
+                &format!("tester environment: {name:?} is not a variable name (non-empty, no '=')"),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The first line holding `needle`, for values serde does not locate.
 fn line_of(text: &str, needle: &str) -> Option<usize> {
     text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
@@ -394,6 +476,27 @@ mod tests {
             text,
             &json!({"version": "1.2"}),
         )
+    }
+
+    #[test]
+    fn dgr_tester_sections_parse_and_their_dependencies_are_checked() {
+        let manifest = parse(
+            "name: x.io/a:1\ntester:\n  dependencies: [x.io/short:1]\n  aci:\n    dependencies: [x.io/bats:1]\n    app:\n      environment: [{name: A, value: b}]\n  builder:\n    environment: [{name: C, value: d}]\n",
+        )
+        .unwrap();
+        let all: Vec<&String> = manifest.tester.all_dependencies().collect();
+        assert_eq!(all, ["x.io/bats:1", "x.io/short:1"]);
+        assert_eq!(manifest.tester.aci.app.environment[0].name, "A");
+        assert_eq!(manifest.tester.builder.environment[0].value, "d");
+        let error =
+            parse("name: x.io/a:1\ntester:\n  aci:\n    dependencies: [aci-bats]\n").unwrap_err();
+        assert_eq!(error.line, Some(4), "{error}");
+        assert!(error.to_string().contains("no registry domain"), "{error}");
+        let error = parse(
+            "name: x.io/a:1\ntester:\n  aci:\n    app:\n      environment: [{name: \"A=B\", value: b}]\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("not a variable name"), "{error}");
     }
 
     #[test]

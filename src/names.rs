@@ -235,8 +235,9 @@ fn check_tag(tag: &str) -> Result<(), String> {
 }
 
 /// A version for a name that has none: `YYYYMMDD.HHMMSS` of `epoch_seconds`,
-/// plus `-v<git short hash>` when one is known.
-pub fn generated_version(epoch_seconds: u64, git_short_hash: Option<&str>) -> String {
+/// plus `-v<git short hash>` when one is known, plus `-dirty` when the
+/// directory holds changes that commit lacks.
+pub fn generated_version(epoch_seconds: u64, git_short_hash: Option<&str>, dirty: bool) -> String {
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch_seconds);
     // RFC 3339 is "YYYY-MM-DDTHH:MM:SSZ"; keep the digits.
     let stamp = humantime::format_rfc3339_seconds(time).to_string();
@@ -245,6 +246,9 @@ pub fn generated_version(epoch_seconds: u64, git_short_hash: Option<&str>) -> St
     if let Some(hash) = git_short_hash {
         version.push_str("-v");
         version.push_str(hash);
+        if dirty {
+            version.push_str("-dirty");
+        }
     }
     version
 }
@@ -378,10 +382,14 @@ mod tests {
 
     #[test]
     fn generated_versions_are_date_and_time() {
-        assert_eq!(generated_version(0, None), "19700101.000000");
+        assert_eq!(generated_version(0, None, false), "19700101.000000");
         assert_eq!(
-            generated_version(1_700_000_000, Some("abc1234")),
+            generated_version(1_700_000_000, Some("abc1234"), false),
             "20231114.221320-vabc1234"
+        );
+        assert_eq!(
+            generated_version(1_700_000_000, Some("abc1234"), true),
+            "20231114.221320-vabc1234-dirty"
         );
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::build::{self, BuildOptions, ImageSource};
 use crate::cache;
+use crate::dependency::PullPolicy;
 use crate::manifest;
 use crate::names::ImageName;
 use crate::pods;
@@ -27,7 +28,8 @@ pub enum Edge {
     Dependency,
     /// `builder.dependencies`: the root the builder runlevel runs in.
     Builder,
-    /// `tester.dependencies`: only `herd test` needs it.
+    /// `tester.dependencies` and `tester.aci.dependencies`: only `herd
+    /// test` needs it.
     Tester,
 }
 
@@ -72,22 +74,35 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
         }
     }
     dirs.dedup();
-    let units = dirs
-        .iter()
-        .map(|dir| read_unit(dir))
-        .collect::<Result<Vec<_>>>()?;
+    // Every unit is read even after one fails: a tree with ten broken
+    // manifests reports all ten in one run, as cargo does.
+    let mut problems = Vec::new();
+    let mut units = Vec::new();
+    for dir in &dirs {
+        match read_unit(dir) {
+            Ok(unit) => units.push(unit),
+            Err(error) => problems.push(error),
+        }
+    }
     let mut producer: HashMap<&str, usize> = HashMap::new();
     for (index, unit) in units.iter().enumerate() {
+        if let Some(own) = self_dependency(unit) {
+            problems.push(anyhow::anyhow!(
+                "dependency cycle: {own} -> {own} ({} depends on itself)",
+                unit.dir.display()
+            ));
+        }
         for repository in &unit.produces {
             if let Some(other) = producer.insert(repository, index) {
-                bail!(
+                problems.push(anyhow::anyhow!(
                     "{} and {} both build {repository}",
                     units[other].dir.display(),
                     unit.dir.display()
-                );
+                ));
             }
         }
     }
+    crate::error::Problems::check(problems, "the build plan")?;
     let edges = units
         .iter()
         .map(|unit| {
@@ -106,6 +121,20 @@ pub fn discover(paths: &[PathBuf]) -> Result<Plan> {
         })
         .collect();
     Ok(Plan { units, edges })
+}
+
+/// The unit's own name when it needs exactly itself (same repository and
+/// tag): a cycle of one, never something to pull. A different version of
+/// the same repository is an older build of it, taken from the store.
+fn self_dependency(unit: &Unit) -> Option<&str> {
+    let own: ImageName = unit.name.parse().ok()?;
+    unit.needs.iter().find_map(|(name, _)| {
+        let needed: ImageName = name.parse().ok()?;
+        (needed.repository() == own.repository()
+            && needed.tag() == own.tag()
+            && needed.digest().is_none())
+        .then_some(unit.name.as_str())
+    })
 }
 
 /// A directory holding this file is only built when named explicitly
@@ -179,8 +208,7 @@ fn read_unit(dir: &Path) -> Result<Unit> {
         .chain(
             manifest
                 .tester
-                .dependencies
-                .iter()
+                .all_dependencies()
                 .map(|d| (d.clone(), Edge::Tester)),
         )
         .collect();
@@ -338,7 +366,13 @@ impl Plan {
             (0..self.units.len()).map(|u| self.dependents(u)).collect();
         // git is asked once per repository, not once per image.
         let dirs: Vec<PathBuf> = self.units.iter().map(|u| u.dir.clone()).collect();
-        let revisions = crate::vcs::revisions(&dirs);
+        let generated: Vec<PathBuf> = self
+            .units
+            .iter()
+            .filter(|u| has_generated_version(&u.name))
+            .map(|u| u.dir.clone())
+            .collect();
+        let revisions = crate::vcs::revisions(&dirs, &generated);
         std::thread::scope(|scope| {
             for _ in 0..jobs.max(1) {
                 scope.spawn(|| {
@@ -443,29 +477,33 @@ impl Plan {
         let epoch = options
             .source_date_epoch
             .map_or_else(|| build::source_date_epoch_or(|| revision.epoch), Ok)?;
+        // Dependencies are resolved (and pulled, as `--pull` allows) once,
+        // here: the key is over what they resolve to, and the build then
+        // finds them in the store. What this plan builds is never pulled.
+        let mut dependency_digests = Vec::new();
+        for (name, _) in unit.needs.iter().filter(|(_, e)| *e != Edge::Tester) {
+            let parsed: ImageName = name.parse().map_err(anyhow::Error::msg)?;
+            let built_here = self
+                .units
+                .iter()
+                .any(|u| u.produces.contains(&parsed.repository()));
+            let policy = if built_here {
+                PullPolicy::Never
+            } else {
+                options.pull
+            };
+            let resolved = crate::dependency::resolve(store, &parsed, policy)
+                .with_context(|| format!("resolving dependency {name}{}", needed_by(unit, name)))?;
+            dependency_digests.push(resolved.reference());
+        }
         let options = BuildOptions {
             source_date_epoch: Some(epoch),
+            pull: PullPolicy::Never,
             ..options.clone()
         };
-        let dependency_digests: Vec<String> = unit
-            .needs
-            .iter()
-            .filter(|(_, e)| *e != Edge::Tester)
-            .map(|(name, _)| {
-                let resolved = name
-                    .parse::<ImageName>()
-                    .ok()
-                    .and_then(|n| store.resolve(&n).ok().flatten());
-                resolved.map_or_else(|| format!("{name} missing"), |d| d.digest().to_string())
-            })
-            .collect();
         // A generated version follows the commit, so the commit is an input.
-        let generated_version = unit
-            .name
-            .parse::<ImageName>()
-            .is_ok_and(|n| n.tag().is_none());
-        let commit = if generated_version {
-            revision.short_hash.clone().unwrap_or_default()
+        let commit = if has_generated_version(&unit.name) {
+            revision.commit_label()
         } else {
             String::new()
         };
@@ -501,6 +539,28 @@ impl Plan {
             tags: record.tags,
         })
     }
+}
+
+/// Which app of a pod unit needs `dependency` (" of app A of pod P"), for
+/// errors; nothing for an image.
+fn needed_by(unit: &Unit, dependency: &str) -> String {
+    if unit.kind != Kind::Pod {
+        return String::new();
+    }
+    let Ok((pod, _)) = pods::read_manifest(&unit.dir) else {
+        return String::new();
+    };
+    pod.pod
+        .apps
+        .iter()
+        .find(|app| app.dependencies.iter().any(|d| d == dependency))
+        .map(|app| format!(" of app {} of pod {}", pods::app_name(app), unit.name))
+        .unwrap_or_default()
+}
+
+/// Whether a unit's build generates its version (its name has none).
+fn has_generated_version(name: &str) -> bool {
+    name.parse::<ImageName>().is_ok_and(|n| n.tag().is_none())
 }
 
 /// A unit a worker is building. If the worker panics (a bug, or a report
@@ -586,6 +646,41 @@ mod tests {
             .map(|u| plan.units[u].name.as_str())
             .collect();
         assert_eq!(names, ["x.io/base:1", "x.io/mid:1", "x.io/leaf:1"]);
+    }
+
+    #[test]
+    fn every_broken_manifest_and_a_self_dependency_are_reported_at_once() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            let dir = root.path().join(format!("broken{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("aci-manifest.yml"), "name: x.io/b:1\nnope: 1\n").unwrap();
+        }
+        image(
+            &root.path().join("selfish"),
+            "x.io/selfish:1",
+            &["x.io/selfish:1"],
+        );
+        image(&root.path().join("upgrade"), "x.io/up:2", &["x.io/up:1"]);
+        let err = discover(&[root.path().to_path_buf()]).unwrap_err();
+        let problems = &err
+            .downcast_ref::<crate::error::Problems>()
+            .unwrap()
+            .problems;
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (i, problem) in problems.iter().take(3).enumerate() {
+            assert!(
+                problem.to_string().contains(&format!("broken{i}")),
+                "{problem}"
+            );
+        }
+        assert!(
+            problems[3]
+                .to_string()
+                .contains("dependency cycle: x.io/selfish:1 -> x.io/selfish:1"),
+            "{}",
+            problems[3]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use crate::build::{BuildOptions, ImageSource, build_source, source_date_epoch};
 use crate::error::InputError;
 use crate::manifest::{self, Aci, ImageManifest, PodManifest};
-use crate::names::{self, ImageName};
+use crate::names::ImageName;
 use crate::store::{self, Store};
 use anyhow::{Context, Result, bail};
 use oci_spec::image::{Descriptor, MediaType};
@@ -68,7 +68,7 @@ pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<Bu
         .parse()
         .map_err(|e: String| InputError::new(&manifest_path, e))?;
     if name.tag().is_none() {
-        let version = names::generated_version(epoch, crate::build::git_short_hash(dir).as_deref());
+        let version = crate::build::generated_version(dir, epoch);
         name = name.with_tag(&version).map_err(anyhow::Error::msg)?;
     }
     let options = BuildOptions {
@@ -81,7 +81,7 @@ pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<Bu
     for app in &pod.pod.apps {
         for dependency in &app.dependencies {
             let dependency: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
-            crate::registry::pull_if_missing(store, &dependency).with_context(|| {
+            crate::dependency::resolve(store, &dependency, options.pull).with_context(|| {
                 format!(
                     "resolving dependency {dependency} of app {} of pod {name}",
                     app_name(app)
@@ -89,6 +89,11 @@ pub fn build_pod(dir: &Path, store: &Store, options: &BuildOptions) -> Result<Bu
             })?;
         }
     }
+    // Resolved once: the apps' builds find every dependency in the store.
+    let options = BuildOptions {
+        pull: crate::dependency::PullPolicy::Never,
+        ..options
+    };
     let mut apps = Vec::new();
     for app in &pod.pod.apps {
         let app_name = app_name(app);

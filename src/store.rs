@@ -139,6 +139,11 @@ impl Store {
 
     /// Opens the layout at `root`, creating an empty one if there is none.
     pub fn open(root: &Path) -> Result<Store> {
+        // Absolute from here on: blob paths are linked from elsewhere (a
+        // test's layout) and handed to tools run in other directories.
+        let root = std::path::absolute(root)
+            .with_context(|| format!("resolving the store path {}", root.display()))?;
+        let root = root.as_path();
         let store = Store {
             root: root.to_path_buf(),
             lease: Mutex::new(None),
@@ -362,29 +367,44 @@ impl Store {
     }
 
     /// Like `resolve`, but a missing name is an error that lists what the
-    /// store has under the same repository.
+    /// store has under the same repository, or else the closest name.
     pub fn require(&self, name: &ImageName) -> Result<Descriptor> {
         if let Some(descriptor) = self.resolve(name)? {
             return Ok(descriptor);
         }
+        Err(self.not_found(name))
+    }
+
+    /// The error for a name the store does not have: the other tags of its
+    /// repository, else the closest stored name (a typo), else a hint to
+    /// build or pull it.
+    pub fn not_found(&self, name: &ImageName) -> anyhow::Error {
         let repository = name.repository();
-        let similar: Vec<String> = self
-            .tags()?
+        let names: Vec<String> = self
+            .tags()
+            .unwrap_or_default()
             .into_iter()
             .map(|t| t.name)
+            .collect();
+        let similar: Vec<&str> = names
+            .iter()
+            .map(String::as_str)
             .filter(|n| n.starts_with(&repository))
             .collect();
-        if similar.is_empty() {
-            bail!(
-                "{name} is not in the store {} (build or pull it first)",
-                self.root.display()
-            )
+        let root = self.root.display();
+        if !similar.is_empty() {
+            return anyhow::anyhow!(
+                "{name} is not in the store {root}; it has {}",
+                similar.join(", ")
+            );
         }
-        bail!(
-            "{name} is not in the store {}; it has {}",
-            self.root.display(),
-            similar.join(", ")
-        )
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        match crate::yaml::closest(&name.to_string(), &all) {
+            Some(best) => {
+                anyhow::anyhow!("{name} is not in the store {root} (did you mean `{best}`?)")
+            }
+            None => anyhow::anyhow!("{name} is not in the store {root} (build or pull it first)"),
+        }
     }
 
     /// Points `name` at `descriptor`, replacing what the name pointed at

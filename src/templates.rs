@@ -8,6 +8,8 @@
 //! [`resolve_values`].
 
 mod dir;
+pub mod functions;
+pub mod limits;
 mod values;
 
 pub use dir::{
@@ -58,10 +60,11 @@ pub fn has_template_syntax(text: &str) -> bool {
 
 /// An empty Tera set as herd renders: configuration files, units and
 /// attribute values, never HTML, so nothing is escaped whatever the file's
-/// extension.
+/// extension; `get_env` and `range` are herd's ([`functions`]).
 pub fn tera_set() -> tera::Tera {
     let mut tera = tera::Tera::default();
     tera.autoescape_on(vec![]);
+    functions::register(&mut tera);
     tera
 }
 
@@ -82,7 +85,7 @@ pub fn render_with(
 ) -> Result<String, RenderError> {
     let context =
         tera::Context::from_value(as_context(attributes)).map_err(|e| classify(&e, text))?;
-    tera.render(name, &context).map_err(|e| classify(&e, text))
+    limits::render(tera, name, &context, limits::MAX_RENDERED_BYTES).map_err(|e| classify(&e, text))
 }
 
 /// Tera needs an object at the top; other values render as `{}`.
@@ -162,14 +165,16 @@ fn line_using(text: &str, attribute: &str) -> Option<usize> {
 /// reports every missing attribute of the template (not just the first).
 /// `context` must be `attributes` as a Tera context: it is built once by the
 /// caller, the placeholders only cost something when attributes are missing.
+/// Output past `limit` bytes is an error.
 pub fn render_collecting(
     tera: &tera::Tera,
     name: &str,
     text: &str,
     attributes: &Value,
     context: &tera::Context,
+    limit: usize,
 ) -> Result<String, Vec<RenderError>> {
-    let first = match tera.render(name, context) {
+    let first = match limits::render(tera, name, context, limit) {
         Ok(out) => return Ok(out),
         Err(e) => classify(&e, text),
     };
@@ -189,7 +194,7 @@ pub fn render_collecting(
             return Err(errors);
         }
         let context = tera::Context::from_value(patched.clone()).expect("an object is a context");
-        match tera.render(name, &context) {
+        match limits::render(tera, name, &context, limit) {
             Ok(_) => return Err(errors),
             Err(e) => error = classify(&e, text),
         }
@@ -237,24 +242,32 @@ fn plain_segments(attribute: &str) -> Option<Vec<&str>> {
 pub(crate) fn idents(nodes: &[Node]) -> Vec<String> {
     let mut found = vec![];
     walk(nodes, &mut |node| {
-        let exprs: Vec<&Expr> = match node {
-            Node::VariableBlock(_, expr) => vec![expr],
-            Node::MacroDefinition(_, definition, _) => definition.args.values().flatten().collect(),
-            Node::Set(_, set) => vec![&set.value],
-            Node::FilterSection(_, section, _) => section.filter.args.values().collect(),
-            Node::Forloop(_, forloop, _) => vec![&forloop.container],
-            Node::If(branches, _) => branches
-                .conditions
-                .iter()
-                .map(|(_, expr, _)| expr)
-                .collect(),
-            _ => vec![],
-        };
-        for expr in exprs {
-            expr_idents(expr, &mut found);
+        for expr in node_exprs(node) {
+            each_value(expr, &mut |value| match value {
+                ExprVal::Ident(ident) => found.push(ident.clone()),
+                ExprVal::Test(test) => found.push(test.ident.clone()),
+                _ => {}
+            });
         }
     });
     found
+}
+
+/// The expressions a node holds itself (not those of nested bodies).
+pub(crate) fn node_exprs(node: &Node) -> Vec<&Expr> {
+    match node {
+        Node::VariableBlock(_, expr) => vec![expr],
+        Node::MacroDefinition(_, definition, _) => definition.args.values().flatten().collect(),
+        Node::Set(_, set) => vec![&set.value],
+        Node::FilterSection(_, section, _) => section.filter.args.values().collect(),
+        Node::Forloop(_, forloop, _) => vec![&forloop.container],
+        Node::If(branches, _) => branches
+            .conditions
+            .iter()
+            .map(|(_, expr, _)| expr)
+            .collect(),
+        _ => vec![],
+    }
 }
 
 /// Calls `visit` on every node of a template, nested bodies included.
@@ -284,40 +297,43 @@ pub(crate) fn walk<'a>(nodes: &'a [Node], visit: &mut impl FnMut(&'a Node)) {
     }
 }
 
-fn expr_idents(expr: &Expr, found: &mut Vec<String>) {
-    value_idents(&expr.val, found);
+/// Calls `visit` on every value of an expression, nested ones (operands,
+/// arguments of filters, functions, macros and tests) included.
+pub(crate) fn each_value<'a>(expr: &'a Expr, visit: &mut impl FnMut(&'a ExprVal)) {
+    value_parts(&expr.val, visit);
     for filter in &expr.filters {
-        call_idents(filter, found);
+        call_parts(filter, visit);
     }
 }
 
-fn call_idents(call: &FunctionCall, found: &mut Vec<String>) {
+fn call_parts<'a>(call: &'a FunctionCall, visit: &mut impl FnMut(&'a ExprVal)) {
     for arg in call.args.values() {
-        expr_idents(arg, found);
+        each_value(arg, visit);
     }
 }
 
-fn value_idents(value: &ExprVal, found: &mut Vec<String>) {
+fn value_parts<'a>(value: &'a ExprVal, visit: &mut impl FnMut(&'a ExprVal)) {
+    visit(value);
     match value {
-        ExprVal::Ident(ident) => found.push(ident.clone()),
         ExprVal::Math(math) => [&math.lhs, &math.rhs]
             .into_iter()
-            .for_each(|e| expr_idents(e, found)),
+            .for_each(|e| each_value(e, visit)),
         ExprVal::Logic(logic) => [&logic.lhs, &logic.rhs]
             .into_iter()
-            .for_each(|e| expr_idents(e, found)),
+            .for_each(|e| each_value(e, visit)),
         ExprVal::In(within) => [&within.lhs, &within.rhs]
             .into_iter()
-            .for_each(|e| expr_idents(e, found)),
-        ExprVal::Test(test) => {
-            found.push(test.ident.clone());
-            test.args.iter().for_each(|e| expr_idents(e, found));
-        }
-        ExprVal::MacroCall(call) => call.args.values().for_each(|e| expr_idents(e, found)),
-        ExprVal::FunctionCall(call) => call_idents(call, found),
-        ExprVal::Array(items) => items.iter().for_each(|e| expr_idents(e, found)),
-        ExprVal::StringConcat(concat) => concat.values.iter().for_each(|v| value_idents(v, found)),
-        ExprVal::String(_) | ExprVal::Int(_) | ExprVal::Float(_) | ExprVal::Bool(_) => {}
+            .for_each(|e| each_value(e, visit)),
+        ExprVal::Test(test) => test.args.iter().for_each(|e| each_value(e, visit)),
+        ExprVal::MacroCall(call) => call.args.values().for_each(|e| each_value(e, visit)),
+        ExprVal::FunctionCall(call) => call_parts(call, visit),
+        ExprVal::Array(items) => items.iter().for_each(|e| each_value(e, visit)),
+        ExprVal::StringConcat(concat) => concat.values.iter().for_each(|v| value_parts(v, visit)),
+        ExprVal::Ident(_)
+        | ExprVal::String(_)
+        | ExprVal::Int(_)
+        | ExprVal::Float(_)
+        | ExprVal::Bool(_) => {}
     }
 }
 

@@ -3,6 +3,7 @@
 //! memory from Tera templates over the node's merged attributes, then
 //! written all at once or compared with what is on disk.
 
+mod escape;
 mod kubernetes;
 mod output;
 
@@ -342,9 +343,16 @@ impl Templates {
             .map(|t| (t.name.clone(), t))
             .collect();
         let mut tera = crate::templates::tera_set();
+        escape::for_units(&mut tera);
         // All at once: Tera rebuilds its inheritance chains on every add.
         tera.add_raw_templates(files.values().map(|t| (t.name.as_str(), t.text.as_str())))
             .map_err(|e| locate(&e, &files, None, "parsing"))?;
+        if let Err((name, message)) = crate::templates::limits::check_recursion(&tera) {
+            let path = files
+                .get(&name)
+                .map_or_else(|| PathBuf::from(&name), |t| t.path.clone());
+            return Err(InputError::new(&path, message));
+        }
         Ok(Templates { tera, files })
     }
 
@@ -433,15 +441,8 @@ impl Templates {
         context: &tera::Context,
         output: &str,
     ) -> Result<Vec<u8>, InputError> {
-        self.tera
-            .render(template, context)
-            .map(|mut text| {
-                // Tera drops a template's final newline; unit files end with one.
-                if !text.ends_with('\n') {
-                    text.push('\n');
-                }
-                text.into_bytes()
-            })
+        use crate::templates::limits;
+        let mut text = limits::render(&self.tera, template, context, limits::MAX_RENDERED_BYTES)
             .map_err(|e| {
                 locate(
                     &e,
@@ -449,7 +450,24 @@ impl Templates {
                     Some(template),
                     &format!("rendering {output}"),
                 )
-            })
+            })?;
+        if let Some(line) = escape::refused_line(&text) {
+            let path = self
+                .files
+                .get(template)
+                .map_or_else(|| PathBuf::from(template), |t| t.path.clone());
+            return Err(InputError::new(
+                &path,
+                format!(
+                    "rendering {output}: line {line} would get a value holding a newline or NUL, which would start another unit line; values cannot hold one (a template that means it writes `| safe`)"
+                ),
+            ));
+        }
+        // Tera drops a template's final newline; unit files end with one.
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        Ok(text.into_bytes())
     }
 }
 

@@ -1,6 +1,11 @@
 //! Strict YAML reading for every file herd takes from the user: serde types
 //! with `deny_unknown_fields`, errors turned into `file:line: message` with
-//! the closest known key for a typo.
+//! the closest known key for a typo. Every file passes [`guard`] too:
+//! bounded size and nesting, no key twice in a map.
+
+mod guard;
+
+pub use guard::{MAX_DEPTH, MAX_FILE_BYTES};
 
 use crate::error::InputError;
 use serde::de::DeserializeOwned;
@@ -8,14 +13,37 @@ use std::path::Path;
 
 /// Reads and parses `path` as a `T`.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<T, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let text = read_bounded(path)?;
     parse(path, &text)
+}
+
+/// The text of a YAML file, refused unread past [`MAX_FILE_BYTES`].
+pub fn read_bounded(path: &Path) -> Result<String, InputError> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| InputError::new(path, format!("cannot read: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let mut bytes = vec![];
+    file.take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(InputError::new(
+            path,
+            format!(
+                "is larger than {} MiB, the most herd reads of a YAML file",
+                MAX_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| InputError::new(path, "is not UTF-8 text; YAML must be"))
 }
 
 /// Parses `text`, reporting errors against `path`.
 pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, InputError> {
-    serde_yaml_ng::from_str(text).map_err(|e| to_input_error(path, &e))
+    guard::check_shape(path, text)?;
+    let value = serde_yaml_ng::from_str(text).map_err(|e| to_input_error(path, &e))?;
+    guard::check_duplicates(path, text)?;
+    Ok(value)
 }
 
 /// A YAML document as a JSON value: the form attributes are merged in.
@@ -98,6 +126,39 @@ mod tests {
             err.message
         );
         assert!(err.to_string().starts_with("m.yml:2:"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_keys_name_both_lines() {
+        let text = "name: a\nx:\n  y: 1\n  z: 2\n  y: 3\n";
+        let err = parse::<serde_json::Value>(Path::new("m.yml"), text).unwrap_err();
+        assert_eq!(err.line, Some(5), "{err}");
+        assert!(err.message.contains("key `y` appears twice"), "{err}");
+        assert!(err.message.contains("first on line 3"), "{err}");
+        let err = parse::<Sample>(Path::new("m.yml"), "name: a\nname: b\n").unwrap_err();
+        assert!(err.message.contains("name"), "{err}");
+        // The same key in two maps is fine.
+        parse::<serde_json::Value>(Path::new("m.yml"), "a: {k: 1}\nb: {k: 2}\n").unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let started = std::time::Instant::now();
+        let err = parse::<serde_json::Value>(Path::new("d.yml"), &deep).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(err.message.contains("levels"), "{err}");
+        let block: String = (0..1000)
+            .map(|i| format!("{}k:\n", " ".repeat(i)))
+            .collect();
+        let err = parse::<serde_json::Value>(Path::new("d.yml"), &block).unwrap_err();
+        assert_eq!(err.line, Some(MAX_DEPTH + 1), "{err}");
+        let dashes = format!("{}x\n", "- ".repeat(1000));
+        assert!(parse::<serde_json::Value>(Path::new("d.yml"), &dashes).is_err());
+        // Ordinary files with text blocks, brackets in strings and
+        // comments pass.
+        let fine = "a:\n  b: [1, {c: \"]]]\"}]\n  s: |\n    [[[[\n      deep text\n  t: x # [\nl:\n  - - 1\n    - 2\n";
+        parse::<serde_json::Value>(Path::new("f.yml"), fine).unwrap();
     }
 
     #[test]

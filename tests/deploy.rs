@@ -512,7 +512,7 @@ fn one_deploy_at_a_time_and_ctrl_c_releases_the_lock() {
     let out = third.wait_with_output().unwrap();
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert_has(&stderr, "slow: 2 unit(s) to update, 1 at a time");
+    assert_has(&stderr, "slow: 2 units to update, 1 at a time");
     for node in [2, 3] {
         let events = env.events(node);
         assert!(

@@ -353,3 +353,141 @@ fn init_refuses_a_non_empty_directory_and_changes_nothing() {
     assert_eq!(snapshot(&dir), before);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
 }
+
+/// dgr's `double_env_test`, ported: `tester.aci.app.environment` wins over
+/// the image's environment name by name; `tester.builder.environment`
+/// reaches the test commands only. Run from the work directory with
+/// relative paths (the store's blobs are linked from elsewhere), twice:
+/// the second run takes the image from the build cache, its build script
+/// does not run again.
+#[test]
+fn tester_environment_overrides_the_image_with_relative_paths_and_the_build_cache() {
+    let work = workdir();
+    let dir = work.path().join("env-test");
+    busybox_image(
+        &dir,
+        r#"name: aci.example.com/env-test:1
+build:
+  mountPoints: [{from: ../marker, to: /marker}]
+aci:
+  app:
+    exec: [/bin/sleep, "1000"]
+    environment:
+      - {name: TEST_VAR, value: "false"}
+      - {name: TEST_VAR_APP, value: "true"}
+tester:
+  aci:
+    app:
+      environment:
+        - {name: TEST_VAR, value: "true"}
+        - {name: TEST_VAR_TEST, value: "true"}
+  builder:
+    environment: [{name: TEST_RUNNER, value: bats}]
+"#,
+    );
+    std::fs::create_dir(work.path().join("marker")).unwrap();
+    write_executable(
+        &dir.join("runlevels/build-late/10-count.sh"),
+        "#!/bin/sh\necho ran >> /marker/count\n",
+    );
+    write(
+        &dir.join("tests/env.bats"),
+        r#"@test "tester values over the image's" {
+  [ "$TEST_VAR" = true ]
+  [ "$TEST_VAR_APP" = true ]
+  [ "$TEST_VAR_TEST" = true ]
+}
+
+@test "the app runs with them too" {
+  tr '\0' '\n' < /proc/1/environ | grep -qx TEST_VAR=true
+}
+
+@test "tester.builder.environment is for the tests only" {
+  [ "$TEST_RUNNER" = bats ]
+  ! tr '\0' '\n' < /proc/1/environ | grep -q ^TEST_RUNNER=
+}
+"#,
+    );
+    for _ in 0..2 {
+        let tap =
+            run_ok(herd_test(Path::new("env-test"), Path::new("store")).current_dir(work.path()));
+        assert!(tap.starts_with("1..3\n"), "{tap}");
+        assert_eq!(tap.matches("\nok ").count(), 3, "{tap}");
+    }
+    let count = std::fs::read_to_string(work.path().join("marker/count")).unwrap();
+    assert_eq!(count, "ran\n", "the build script ran once");
+}
+
+/// A tree: the image and the pod's app are each tested, in one run.
+#[test]
+fn a_tree_with_a_pod_tests_the_image_and_each_app_with_tests() {
+    let work = workdir();
+    let tree = work.path().join("tree");
+    let image = tree.join("tree-img");
+    busybox_image(
+        &image,
+        "name: aci.example.com/tree-img:1\naci:\n  app:\n    exec: [/bin/sleep, \"1000\"]\n",
+    );
+    write(
+        &image.join("tests/image.bats"),
+        "@test \"the image\" {\n  [ -x /bin/sh ]\n}\n",
+    );
+    let pod = tree.join("tree-pod");
+    write(
+        &pod.join("pod-manifest.yml"),
+        "name: aci.example.com/tree-pod:1\npod:\n  apps:\n    - dependencies: [aci.example.com/tree-img:1]\n",
+    );
+    write(&pod.join("tree-img/files/etc/app-of-pod"), "yes\n");
+    write(
+        &pod.join("tree-img/tests/app.bats"),
+        "@test \"the pod's app\" {\n  [ \"$(cat /etc/app-of-pod)\" = yes ]\n}\n",
+    );
+    let tap = run_ok(&mut herd_test(&tree, &work.path().join("store")));
+    assert!(
+        tap.contains("# aci.example.com/tree-img:1\n1..1\nok 1 the image\n"),
+        "{tap}"
+    );
+    assert!(
+        tap.contains("# aci.example.com/tree-pod_tree-img:1\n1..1\nok 1 the pod's app\n"),
+        "{tap}"
+    );
+}
+
+#[test]
+fn what_herd_test_cannot_do_is_said() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let env = work.path().join("env/prod");
+    write(&env.join("config.yml"), "envName: prod\n");
+    let output = run_fails(&mut herd_test(&work.path().join("env"), &store));
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("holds no aci-manifest.yml or pod-manifest.yml"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("is it an image directory"), "{stderr}");
+
+    let dir = work.path().join("with-builder");
+    write(
+        &dir.join("aci-manifest.yml"),
+        "name: aci.example.com/with-builder:1\ntester:\n  builder:\n    dependencies: [aci.example.com/aci-tester:1]\n",
+    );
+    let output = run_fails(&mut herd_test(&dir, &store));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("aci-manifest.yml:3") && stderr.contains("herd test builds no test image"),
+        "{stderr}"
+    );
+    let dir = work.path().join("with-isolators");
+    write(
+        &dir.join("aci-manifest.yml"),
+        "name: aci.example.com/with-isolators:1\ntester:\n  aci:\n    app:\n      exec: [/bin/true]\n",
+    );
+    let output = run_fails(&mut herd_test(&dir, &store));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("aci-manifest.yml:5") && stderr.contains("exec"),
+        "{stderr}"
+    );
+}

@@ -2,6 +2,7 @@
 
 use super::StoreArg;
 use herd::build::BuildOptions;
+use herd::dependency::PullPolicy;
 use herd::interrupt;
 use herd::layers::Compression;
 use herd::plan::{self, Event};
@@ -52,9 +53,22 @@ pub struct BuildArgs {
     #[arg(long)]
     no_cache: bool,
 
+    #[command(flatten)]
+    pull: PullArg,
+
     /// Print a JSON summary on stdout instead of "NAME DIGEST" lines.
     #[arg(long)]
     json: bool,
+}
+
+/// `--pull`, shared by `herd build` and `herd test`.
+#[derive(clap::Args)]
+pub struct PullArg {
+    /// When dependencies (and tester dependencies) are fetched from their
+    /// registry: never, only those missing from the store, or always
+    /// (what this run builds is never pulled)
+    #[arg(long, value_enum, value_name = "WHEN", default_value_t = PullPolicy::Missing)]
+    pub pull: PullPolicy,
 }
 
 /// The box build scripts run in; each flag wins over the manifest's
@@ -127,9 +141,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         runtime: args.runtime,
         sandbox: args.sandbox.choices(),
         label_output: jobs > 1 && plan.units.len() > 1,
+        pull: args.pull.pull,
     };
     let started = std::time::Instant::now();
-    let terminal = std::io::stderr().is_terminal();
+    let quiet = super::quiet();
+    // On a terminal a status line says what runs; elsewhere (CI, a log
+    // file) each unit gets a plain line as it ends, nothing redrawn.
+    if std::io::stderr().is_terminal() && !quiet {
+        herd::status::start(plan.units.len());
+    }
     let print_lock = Mutex::new(());
     let report = |event: &Event| {
         let _guard = print_lock.lock();
@@ -137,9 +157,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             return; // one line says so at the end
         }
         match event {
-            Event::Started(unit) if terminal => eprintln!("building {}", plan.units[*unit].name),
-            Event::Started(_) => {}
+            Event::Started(unit) => herd::status::unit_started(&plan.units[*unit].name),
             Event::Finished(unit, outcome) => {
+                herd::status::unit_finished(&plan.units[*unit].name);
                 let state = match &outcome.result {
                     Ok(built) if built.cached => "cached",
                     Ok(_) => "built",
@@ -154,11 +174,22 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
                         .map_or(plan.units[*unit].name.as_str(), |(n, _)| n.as_str()),
                     Err(_) => plan.units[*unit].name.as_str(),
                 };
-                eprintln!("{state:>7} {name} ({:.2}s)", outcome.duration.as_secs_f64());
+                if !quiet {
+                    let colour = match state {
+                        "failed" => 31,
+                        "skipped" => 33,
+                        _ => 32,
+                    };
+                    let state = herd::terminal::paint(&format!("{state:>7}"), colour);
+                    herd::status::suspend(|| {
+                        eprintln!("{state} {name} ({:.2}s)", outcome.duration.as_secs_f64())
+                    });
+                }
             }
         }
     };
     let outcomes = plan.execute(&store, &options, !args.no_cache, jobs, &report);
+    herd::status::finish();
     if let Some(signal) = interrupt::received() {
         return Ok(interrupted(signal, "the running build scripts"));
     }
@@ -204,7 +235,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         let total = serde_json::json!({"built": built, "cached": cached, "failed": failed.len(), "seconds": started.elapsed().as_secs_f64(), "units": summary});
         println!("{}", serde_json::to_string_pretty(&total)?);
     }
-    if plan.units.len() > 1 {
+    if plan.units.len() > 1 && !quiet {
         eprintln!(
             "{built} built, {cached} cached, {} failed in {:.2}s",
             failed.len(),

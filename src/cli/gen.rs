@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use herd::environments::{Environment, Target};
+use herd::terminal::count;
 use herd::units;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,14 +58,18 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
     }
     let env = Environment::load_services(&args.env_dir, &args.services)?;
     tracing::debug!(
-        "loaded {} services in {:?}",
-        env.services.len(),
+        "loaded {} in {:?}",
+        count(env.services.len(), "service"),
         started.elapsed()
     );
     let target = args.target.unwrap_or(env.config.target);
     let store = open_store(args.store.as_deref())?;
     let files = units::generate(&env, target, store.as_ref())?;
-    tracing::debug!("rendered {} files in {:?}", files.len(), started.elapsed());
+    tracing::debug!(
+        "rendered {} in {:?}",
+        count(files.len(), "file"),
+        started.elapsed()
+    );
     if let Some(dir) = &args.check {
         let check = units::check_units(dir, &files, &args.services)?;
         for (label, paths) in [
@@ -82,7 +87,7 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
             }
         }
         if check.is_clean() {
-            eprintln!("{} units match {}", files.len(), dir.display());
+            eprintln!("{} match {}", count(files.len(), "unit"), dir.display());
             return Ok(ExitCode::SUCCESS);
         }
         return Ok(ExitCode::from(1));
@@ -93,7 +98,11 @@ pub fn run(args: GenArgs) -> Result<ExitCode> {
     };
     let changed = units::write_units(&out, &files, &args.services)?;
     tracing::debug!("wrote them in {:?}", started.elapsed());
-    let what = format!("{} files for {} services", files.len(), env.services.len());
+    let what = format!(
+        "{} for {}",
+        count(files.len(), "file"),
+        count(env.services.len(), "service")
+    );
     match changed {
         true => eprintln!("wrote {what} to {}", out.display()),
         false => eprintln!("{} is up to date ({what})", out.display()),

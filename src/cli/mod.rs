@@ -4,6 +4,7 @@ pub mod attributes;
 pub mod build;
 pub mod deploy;
 pub mod doctor;
+mod format;
 pub mod r#gen;
 pub mod images;
 pub mod meta;
@@ -17,29 +18,79 @@ pub mod try_;
 
 use std::path::PathBuf;
 
-/// Sets up `tracing` from `-v` flags or `LOG_LEVEL` (error, warn, info,
+/// How much herd says and how it looks; global, so they go anywhere on
+/// the command line (`herd build -q .` as well as `herd -q build .`).
+#[derive(clap::Args, Debug)]
+pub struct OutputArgs {
+    /// More output: -v for debug, -vv for trace; build scripts get the
+    /// same LOG_LEVEL. LOG_LEVEL=debug also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr (results on stdout are unchanged).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// When to colour messages: auto colours a terminal unless NO_COLOR
+    /// is set.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t)]
+    pub color: herd::terminal::ColorChoice,
+}
+
+/// Sets up `tracing` from `-q`, `-v` or `LOG_LEVEL` (error, warn, info,
 /// debug, trace); info by default. Logs go to stderr so stdout stays data.
-pub fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-        1 => "debug".into(),
+pub fn init_logging(output: &OutputArgs) {
+    let level = match (output.quiet, output.verbose) {
+        (true, _) => "error".to_string(),
+        (false, 0) => herd::terminal::log_level(),
+        (false, 1) => "debug".into(),
         _ => "trace".into(),
     };
     let filter = tracing_subscriber::EnvFilter::try_new(format!("herd={level}"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("herd=info"));
-    // Colours only for a terminal: a log file or CI log gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    herd::terminal::set_log_level(&level);
+    QUIET.store(output.quiet, std::sync::atomic::Ordering::Relaxed);
+    let ansi = herd::terminal::set_color(output.color);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+        .with_writer(|| StatusWriter)
         .without_time()
         .with_target(false)
         .init();
 }
 
-/// Prints an error and its causes, one per line, the way cargo does.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True under `-q`: progress and summaries are left out, errors stay
+/// (and `herd images -q` prints only digests, as podman's).
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Log lines go around the build's status line, never through it.
+struct StatusWriter;
+
+impl std::io::Write for StatusWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        herd::status::suspend(|| std::io::stderr().write_all(buf))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Prints an error and its causes, one per line, the way cargo does;
+/// several problems found in one pass are printed one by one, then what
+/// they stopped.
 pub fn report_error(error: &anyhow::Error) {
+    if let Some(problems) = error.downcast_ref::<herd::error::Problems>() {
+        for problem in &problems.problems {
+            report_error(problem);
+        }
+    }
     print_error(error);
     for cause in error.chain().skip(1) {
         eprintln!(
@@ -54,7 +105,8 @@ pub fn report_error(error: &anyhow::Error) {
 /// escaped.
 pub fn print_error(message: impl std::fmt::Display) {
     eprintln!(
-        "error: {}",
+        "{}: {}",
+        herd::terminal::paint("error", 31),
         herd::terminal::escape_controls(&message.to_string())
     );
 }

@@ -30,7 +30,11 @@ pub fn run_gc(args: GcArgs) -> anyhow::Result<ExitCode> {
     for problem in &report.problems {
         eprintln!("warning: {problem} (kept what it references)");
     }
-    println!("removed {} blobs, {} bytes", report.blobs, report.bytes);
+    println!(
+        "removed {}, {}",
+        herd::terminal::count(report.blobs, "blob"),
+        herd::terminal::count(report.bytes as usize, "byte")
+    );
     Ok(ExitCode::SUCCESS)
 }
 

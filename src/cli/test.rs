@@ -6,20 +6,22 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Build an image directory, then run its tests/*.bats inside a container
-/// of the image (started as users start it) once tests/wait.sh succeeds.
-/// TAP on stdout; exit status 1 when a test fails, 2 when the tests could
-/// not run.
+/// Build image or pod directories (or trees of them, with the build
+/// cache, as herd build does), then run each image's tests/*.bats (a pod
+/// app's: POD/APP/tests/*.bats) inside a container of it (started as users
+/// start it) once tests/wait.sh succeeds. TAP on stdout; exit status 1
+/// when a test fails, 2 when the tests could not run.
 ///
-/// bats comes from the images under `tester.dependencies` in
-/// aci-manifest.yml, else from the host (bats, with bash-static and
-/// busybox-static). The image runs under podman, with your podman
-/// configuration.
+/// bats comes from the images under `tester.aci.dependencies` (or
+/// `tester.dependencies`) in aci-manifest.yml, else from the host (bats,
+/// with bash-static and busybox-static); `tester.aci.app.environment`
+/// replaces values of the image's environment. The image runs under
+/// podman, with your podman configuration.
 #[derive(clap::Args)]
 pub struct TestArgs {
-    /// The image directory (holding aci-manifest.yml and tests/).
-    #[arg(value_name = "PATH")]
-    path: PathBuf,
+    /// Image or pod directories, or directories holding them.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
 
     #[command(flatten)]
     store: StoreArg,
@@ -36,6 +38,9 @@ pub struct TestArgs {
 
     #[command(flatten)]
     sandbox: super::build::SandboxArgs,
+
+    #[command(flatten)]
+    pull: super::build::PullArg,
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
@@ -44,14 +49,16 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
         timeout: Duration::from_secs(args.timeout),
         build: herd::build::BuildOptions {
             sandbox: args.sandbox.choices(),
+            pull: args.pull.pull,
             ..Default::default()
         },
     };
-    match tester::test_image(&args.path, &store, &options) {
+    match tester::test_paths(&args.paths, &store, &options) {
         Ok(Verdict::Passed) => Ok(ExitCode::SUCCESS),
         Ok(Verdict::Failed) => Ok(ExitCode::FAILURE),
         Ok(Verdict::NoTests) => {
-            println!("1..0 # SKIP no tests/*.bats in {}", args.path.display());
+            let paths: Vec<String> = args.paths.iter().map(|p| p.display().to_string()).collect();
+            println!("1..0 # SKIP no tests/*.bats in {}", paths.join(", "));
             Ok(ExitCode::SUCCESS)
         }
         Err(_) if let Some(signal) = herd::interrupt::received() => {

@@ -64,13 +64,22 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
         for problem in &problems {
             super::print_error(problem);
         }
-        eprintln!("{} problem(s); nothing was written", problems.len());
+        eprintln!(
+            "{}; nothing was written",
+            herd::terminal::count(problems.len(), "problem")
+        );
         return Ok(ExitCode::FAILURE);
     }
+    // Private: rendered files hold secrets whatever their own mode says
+    // (a new one is made 0700; tempfile would follow the umask).
     let out = match &args.out {
-        Some(out) => out.clone(),
+        Some(out) => {
+            private_dir(out)?;
+            out.clone()
+        }
         None => tempfile::Builder::new()
             .prefix("herd-try-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .context("creating a temporary directory")?
             .keep(),
@@ -87,8 +96,26 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             );
         }
     }
-    eprintln!("rendered {} file(s) into {}", files.len(), out.display());
+    eprintln!(
+        "rendered {} into {}",
+        herd::terminal::count(files.len(), "file"),
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Creates `dir` (mode 0700) when missing; an existing one is left as
+/// its owner made it.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 /// The attributes of an image directory: its `attributes/` files, defaults

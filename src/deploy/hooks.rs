@@ -35,6 +35,10 @@ pub struct HookContext<'a> {
 
 impl Hooks {
     pub fn new(env_dir: &Path, env_name: &str) -> Hooks {
+        // Absolute: hooks run in the environment directory, where a
+        // relative path to it (and to themselves) means something else.
+        let env_dir = std::path::absolute(env_dir).unwrap_or_else(|_| env_dir.to_path_buf());
+        let env_dir = env_dir.as_path();
         Hooks {
             dir: env_dir.join("hooks"),
             env_dir: env_dir.to_path_buf(),
@@ -82,5 +86,38 @@ impl Hooks {
             bail!("hook {name} failed ({status}) for {what}");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_environment_path_still_finds_and_runs_its_hooks() {
+        // Relative to the test's working directory (the crate root).
+        std::fs::create_dir_all("target").unwrap();
+        let env = tempfile::tempdir_in("target").unwrap();
+        let relative = env
+            .path()
+            .strip_prefix(std::env::current_dir().unwrap())
+            .unwrap()
+            .to_path_buf();
+        assert!(relative.is_relative());
+        std::fs::create_dir(env.path().join("hooks")).unwrap();
+        let hook = env.path().join("hooks/before-service");
+        std::fs::write(&hook, "#!/bin/sh\necho \"$HERD_ENV_DIR\" > ran\n").unwrap();
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let context = HookContext {
+            service: "s",
+            unit: None,
+            machine: None,
+            outcome: None,
+        };
+        Hooks::new(&relative, "prod")
+            .run("before-service", &context)
+            .unwrap();
+        let ran = std::fs::read_to_string(env.path().join("ran")).unwrap();
+        assert_eq!(ran.trim(), env.path().display().to_string());
     }
 }

@@ -221,8 +221,8 @@ impl ServiceRollout<'_> {
         let batches: Vec<&[&Placed]> = todo.chunks(self.concurrent).collect();
         if !todo.is_empty() {
             eprintln!(
-                "{service}: {} unit(s) to update, {} at a time",
-                todo.len(),
+                "{service}: {} to update, {} at a time",
+                crate::terminal::count(todo.len(), "unit"),
                 self.concurrent
             );
         }

@@ -21,8 +21,10 @@
 //! status 1; no template is written unless all rendered.
 
 mod app;
+mod checks;
 mod notify;
 pub mod overrides;
+mod stoppable;
 mod supervise;
 pub mod users;
 
@@ -34,7 +36,7 @@ use std::ffi::OsString;
 use std::fmt::Display;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use supervise::Signals;
 use users::Accounts;
 
@@ -105,6 +107,8 @@ pub fn main(args: Vec<OsString>) -> i32 {
     let log = Log(Level::parse(
         &std::env::var("LOG_LEVEL").unwrap_or_default(),
     ));
+    // The container's environment is its own: templates may read it.
+    crate::templates::functions::read_container_environment();
     // First thing: a signal arriving while we start must not be lost.
     let signals = match Signals::block() {
         Ok(signals) => signals,
@@ -194,6 +198,7 @@ impl Init {
 
     /// The merged, resolved attributes of the stack and the runtime override.
     fn attributes(&mut self, stack: &[String]) -> Result<serde_json::Value, Failure> {
+        overrides::check_text(std::env::vars_os()).map_err(|e| anyhow!(e))?;
         let found =
             overrides::from_env(&|name| std::env::var(name).ok()).map_err(|e| anyhow!(e))?;
         let merged = merge_stack(&self.root, stack, &found)?;
@@ -210,8 +215,14 @@ impl Init {
                 );
             }
         }
-        let mut value = merged.into_value();
-        crate::templates::resolve_values(&mut value).map_err(|errors| {
+        let value = merged.into_value();
+        let (value, resolved) =
+            stoppable::run(&mut self.signals, "resolving attribute values", move || {
+                let mut value = value;
+                let resolved = crate::templates::resolve_values(&mut value);
+                (value, resolved)
+            })?;
+        resolved.map_err(|errors| {
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
             anyhow!(
                 "templated attribute values cannot be resolved:\n  {}",
@@ -224,23 +235,37 @@ impl Init {
     /// Renders every template in memory, then writes them all, then runs
     /// the checks: a missing attribute leaves no file half-configured.
     fn render(&mut self, attributes: &serde_json::Value) -> Result<(), Failure> {
-        let templates =
-            TemplateDir::load(&self.root.join(image_paths::TEMPLATES)).map_err(|e| anyhow!(e))?;
-        if templates.is_empty() {
-            return Ok(());
-        }
-        let files = templates.render_all(attributes).map_err(|errors| {
+        let dir = self.root.join(image_paths::TEMPLATES);
+        let values = attributes.clone();
+        let rendered = stoppable::run(&mut self.signals, "rendering the templates", move || {
+            let templates = TemplateDir::load(&dir).map_err(Err)?;
+            templates.render_all(&values).map_err(Ok)
+        })?;
+        let files = rendered.map_err(|errors| -> Failure {
+            let errors = match errors {
+                Err(load) => return anyhow!(load).into(),
+                Ok(errors) => errors,
+            };
             let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
             anyhow!(
                 "cannot render the templates, nothing was written:\n  {}",
                 lines.join("\n  ")
             )
+            .into()
         })?;
+        if files.is_empty() {
+            return Ok(());
+        }
         for file in &files {
             self.write(file)?;
         }
-        self.log
-            .at(Level::Info, format!("rendered {} templates", files.len()));
+        self.log.at(
+            Level::Info,
+            format!(
+                "rendered {}",
+                crate::terminal::count(files.len(), "template")
+            ),
+        );
         for file in &files {
             if let Some(check) = &file.config.check_cmd {
                 self.stop_check()?;
@@ -287,44 +312,13 @@ impl Init {
         Ok(())
     }
 
-    /// Runs a `checkCmd`, its output (stdout and stderr, interleaved as
-    /// written) kept to be shown if it fails.
+    /// Runs a `checkCmd` ([`checks`]), within its timeout.
     fn check(&mut self, file: &RenderedFile, argv: &[String]) -> Result<(), Failure> {
-        use std::io::Read;
-        let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| anyhow!("cannot make a pipe: {e}"))?;
-        let child = {
-            let mut command = supervise::unblocked(Command::new(&argv[0]));
-            command.args(&argv[1..]).stdin(Stdio::null());
-            command
-                .stdout(Stdio::from(writer.try_clone().map_err(|e| anyhow!("{e}"))?))
-                .stderr(Stdio::from(writer));
-            command.spawn().with_context(|| {
-                format!(
-                    "cannot run the checkCmd of {}: `{}`",
-                    file.template.display(),
-                    argv.join(" ")
-                )
-            })?
-            // `command`, holding the pipe's write ends, is dropped here so
-            // that reading sees the end when the check ends.
-        };
-        let mut output = vec![];
-        let _ = std::fs::File::from(reader).read_to_end(&mut output);
-        let code = self
-            .signals
-            .wait_for(nix::unistd::Pid::from_raw(child.id() as i32))
-            .map_err(|e| anyhow!("waiting for checkCmd: {e}"))?;
-        if code != 0 {
-            let output = String::from_utf8_lossy(&output);
-            return Err(anyhow!(
-                "the checkCmd of {} (`{}`) failed with exit status {code}; its output:\n{}",
-                file.template.display(),
-                argv.join(" "),
-                output.trim_end()
-            )
-            .into());
-        }
+        let timeout = file
+            .config
+            .check_timeout
+            .map_or(checks::DEFAULT_TIMEOUT, |t| t.0);
+        checks::run(&mut self.signals, &file.template, argv, timeout)?;
         self.log.at(
             Level::Debug,
             format!("checkCmd of {} passed", file.template.display()),

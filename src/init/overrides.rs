@@ -50,6 +50,24 @@ pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Vec<(String, Val
     Ok(found)
 }
 
+/// Refuses an override variable whose value is not UTF-8: read as text it
+/// would be dropped, and the container would start on defaults without a
+/// word.
+pub fn check_text(
+    variables: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<(), String> {
+    for (name, value) in variables {
+        let name = name.to_string_lossy();
+        let ours = name == DGR_VARIABLE || name == FILE_VARIABLE || name.starts_with(VARIABLE);
+        if ours && value.to_str().is_none() {
+            return Err(format!(
+                "{name} is not valid UTF-8 text; expected a JSON object of attributes, optionally `base64,`-prefixed"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `HERD_ATTRIBUTES_0`, `HERD_ATTRIBUTES_1`, ... joined: as many as
 /// `HERD_ATTRIBUTES_COUNT` says, else up to the first one missing.
 fn split_value(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<String>, String> {
@@ -111,8 +129,7 @@ pub fn parse_text(text: &str, source: &str) -> Result<Value, String> {
 
 /// Reads an override file: JSON, or YAML (a superset of JSON).
 pub fn parse_file(path: &Path) -> Result<Value, InputError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InputError::new(path, format!("cannot read: {e}")))?;
+    let text = crate::yaml::read_bounded(path)?;
     // JSON first: YAML refuses tabs, which JSON files often have.
     let value = match serde_json::from_str::<Value>(&text) {
         Ok(value) => value,

@@ -86,7 +86,8 @@ impl Signals {
         Signal::try_from(number).ok()
     }
 
-    fn note(&mut self, sig: Signal) {
+    /// Records `sig` if it is the first stopping signal.
+    pub(super) fn note(&mut self, sig: Signal) {
         if STOPPING.contains(&sig) && self.stop.is_none() {
             self.stop = Some(sig);
         }

@@ -683,6 +683,59 @@ impl Client {
         })
     }
 
+    /// Every tag of `repository`, from the tags list API, following the
+    /// `Link: <...>; rel="next"` pages of registries that paginate (only
+    /// to the registry's own origin, at most [`MAX_TAG_PAGES`] pages of at
+    /// most [`MAX_TAG_LIST_BYTES`] each). A repository the registry does
+    /// not know has no tags.
+    pub fn list_tags(&self, repository: &str) -> Result<Vec<String>> {
+        let what = format!("listing the tags of {}/{repository}", self.host());
+        let first = self.url(repository, "tags/list");
+        let origin_url: reqwest::Url = first
+            .parse()
+            .with_context(|| format!("{what}: {first} is not a URL"))?;
+        let mut tags = Vec::new();
+        let mut next = Some(first);
+        for _ in 0..MAX_TAG_PAGES {
+            let Some(url) = next.take() else {
+                return Ok(tags);
+            };
+            let (page, link) = self.retry(|| {
+                let request = || Ok(self.http.get(&url).header(ACCEPT, "application/json"));
+                let response = self.send(repository, &pull_scope(repository), &what, &request)?;
+                if response.status() == StatusCode::NOT_FOUND {
+                    return Ok((Vec::new(), None));
+                }
+                let mut response = check(response, &[StatusCode::OK], &what)?;
+                let link = response
+                    .headers()
+                    .get("link")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let bytes = read_small(
+                    &mut response,
+                    MAX_TAG_LIST_BYTES,
+                    self.endpoint.timeout,
+                    &what,
+                )?
+                .ok_or_else(|| {
+                    Failure::fatal(anyhow!(
+                        "{what}: the answer is larger than {MAX_TAG_LIST_BYTES} bytes"
+                    ))
+                })?;
+                Ok((bytes, link))
+            })?;
+            if page.is_empty() {
+                return Ok(tags);
+            }
+            let list: TagList = serde_json::from_slice(&page)
+                .with_context(|| format!("{what}: the answer is not a tag list"))?;
+            tags.extend(list.tags.unwrap_or_default());
+            next = link.and_then(|l| next_page(&origin_url, &l));
+        }
+        bail!("{what}: more than {MAX_TAG_PAGES} pages of tags")
+    }
+
     /// Fetches a manifest: its bytes (checked against the registry's
     /// digest header, or against `reference` when that is a digest) and
     /// media type.
@@ -725,6 +778,26 @@ impl Client {
     fn transfer_time(&self, size: u64) -> Duration {
         self.endpoint.timeout + Duration::from_secs(size / SLOWEST_BYTES_PER_SECOND)
     }
+}
+
+/// The most pages and bytes per page a tag list may take.
+const MAX_TAG_PAGES: usize = 100;
+const MAX_TAG_LIST_BYTES: u64 = 4 << 20;
+
+#[derive(serde::Deserialize)]
+struct TagList {
+    tags: Option<Vec<String>>,
+}
+
+/// The next page a `Link` header names, when it is on the registry's own
+/// origin (RFC 8288: `<url>; rel="next"`, the URL maybe relative).
+fn next_page(base: &reqwest::Url, link: &str) -> Option<String> {
+    let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+    if !params.contains("rel=\"next\"") && !params.contains("rel=next") {
+        return None;
+    }
+    let url = base.join(target).ok()?;
+    same_origin(base, &url).then(|| url.to_string())
 }
 
 /// Why a token service does not get the registry's credentials.

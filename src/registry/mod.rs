@@ -26,7 +26,7 @@ mod progress;
 mod pull;
 mod push;
 
-pub use pull::{pull, pull_if_missing};
+pub use pull::{list_tags, pull};
 pub use push::{PushSummary, PushedImage, push};
 
 use crate::store::Store;

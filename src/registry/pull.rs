@@ -27,6 +27,13 @@ pub fn pull(store: &Store, name: &ImageName, options: &Options) -> Result<Descri
     result
 }
 
+/// The tags the registry of `name` has for its repository.
+pub fn list_tags(store: &Store, name: &ImageName, options: &Options) -> Result<Vec<String>> {
+    let session = Session::new(store, options)?;
+    let endpoint = session.endpoint(name);
+    session.client(&endpoint)?.list_tags(&endpoint.repository)
+}
+
 /// Pulls `reference` (a tag or a digest) of `name`'s repository and tags
 /// it as `name`; `app_of` is the pod being pulled, if any.
 fn pull_reference(
@@ -129,24 +136,6 @@ fn pull_apps(session: &Session, pod: &ImageName, parts: &ManifestParts) -> Resul
             .with_context(|| format!("pulling {app}, an app of the pod {pod}"))?;
     }
     Ok(())
-}
-
-/// The store's descriptor for `name`, pulling it first when the store does
-/// not have it (with the config file's mirrors and settings).
-pub fn pull_if_missing(store: &Store, name: &ImageName) -> Result<Descriptor> {
-    if let Some(descriptor) = store.resolve(name)? {
-        return Ok(descriptor);
-    }
-    tracing::info!("{name} is not in the store; pulling it");
-    pull(store, name, &Options::default()).map_err(|pull_error| {
-        // Keep the store's message (what it has instead) first.
-        let missing = store
-            .require(name)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| format!("{name} is not in the store"));
-        anyhow!("{missing}; pulling it failed: {pull_error:#}")
-    })
 }
 
 fn download(

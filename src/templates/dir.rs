@@ -71,6 +71,9 @@ pub struct FileConfig {
     pub mode: Option<Mode>,
     /// Run after every template was rendered; a failure stops the start.
     pub check_cmd: Option<CheckCmd>,
+    /// How long `checkCmd` may run before it is killed and the start
+    /// fails (the init's default: 60 s).
+    pub check_timeout: Option<crate::lifecycle::Period>,
 }
 
 /// Permission bits. YAML reads `0600` as the decimal number 600, so numbers
@@ -176,11 +179,15 @@ impl TemplateDir {
         let mut partials = vec![];
         let mut configs = vec![];
         if dir.is_dir() {
+            let outside = Outside::new(dir);
             for entry in walkdir::WalkDir::new(dir)
                 .follow_links(true)
                 .sort_by_file_name()
             {
                 let entry = entry.map_err(|e| InputError::new(dir, format!("cannot list: {e}")))?;
+                if entry.path_is_symlink() {
+                    outside.refuse(entry.path())?;
+                }
                 if !entry.file_type().is_file() {
                     continue;
                 }
@@ -227,8 +234,7 @@ impl TemplateDir {
                     ),
                 ));
             };
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| InputError::new(&path, format!("cannot read: {e}")))?;
+            let text = crate::yaml::read_bounded(&path)?;
             entry.config = if text.trim().is_empty() {
                 FileConfig::default()
             } else {
@@ -280,6 +286,7 @@ impl TemplateDir {
                     text,
                     &context_value,
                     &context,
+                    super::limits::MAX_RENDERED_BYTES,
                 ) {
                     Ok(out) => out.into_bytes(),
                     Err(problems) => {
@@ -383,6 +390,44 @@ impl TemplateDir {
     }
 }
 
+/// Symbolic links under `templates/` may point within the image directory
+/// (its parent), not elsewhere: `herd try` would copy a host file (a
+/// private key) into its output, a build would check it as a template.
+struct Outside {
+    root: Option<PathBuf>,
+}
+
+impl Outside {
+    fn new(templates: &Path) -> Outside {
+        let root = templates
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Outside {
+            root: std::fs::canonicalize(root).ok(),
+        }
+    }
+
+    fn refuse(&self, link: &Path) -> Result<(), InputError> {
+        let target = std::fs::read_link(link)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default();
+        let resolved = std::fs::canonicalize(link);
+        match (&self.root, resolved) {
+            (Some(root), Ok(resolved)) if resolved.starts_with(root) => Ok(()),
+            (root, _) => Err(InputError::new(
+                link,
+                format!(
+                    "is a symbolic link to {target}, outside the image directory{}; templates must be files of the image",
+                    root.as_ref()
+                        .map(|r| format!(" {}", r.display()))
+                        .unwrap_or_default()
+                ),
+            )),
+        }
+    }
+}
+
 fn template_name(relative: &Path) -> String {
     relative.to_string_lossy().into_owned()
 }
@@ -457,8 +502,13 @@ fn build_tera(
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cores.min(sources.len() / TEMPLATES_PER_THREAD);
+    let no_recursion = |tera: tera::Tera| {
+        super::limits::check_recursion(&tera)
+            .map(|()| tera)
+            .map_err(|(name, message)| InputError::new(&dir.join(name), message))
+    };
     if let Some(tera) = parse_in_parallel(&sources, threads) {
-        return Ok(tera);
+        return no_recursion(tera);
     }
     let mut tera = super::tera_set();
     if let Err(error) = tera.add_raw_templates(sources.iter().map(|(n, t)| (n.as_str(), *t))) {
@@ -478,7 +528,7 @@ fn build_tera(
             None => InputError::new(dir, message),
         });
     }
-    Ok(tera)
+    no_recursion(tera)
 }
 
 /// Writes a rendered file at `path`, given its owner and mode before

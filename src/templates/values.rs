@@ -8,7 +8,7 @@
 //! contain `{{` is not rendered twice, and a cycle is found and named
 //! rather than looped on.
 
-use super::{RenderError, classify, has_template_syntax, idents, render_collecting};
+use super::{RenderError, classify, has_template_syntax, idents, limits, render_collecting};
 use serde_json::Value;
 use std::fmt;
 
@@ -75,6 +75,8 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
             }
         }
     });
+    // What all resolved values may still add up to.
+    let mut budget = limits::MAX_VALUES_BYTES;
     while !pending.is_empty() {
         let ready: Vec<usize> = (0..pending.len())
             .filter(|&i| {
@@ -105,8 +107,30 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
         for &index in &ready {
             let value = &pending[index];
             let name = value.dotted();
-            match render_collecting(&tera, &name, &value.text, attributes, &context) {
-                Ok(out) => results.push((index, out)),
+            let limit = limits::MAX_VALUE_BYTES.min(budget);
+            match render_collecting(&tera, &name, &value.text, attributes, &context, limit) {
+                Ok(out) => {
+                    budget -= out.len();
+                    results.push((index, out));
+                }
+                Err(problems) if problems.iter().any(is_too_large) => {
+                    errors.push(ValueError {
+                        attribute: name,
+                        problem: if limit == limits::MAX_VALUE_BYTES {
+                            format!(
+                                "resolves to more than {}, the most an attribute value may hold",
+                                limits::size(limit)
+                            )
+                        } else {
+                            format!(
+                                "the templated values resolve to more than {} in all, the most herd resolves",
+                                limits::size(limits::MAX_VALUES_BYTES)
+                            )
+                        },
+                    });
+                    // Values built on it would only grow: stop here.
+                    return Err(errors);
+                }
                 Err(problems) => errors.extend(problems.into_iter().map(|p| value_error(&name, p))),
             }
         }
@@ -126,6 +150,10 @@ pub fn resolve_values(attributes: &mut Value) -> Result<(), Vec<ValueError>> {
     } else {
         Err(errors)
     }
+}
+
+fn is_too_large(problem: &RenderError) -> bool {
+    matches!(problem, RenderError::Invalid { message, .. } if message.starts_with("renders more than"))
 }
 
 fn value_error(attribute: &str, problem: RenderError) -> ValueError {
@@ -222,6 +250,21 @@ mod tests {
         assert_eq!(attributes["url"], json!("http://db1.example.com:5432/"));
         assert_eq!(attributes["list"], json!(["5433", "x"]));
         assert_eq!(attributes["literal"], json!("{{ kept }}"));
+    }
+
+    #[test]
+    fn doubling_values_stop_at_the_value_limit_quickly() {
+        let mut attributes = json!({"l0": "0123456789abcdef"});
+        for level in 1..=30 {
+            attributes[format!("l{level}")] =
+                json!(format!("{{{{ l{0} }}}}{{{{ l{0} }}}}", level - 1));
+        }
+        let started = std::time::Instant::now();
+        let errors = resolve_values(&mut attributes).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].attribute, "l17");
+        assert!(errors[0].problem.contains("more than 1 MiB"), "{errors:?}");
     }
 
     #[test]

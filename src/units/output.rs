@@ -154,8 +154,8 @@ pub fn write_units(dir: &Path, files: &Files, services: &[String]) -> Result<boo
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
     tracing::debug!(
-        "wrote {} files, linked {}",
-        fresh.len(),
+        "wrote {}, linked {}",
+        crate::terminal::count(fresh.len(), "file"),
         paths.len() - fresh.len()
     );
     swap_in(temp, dir)?;

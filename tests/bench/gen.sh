@@ -78,8 +78,8 @@ YAML
     cat > "$dir/unit.tmpl" <<'TMPL'
 {% include "header.partial" %}
 [Service]
-{{ environment_lines }}
-ExecStart=/bin/sh -c 'export HERD_ATTRIBUTES="{{ attributes_from_environment }}"; exec /usr/bin/podman run --rm --name {{ unit_name }} --env HERD_ATTRIBUTES {{ images.0.reference }}'
+{{ environment_lines | safe }}
+ExecStart=/bin/sh -c 'export HERD_ATTRIBUTES="{{ attributes_from_environment | safe }}"; exec /usr/bin/podman run --rm --name {{ unit_name }} --env HERD_ATTRIBUTES {{ images.0.reference }}'
 [X-Fleet]
 {% for line in fleet_lines %}{{ line }}
 {% endfor %}

@@ -525,17 +525,36 @@ impl ScriptContext<'_> {
             ),
             Ending::Exited(0) if outcome.limits.is_empty() => Ok(()),
             Ending::Exited(code) => bail!(
-                "{level} script {name} {}{}; the last lines of its output:\n{}",
+                "{level} script {name} {}{}; the last lines of its output:\n{}{}",
                 if code == 0 {
                     "exited with status 0 but ran into a limit".to_string()
                 } else {
                     format!("failed with exit status {code}")
                 },
                 limits(),
-                tail()
+                tail(),
+                if executable && !starts_like_a_program(script) {
+                    format!(
+                        "\nhint: {name} is executable but has no #! line, so it cannot be \
+                         run: start it with #!/bin/sh (or make it non-executable: herd then \
+                         runs it with /bin/sh)"
+                    )
+                } else {
+                    String::new()
+                }
             ),
         }
     }
+}
+
+/// Whether an executable script can be executed directly: it starts with
+/// `#!` or is an ELF program.
+fn starts_like_a_program(script: &Path) -> bool {
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(script)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    head[..read].starts_with(b"#!") || head[..read].starts_with(b"\x7fELF")
 }
 
 /// An image directory as read from disk.

@@ -9,6 +9,7 @@ pub mod cgroups;
 pub mod dependency;
 pub mod deploy;
 pub mod digest;
+pub mod doctor;
 pub mod engine;
 pub mod environments;
 pub mod error;

@@ -3,13 +3,13 @@
 
 mod cli;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Build OCI images and pods from directories; generate systemd units from
 /// environment directories and deploy them to their machines.
 #[derive(Parser)]
-#[command(name = "herd", version, about, long_about = None, propagate_version = true)]
+#[command(name = "herd", version = cli::meta::VERSION, about, long_about = None, propagate_version = true)]
 struct Herd {
     #[command(flatten)]
     output: cli::OutputArgs,
@@ -40,6 +40,10 @@ enum Command {
     Gen(cli::r#gen::GenArgs),
     Deploy(cli::deploy::DeployArgs),
     Status(cli::deploy::StatusArgs),
+    Doctor(cli::doctor::DoctorArgs),
+    Version(cli::meta::VersionArgs),
+    Completions(cli::meta::CompletionsArgs),
+    Man(cli::meta::ManArgs),
     // Commands are listed in the order a user meets them; each lives in
     // src/cli/<command>.rs.
 }
@@ -68,6 +72,10 @@ fn main() -> ExitCode {
         Command::Gen(args) => cli::r#gen::run(args),
         Command::Deploy(args) => cli::deploy::run_deploy(args),
         Command::Status(args) => cli::deploy::run_status(args),
+        Command::Doctor(args) => cli::doctor::run(args),
+        Command::Version(args) => cli::meta::run_version(args),
+        Command::Completions(args) => cli::meta::run_completions(args, Herd::command()),
+        Command::Man(args) => cli::meta::run_man(args, Herd::command()),
     };
     match result {
         Ok(code) => code,

@@ -49,6 +49,7 @@ impl Isolation {
         };
         for candidate in &candidates {
             if let Some(found) = find_executable(candidate) {
+                check_runtime(&found)?;
                 return Ok(Isolation::Runtime(found));
             }
         }
@@ -61,6 +62,30 @@ impl Isolation {
                 .join(", ")
         )
     }
+}
+
+/// A runtime answers `--version` (runc and crun do): a program that does
+/// not is blamed here, rather than the first script it would fail to run.
+fn check_runtime(binary: &Path) -> Result<()> {
+    let output = Command::new(binary)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("running the OCI runtime {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "the OCI runtime {} does not work: `{} --version` {}{}; give runc or crun \
+             (--runtime), or build with --isolation chroot",
+            binary.display(),
+            binary.display(),
+            output.status,
+            match String::from_utf8_lossy(&output.stderr).trim() {
+                "" => String::new(),
+                text => format!(": {}", crate::terminal::escape_controls(text)),
+            }
+        );
+    }
+    Ok(())
 }
 
 /// `name` itself when it is a path, else the first file of that name on

@@ -127,6 +127,19 @@ impl Store {
         Ok(data.join("herd/store"))
     }
 
+    /// Opens the layout at `root`, which must exist: commands that only
+    /// read or tidy a store never create one (a mistyped `--store` would
+    /// otherwise print an empty list and leave a new store behind).
+    pub fn open_existing(root: &Path) -> Result<Store> {
+        if !root.join("oci-layout").is_file() || !root.join("index.json").is_file() {
+            bail!(
+                "no herd store at {} (herd build and herd pull create one)",
+                root.display()
+            );
+        }
+        Store::open(root)
+    }
+
     /// Opens the layout at `root`, creating an empty one if there is none.
     pub fn open(root: &Path) -> Result<Store> {
         // Absolute from here on: blob paths are linked from elsewhere (a

@@ -275,7 +275,7 @@ fn special_files_in_an_image_directory_are_refused() {
     let work = workdir();
     let dir = work.path().join("fifo");
     busybox_image(&dir, "name: aci.example.com/fifo:1\n");
-    run_ok(std::process::Command::new("mkfifo").arg(dir.join("files/pipe")));
+    run_ok(std::process::Command::new(tool("mkfifo")).arg(dir.join("files/pipe")));
     let output = run_fails(
         herd()
             .arg("build")

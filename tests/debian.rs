@@ -7,6 +7,8 @@ use common::*;
 
 #[test]
 fn debian_examples_build_mariadb_which_runs_becomes_ready_and_drains() {
+    needs_build_sandbox();
+    needs(&["debootstrap", "podman"]);
     let work = workdir();
     let store = work.path().join("store");
     let out = build_examples(&store, &["debian"]);

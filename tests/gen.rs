@@ -613,7 +613,7 @@ fn a_store_pins_images_by_digest() {
         &examples().join("prod-dc1"),
         &out,
         &["--store", nope.to_str().unwrap()],
-        &["not an image store"],
+        &[&format!("no herd store at {}", nope.display())],
     );
 }
 
@@ -724,6 +724,7 @@ fn run_unit_commands(unit: &str, key: &str, runtime_dir: &Path, unit_name: &str)
 
 #[test]
 fn the_default_unit_runs_its_pod_with_podman() {
+    needs_podman_pods();
     let work = tempfile::tempdir().unwrap();
     let name = "aci.example.com/aci-herd-gen-test:1.0";
     busybox_image(

@@ -422,6 +422,8 @@ fn herd_inspect_shows_the_readiness_and_stop_settings() {
 
 #[test]
 fn kube_play_of_a_pod_returns_once_its_apps_are_ready() {
+    needs_podman_pods();
+    needs(&["skopeo"]); // herd install
     image();
     let work = workdir();
     let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("herd-lifecycle-test/store");

@@ -19,6 +19,8 @@ impl Drop for PlayedPod {
 
 #[test]
 fn the_example_pod_runs_with_kube_play_and_merges_attributes_in_order() {
+    needs_podman_pods();
+    needs(&["skopeo"]); // herd install
     let work = workdir();
     let store = work.path().join("store");
     let built = build_examples(&store, &["aci-busybox", "pod-web"]);

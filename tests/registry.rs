@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Registry, built_digest, podman, run_fails, run_ok, text, tool};
+use common::{Registry, built_digest, needs, podman, run_fails, run_ok, text, tool};
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
@@ -748,6 +748,7 @@ fn a_pulled_pod_comes_with_its_apps_and_installs() {
     );
     assert_eq!(run_ok(&mut fresh.herd(&["fsck"])).trim(), "ok");
 
+    needs(&["skopeo"]); // herd install
     let installed = run_ok(&mut fresh.herd(&["install", &pod]));
     let _ = podman().args(["rmi", "--ignore", &app]).output();
     assert!(

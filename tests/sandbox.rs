@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 /// An image directory with one builder script (run by /bin/sh) and the
 /// given manifest lines after its name.
 fn builder_image(dir: &Path, name: &str, manifest: &str, script: &str) {
+    needs_build_sandbox();
     std::fs::create_dir_all(dir.join("runlevels/builder")).unwrap();
     std::fs::write(
         dir.join("aci-manifest.yml"),

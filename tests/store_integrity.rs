@@ -980,6 +980,7 @@ fn names_pinned_by_digest_work_for_pull_inspect_push_install_and_dependencies() 
     );
 
     // Installed into containers-storage under the name without the digest.
+    needs(&["skopeo"]); // herd install
     let installed = run_ok(
         herd()
             .args(["install", "--store"])

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 /// `herd test DIR --store STORE` with the tests' podman configuration
 /// (the command itself uses whatever the user's is).
 fn herd_test(dir: &Path, store: &Path) -> Command {
+    needs(&["podman", "conmon", "runc", "bats", "bash-static", "busybox"]);
+    needs_build_sandbox();
     let mut command = herd();
     command
         .env(

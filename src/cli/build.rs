@@ -140,7 +140,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let _interrupts = interrupt::Catch::signals()?;
     let plan = plan::discover(&args.paths)?;
     plan.order()?;
-    let store = args.store.open()?;
+    let store = args.store.open_or_create()?;
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -23,8 +23,9 @@ pub struct Reach {
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub connect_timeout: u64,
 
-    /// OCI image store to pin images by digest from (as herd gen)
-    #[arg(long, env = "HERD_STORE", value_name = "DIR")]
+    /// OCI image store to pin images by digest from (as herd gen;
+    /// `--store` alone: the default store)
+    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "", value_parser = super::store_path_or_default())]
     pub store: Option<PathBuf>,
 
     /// Attributes the service manifests are rendered with (as herd gen)

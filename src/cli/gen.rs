@@ -1,7 +1,7 @@
 //! `herd gen`: an environment directory -> one unit per node of each
 //! service, written atomically, or compared with existing units.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use herd::environments::{Environment, Target};
 use herd::terminal::count;
 use herd::units;
@@ -30,9 +30,10 @@ pub struct GenArgs {
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
-    /// OCI image store to pin images by digest from; without one, images
+    /// OCI image store to pin images by digest from (`--store` alone: the
+    /// default store, as for every other command); without one, images
     /// are run by the tag the service manifest gives
-    #[arg(long, env = "HERD_STORE", value_name = "DIR")]
+    #[arg(long, env = "HERD_STORE", value_name = "DIR", num_args = 0..=1, default_missing_value = "", value_parser = super::store_path_or_default())]
     pub store: Option<PathBuf>,
 
     /// What to generate [default: `target:` of config.yml, else systemd]
@@ -59,6 +60,10 @@ pub struct GenArgs {
 
 pub fn run(args: GenArgs) -> Result<ExitCode> {
     let started = std::time::Instant::now();
+    refuse_directory_of_environments(&args.env_dir)?;
+    if let Some(out) = &args.out {
+        refuse_out(out, &args.env_dir)?;
+    }
     let extra = manifest_attributes(args.attributes.as_deref())?;
     let env = Environment::load_with(&args.env_dir, &args.services, extra.as_ref())?;
     tracing::debug!(
@@ -142,18 +147,70 @@ pub fn manifest_attributes(argument: Option<&str>) -> Result<Option<serde_json::
         .map_err(anyhow::Error::msg)
 }
 
-/// The store images are pinned from, if one is given. Opening would
-/// create an empty store: a mistyped path would then silently leave every
-/// image unpinned, so a directory without `index.json` is refused.
+/// The store images are pinned from, if one is given (an empty path:
+/// `--store` without a value, the default store). It must exist: a
+/// mistyped path would otherwise silently leave every image unpinned.
 pub fn open_store(path: Option<&Path>) -> Result<Option<herd::store::Store>> {
-    match path {
-        Some(path) if !path.join("index.json").is_file() => bail!(
-            "{} is not an image store (it has no index.json)",
-            path.display()
-        ),
-        Some(path) => Ok(Some(herd::store::Store::open(path)?)),
-        None => Ok(None),
+    let path = match path {
+        None => return Ok(None),
+        Some(path) if path.as_os_str().is_empty() => herd::store::Store::default_path()?,
+        Some(path) => path.to_path_buf(),
+    };
+    Ok(Some(herd::store::Store::open_existing(&path)?))
+}
+
+/// `herd gen env/` (the directory holding the environments, not one of
+/// them) lists the environments it holds instead of failing on config.yml.
+fn refuse_directory_of_environments(dir: &Path) -> Result<()> {
+    if dir.join("config.yml").exists() {
+        return Ok(());
     }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // the load says what is wrong with it
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("config.yml").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    names.sort();
+    let example = dir.join(&names[0]);
+    anyhow::bail!(
+        "{} holds environments, not one: {}; name one (herd gen {})",
+        dir.display(),
+        herd::terminal::escape_controls(&names.join(", ")),
+        herd::terminal::escape_controls(&example.display().to_string())
+    )
+}
+
+/// `--out` is replaced whole: the filesystem's root, or a directory
+/// holding the environment itself, is refused before anything under it is
+/// read.
+fn refuse_out(out: &Path, env_dir: &Path) -> Result<()> {
+    let absolute = |p: &Path| {
+        p.canonicalize()
+            .or_else(|_| std::path::absolute(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    let out_abs = absolute(out);
+    let env_abs = absolute(env_dir);
+    if out_abs.parent().is_none() {
+        anyhow::bail!(
+            "--out {}: the filesystem's root cannot be the output directory (herd gen replaces it whole); choose a directory of its own",
+            out.display()
+        );
+    }
+    if env_abs.starts_with(&out_abs) {
+        anyhow::bail!(
+            "--out {}: it holds the environment {} and would be replaced whole; choose a directory of its own",
+            out.display(),
+            env_dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// `units/<envName>` beside the `env/` directory holding the environment,

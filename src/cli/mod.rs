@@ -3,9 +3,11 @@
 pub mod attributes;
 pub mod build;
 pub mod deploy;
+pub mod doctor;
 mod format;
 pub mod r#gen;
 pub mod images;
+pub mod meta;
 pub mod pods;
 pub mod pull;
 pub mod push;
@@ -120,12 +122,24 @@ pub struct StoreArg {
 }
 
 impl StoreArg {
+    /// The store's directory: `--store`, `HERD_STORE`, or the default.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        match &self.store {
+            Some(path) => Ok(path.clone()),
+            None => herd::store::Store::default_path(),
+        }
+    }
+
+    /// Opens the store, creating it if there is none: for the commands
+    /// that put images in (`build`, `pull`, `test`).
+    pub fn open_or_create(&self) -> anyhow::Result<herd::store::Store> {
+        herd::store::Store::open(&self.path()?)
+    }
+
+    /// Opens an existing store; a path without one is an error (`no herd
+    /// store at DIR`), so a typo never turns a directory into a store.
     pub fn open(&self) -> anyhow::Result<herd::store::Store> {
-        let path = match &self.store {
-            Some(path) => path.clone(),
-            None => herd::store::Store::default_path()?,
-        };
-        herd::store::Store::open(&path)
+        herd::store::Store::open_existing(&self.path()?)
     }
 
     /// The store if there is one: commands that only read it (`herd try`)
@@ -140,4 +154,12 @@ impl StoreArg {
         }
         herd::store::Store::open(&path).map(Some)
     }
+}
+
+/// Parses `--store [DIR]` where a value may be left out (`herd gen
+/// --store`): clap then gives the empty path, which stands for the
+/// default store (clap's own path parser refuses an empty value).
+pub fn store_path_or_default() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().map(PathBuf::from)
 }

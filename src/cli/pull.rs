@@ -61,7 +61,7 @@ impl RegistryArgs {
 }
 
 pub fn run(args: PullArgs) -> Result<ExitCode> {
-    let store = args.store.open()?;
+    let store = args.store.open_or_create()?;
     let options = args.registry.options();
     for name in &args.names {
         let name: ImageName = name.parse().map_err(|e: String| anyhow!("{name:?}: {e}"))?;

@@ -44,7 +44,7 @@ pub struct TestArgs {
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
-    let store = args.store.open()?;
+    let store = args.store.open_or_create()?;
     let options = TestOptions {
         timeout: Duration::from_secs(args.timeout),
         build: herd::build::BuildOptions {

@@ -143,8 +143,20 @@ pub fn parse_file(path: &Path) -> Result<Value, InputError> {
 /// `herd try --attributes`: a file when one exists at that path, else text.
 pub fn parse_argument(argument: &str) -> Result<Value, String> {
     let path = Path::new(argument);
-    if !argument.trim_start().starts_with('{') && path.is_file() {
+    let text_like = argument.trim_start().starts_with('{') || argument.starts_with("base64,");
+    if !text_like && path.is_file() {
         return parse_file(path).map_err(|e| e.to_string());
+    }
+    // What reads as a path is one: "not valid JSON" would hide the typo.
+    let path_like = argument.contains('/')
+        || [".yml", ".yaml", ".json"]
+            .iter()
+            .any(|ext| argument.ends_with(ext));
+    if !text_like && path_like {
+        return Err(format!(
+            "--attributes {argument}: no such file (expected a JSON object of attributes, \
+             or the path of a JSON or YAML file)"
+        ));
     }
     parse_text(argument, "--attributes")
 }

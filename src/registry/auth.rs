@@ -105,6 +105,27 @@ pub(crate) fn credential_files() -> Vec<PathBuf> {
     files
 }
 
+/// The registries credential file `path` has entries or helpers for
+/// (`herd doctor`): names only, never a secret.
+pub(crate) fn registries_in(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading credentials from {}", path.display()))?;
+    let file: AuthFile =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let mut names: Vec<String> = file
+        .auths
+        .keys()
+        .chain(file.cred_helpers.keys())
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    if let Some(store) = file.creds_store {
+        names.push(format!("any other through docker-credential-{store}"));
+    }
+    Ok(names)
+}
+
 /// The names a registry host may be filed under: `docker.io` has several.
 fn host_keys(host: &str) -> Vec<&str> {
     match host {

@@ -140,24 +140,101 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A tool the tests need. Missing tools fail the test with a hint: CI
-/// installs them (.ci/run), and a skipped check would hide a regression.
-pub fn tool(name: &str) -> PathBuf {
-    for dir in std::env::var("PATH")
+/// The Debian package of each outside command the tests run (`.ci/install`
+/// installs them all; keep the two in step).
+const PACKAGES: &[(&str, &str)] = &[
+    ("podman", "podman"),
+    ("conmon", "conmon"),
+    ("catatonit", "catatonit"),
+    ("runc", "runc"),
+    ("crun", "crun"),
+    ("slirp4netns", "slirp4netns"),
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
+    ("bats", "bats"),
+    ("dot", "graphviz"),
+    ("systemd-analyze", "systemd"),
+    ("ssh", "openssh-client"),
+    ("ssh-keygen", "openssh-client"),
+    ("git", "git"),
+    ("busybox", "busybox-static"),
+    ("bash-static", "bash-static"),
+    ("debootstrap", "debootstrap"),
+    ("python3", "python3"),
+    ("unshare", "util-linux"),
+    ("setpriv", "util-linux"),
+    ("flock", "util-linux"),
+    ("script", "bsdutils"),
+    ("time", "time"),
+    ("tar", "tar"),
+    ("find", "findutils"),
+    ("grep", "grep"),
+    ("bash", "bash"),
+];
+
+/// What installs `command`: its Debian package, or for kubernetes-validate
+/// (from PyPI) `.ci/install`'s virtualenv.
+fn install_hint(command: &str) -> String {
+    if command == "kubernetes-validate" {
+        return "apt-get install python3-venv && bash .ci/install (a virtualenv in /opt/herd-venv)"
+            .into();
+    }
+    let package = PACKAGES
+        .iter()
+        .find(|(c, _)| *c == command)
+        .map_or("coreutils", |(_, p)| p);
+    format!("apt-get install {package}")
+}
+
+/// Where `command` is: on PATH, in /usr/sbin and /sbin (a user's PATH may
+/// lack them), or where podman looks for its helpers (catatonit, conmon).
+fn find_command(command: &str) -> Option<PathBuf> {
+    std::env::var("PATH")
         .unwrap_or_default()
         .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-    {
-        let path = Path::new(dir).join(name);
-        if path.is_file() {
-            return path;
-        }
+        .chain([
+            "/usr/sbin",
+            "/sbin",
+            "/usr/libexec/podman",
+            "/usr/lib/podman",
+        ])
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(command))
+        .find(|path| path.is_file())
+}
+
+/// The running test's name (cargo runs each test on a thread named after
+/// it), for `needs`'s message.
+fn test_name() -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("this test");
+    name.rsplit("::").next().unwrap_or(name).to_string()
+}
+
+/// Fails the test at once, in one line, unless every command of
+/// `commands` is installed: `TEST needs CMD: apt-get install PKG`. Tests
+/// call it before anything that runs an outside tool, so a missing tool is
+/// named instead of surfacing as the tool's own error deep in a test; a
+/// skipped check would hide a regression, so nothing skips.
+pub fn needs(commands: &[&str]) {
+    for command in commands {
+        tool(command);
     }
-    panic!("{name} is not installed; run .ci/run or install it (see README)")
+}
+
+/// The path of `command`, which the test needs (see `needs`).
+pub fn tool(command: &str) -> PathBuf {
+    find_command(command)
+        .unwrap_or_else(|| panic!("{} needs {command}: {}", test_name(), install_hint(command)))
 }
 
 /// A `podman` command using tests/containers.conf.
 pub fn podman() -> Command {
+    // tests/containers.conf runs containers with runc, monitored by conmon.
+    needs(&["conmon", "runc"]);
     let mut command = Command::new(tool("podman"));
     command.env(
         "CONTAINERS_CONF",
@@ -187,6 +264,7 @@ pub fn oci_ref(store: &Path, name: &str) -> String {
 /// `herd build` of the examples `names` (in that order) into `store`; its
 /// standard output.
 pub fn build_examples(store: &Path, names: &[&str]) -> String {
+    needs_build_sandbox();
     let mut command = herd();
     command.arg("build");
     for name in names {
@@ -195,17 +273,25 @@ pub fn build_examples(store: &Path, names: &[&str]) -> String {
     run_ok(command.arg("--store").arg(store))
 }
 
+/// What `herd build` runs an image's scripts with by default: runc, and
+/// slirp4netns for the scripts' own network.
+pub fn needs_build_sandbox() {
+    needs(&["runc", "slirp4netns"]);
+}
+
+/// What podman needs to run a pod (`podman pod create`, `kube play`, the
+/// default unit): its pause process, catatonit.
+pub fn needs_podman_pods() {
+    needs(&["podman", "conmon", "runc", "catatonit"]);
+}
+
 /// Copies the host's static busybox into `files_dir/bin` with a symlink per
 /// applet, so an image built from it has a shell and core tools.
 pub fn add_busybox(files_dir: &Path) {
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("busybox is not installed (Debian package busybox-static)"));
+    let busybox = tool("busybox");
     let bin = files_dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    std::fs::copy(&busybox, bin.join("busybox")).unwrap();
     for applet in APPLETS {
         std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
     }
@@ -472,29 +558,14 @@ pub fn put_one_layer_image(store: &Path, layer: &[u8], diff_id: &str) -> serde_j
     )
 }
 
-/// `shared/tools/testhosts.sh`, which starts named test hosts (podman
-/// containers running systemd and sshd on 127.0.0.1): beside the clone
-/// (`../shared`, as CI has it), beside a directory of worktrees
-/// (`../../shared`), or where `HERD_TESTHOSTS` says.
+/// `tests/tools/testhosts.sh`, which starts named test hosts (podman
+/// containers running systemd and sshd on 127.0.0.1), or the script
+/// `HERD_TESTHOSTS` names.
 pub fn testhosts_script() -> PathBuf {
-    if let Some(path) = std::env::var_os("HERD_TESTHOSTS") {
-        return PathBuf::from(path);
+    match std::env::var_os("HERD_TESTHOSTS") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/testhosts.sh"),
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        root.join("../shared/tools/testhosts.sh"),
-        root.join("../../shared/tools/testhosts.sh"),
-    ];
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .unwrap_or_else(|| {
-            panic!(
-                "testhosts.sh not found at {} (CI has shared/ beside the clone; or set HERD_TESTHOSTS)",
-                candidates[0].display()
-            )
-        })
 }
 
 /// Test hosts started by `testhosts.sh up` for one test, removed on drop.
@@ -510,8 +581,14 @@ impl TestHosts {
     /// Starts fresh hosts `names` (any left by an earlier run are removed
     /// first) and writes their ssh configuration into `dir`.
     pub fn up(names: &[&str], dir: &Path) -> TestHosts {
-        tool("ssh"); // openssh-client
-        tool("podman");
+        needs(&[
+            "ssh",
+            "ssh-keygen",
+            "podman",
+            "runc",
+            "debootstrap",
+            "flock",
+        ]);
         let script = testhosts_script();
         let hosts = TestHosts {
             script,

@@ -285,8 +285,11 @@ fn symlinks_in_files_are_stored_as_links_and_never_followed() {
         let before = tags(&store);
         let output = run_fails(&mut build(&dir, &store, &["--compression", "none"]));
         let error = text(&output.stderr);
+        // templates/ is refused by the template loader's own rule (a
+        // link out of the image directory), the others by the build's.
         assert!(
-            error.contains(&format!("{which} is a symlink")),
+            error.contains(&format!("{which} is a symlink"))
+                || (which == "templates" && error.contains("outside the image directory")),
             "{which}: {error}"
         );
         assert_eq!(tags(&store), before);
@@ -677,7 +680,19 @@ fn names_below(dir: &Path) -> Vec<String> {
 fn hostile_dependency_layers_are_refused_and_nothing_lands_outside() {
     let work = workdir();
     let store = work.path().join("store");
-    run_ok(herd().args(["fsck", "--store"]).arg(&store)); // creates it
+    // An empty OCI layout, as `umoci init` makes: a store herd reads.
+    std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        store.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        store.join("index.json"),
+        r#"{"schemaVersion":2,"manifests":[]}"#,
+    )
+    .unwrap();
+    run_ok(herd().args(["fsck", "--store"]).arg(&store));
     let outside = work.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let absolute = std::env::temp_dir().join(format!("herd-hostile-abs-{}", std::process::id()));

@@ -140,6 +140,8 @@ fn a_pod_with_a_missing_dependency_fails_clearly_and_writes_nothing() {
         "name: aci.example.com/pod-broken:1\npod:\n  apps:\n    - dependencies: [aci.example.com/aci-busybox:1.36-1]\n    - dependencies: [aci.example.com/aci-nothere:1]\n",
     )
     .unwrap();
+    // An empty configuration: no registry is configured for the domain.
+    std::fs::write(work.path().join("no-config.yml"), "{}\n").unwrap();
     let output = run_fails(
         herd()
             .arg("build")

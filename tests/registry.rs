@@ -241,6 +241,7 @@ fn a_build_pulls_a_dependency_that_only_the_registry_has() {
 
     // Without the registry the same build fails and says why.
     let offline = Scratch::new(&registry);
+    std::fs::write(offline.path("none.yml"), "{}\n").unwrap();
     let error = text(
         &run_fails(
             offline
@@ -774,7 +775,13 @@ fn pushing_a_directory_pushes_the_name_its_last_build_produced() {
     let host = registry.host();
     let greeter = common::example("aci-greeter");
     let greeter = greeter.to_str().unwrap();
-    // Its name needs the version its build scripts write.
+    // Its name needs the version its build scripts write: a store that
+    // has never built it says how to push it.
+    scratch.build(
+        "other",
+        "name: aci.example.com/other:1\n",
+        &[("hello", b"hello")],
+    );
     let error = text(&run_fails(&mut scratch.herd(&["push", "--registry", &host, greeter])).stderr);
     assert!(
         error.contains("has no build recorded") && error.contains(&format!("herd build {greeter}")),

@@ -409,6 +409,7 @@ fn gc_in_a_loop_never_takes_what_running_builds_and_pulls_use() {
     run_ok(push.args(&pulled));
 
     let store = work.path().join("store");
+    empty_store(&store);
     run_ok(herd().args(["fsck", "--store"]).arg(&store));
     let built: Vec<(PathBuf, String)> = (0..10)
         .map(|i| {

@@ -648,3 +648,19 @@ impl Drop for TestHosts {
         self.down();
     }
 }
+
+/// An empty OCI image layout at `store`, as `umoci init` makes it: a store
+/// herd's read-only commands accept (they never create one).
+pub fn empty_store(store: &Path) {
+    std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        store.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        store.join("index.json"),
+        r#"{"schemaVersion":2,"manifests":[]}"#,
+    )
+    .unwrap();
+}

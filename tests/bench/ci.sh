@@ -12,8 +12,10 @@
 #   bash tests/bench/ci.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet --bin herd --bin herd-init
-herd=$(realpath "$(ls -d target/*/release/herd | head -1)")
+if [ -z "${HERD:-}" ]; then
+  cargo build --release --quiet --bin herd --bin herd-init
+fi
+herd=$(realpath "${HERD:-$(ls -d target/*/release/herd | head -1)}")
 registry_bin=$(command -v docker-registry || echo /usr/sbin/docker-registry)
 [ -x "$registry_bin" ] || { echo "docker-registry is not installed (Debian package docker-registry)"; exit 1; }
 busybox=$(command -v busybox || true)
@@ -62,14 +64,14 @@ def image(name, deps, script):
         os.makedirs(os.path.join(d, "runlevels", "build"), exist_ok=True)
         path = os.path.join(d, "runlevels", "build", "10-build.sh")
         with open(path, "w") as f:
-            f.write(f"#!/bin/sh\necho bench-script-ran:{name}\nseq 1 2000 > /opt/{name}/generated\n")
+            f.write(f"#!/bin/sh\necho bench-script-ran:{name}\nmkdir -p /opt/{name}\nseq 1 2000 > /opt/{name}/generated\n")
         os.chmod(path, 0o755)
     return d
 base = image("base", [], False)
 bin_dir = os.path.join(base, "files", "bin")
 os.makedirs(bin_dir)
 shutil.copy(busybox, os.path.join(bin_dir, "busybox"))
-for applet in ["sh", "echo", "seq", "cat"]:
+for applet in ["sh", "echo", "seq", "cat", "mkdir"]:
     os.symlink("busybox", os.path.join(bin_dir, applet))
 for m in range(10):
     image(f"mid{m}", ["base"], True)

@@ -680,18 +680,7 @@ fn names_below(dir: &Path) -> Vec<String> {
 fn hostile_dependency_layers_are_refused_and_nothing_lands_outside() {
     let work = workdir();
     let store = work.path().join("store");
-    // An empty OCI layout, as `umoci init` makes: a store herd reads.
-    std::fs::create_dir_all(store.join("blobs/sha256")).unwrap();
-    std::fs::write(
-        store.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        store.join("index.json"),
-        r#"{"schemaVersion":2,"manifests":[]}"#,
-    )
-    .unwrap();
+    empty_store(&store);
     run_ok(herd().args(["fsck", "--store"]).arg(&store));
     let outside = work.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();

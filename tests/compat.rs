@@ -233,7 +233,7 @@ fn herd_try_and_attributes_read_dependency_and_pod_attributes_from_the_store() {
 
 #[test]
 fn isolators_and_ports_become_podman_limits_and_kubernetes_resources() {
-    let validate = tool("kubernetes-validate");
+    needs(&["kubernetes-validate"]);
     let work = workdir();
     let name = "aci.example.com/aci-limited:1";
     busybox_image(
@@ -297,15 +297,5 @@ fn isolators_and_ports_become_podman_limits_and_kubernetes_resources() {
         container["ports"],
         serde_json::json!([{"containerPort": 8080, "protocol": "TCP"}])
     );
-    let output = std::process::Command::new(&validate)
-        .args(["--strict", "--quiet"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "kubernetes-validate:\n{}{}",
-        text(&output.stdout),
-        text(&output.stderr)
-    );
+    common::units::kubernetes_validate_files(&[file]);
 }

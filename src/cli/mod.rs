@@ -145,10 +145,7 @@ impl StoreArg {
     /// The store if there is one: commands that only read it (`herd try`)
     /// do not create an empty one.
     pub fn open_existing(&self) -> anyhow::Result<Option<herd::store::Store>> {
-        let path = match &self.store {
-            Some(path) => path.clone(),
-            None => herd::store::Store::default_path()?,
-        };
+        let path = self.path()?;
         if !path.join("index.json").is_file() {
             return Ok(None);
         }

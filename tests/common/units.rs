@@ -65,11 +65,17 @@ pub fn unit_attributes(unit: &str) -> Value {
 /// `kubernetes-validate --strict` on every file below `dir`, which must
 /// all pass; their paths.
 pub fn kubernetes_validate(dir: &Path) -> Vec<PathBuf> {
-    let validate = tool("kubernetes-validate");
     let files: Vec<PathBuf> = super::snapshot(dir).into_keys().collect();
+    kubernetes_validate_files(&files);
+    files
+}
+
+/// `kubernetes-validate --strict` on `files`, which must all pass.
+pub fn kubernetes_validate_files(files: &[PathBuf]) {
+    let validate = tool("kubernetes-validate");
     let output = Command::new(validate)
         .args(["--strict", "--quiet"])
-        .args(&files)
+        .args(files)
         .output()
         .unwrap();
     assert!(
@@ -78,5 +84,4 @@ pub fn kubernetes_validate(dir: &Path) -> Vec<PathBuf> {
         text(&output.stdout),
         text(&output.stderr)
     );
-    files
 }

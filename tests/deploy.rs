@@ -240,8 +240,13 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     assert_has(&out, "slow: up to date");
     assert_eq!(env.events(1).len(), 2);
 
-    // One attribute of one node: exactly its unit is redeployed.
-    env.slow_nodes(&[("s1", "v1", ""), ("s2", "v2", ""), ("s3", "v1", "")]);
+    // One attribute of one node: exactly its unit is redeployed. The
+    // node also gains a secret: its unit is installed 0640, as gen writes it.
+    env.slow_nodes(&[
+        ("s1", "v1", ""),
+        ("s2", "v2", ", db_password: hunter2-hunter2"),
+        ("s3", "v1", ""),
+    ]);
     let plan = env.plan();
     let changed: Vec<&String> = plan
         .iter()
@@ -258,6 +263,17 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     let events = env.events(2);
     assert_eq!(events.len(), 4, "{events:?}");
     assert_eq!(events[3].2, "v2");
+    let mode = |host: &str, path: &str| env.hosts.ssh_ok(host, &format!("stat -c %a {path}"));
+    assert_eq!(
+        mode(&h2, "/etc/systemd/system/t_slow_s2.service").trim(),
+        "640"
+    );
+    assert_eq!(
+        mode(&h1, "/etc/systemd/system/t_slow_s1.service").trim(),
+        "644"
+    );
+    // The previous versions kept for rollback are root's only.
+    assert_eq!(mode(&h2, "/var/lib/herd/previous").trim(), "700");
     assert_eq!(
         env.hosts.ssh_ok(
             &h1,

@@ -103,8 +103,8 @@ fn prepare(env_dir: &std::path::Path, reach: &Reach) -> Result<(Environment, Pla
         tracing::info!("config.yml says target: kubernetes; herd deploy places the systemd units");
     }
     let store = super::r#gen::open_store(reach.store.as_deref())?;
-    let files = herd::units::generate(&env, Target::Systemd, store.as_ref())?;
-    let plan = Plan::new(&env, &files)?;
+    let generated = herd::units::generate_all(&env, Target::Systemd, store.as_ref())?;
+    let plan = Plan::new(&env, &generated)?;
     let conn = Connections::new(
         &env.config.machines,
         reach.ssh_config.clone(),

@@ -16,11 +16,11 @@ pub mod status;
 
 use crate::digest::Digest;
 use crate::environments::Environment;
-use crate::units::Files;
+use crate::units::Generated;
 use anyhow::{Result, anyhow};
 use placement::{Candidate, Placed, Rules};
 use remote::Survey;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// One generated unit: its files and where it may go.
 #[derive(Debug, Clone)]
@@ -30,6 +30,9 @@ pub struct Unit {
     pub name: String,
     /// File name -> content: the `.service`, and the `.timer` if any.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// The files that carry secret attributes: installed 0640, as
+    /// `herd gen` writes them, rather than world-readable.
+    pub private: BTreeSet<String>,
     pub rules: Rules,
 }
 
@@ -104,12 +107,12 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Groups `files` (as `units::generate` made them for `env`) into units
-    /// and places them; an impossible placement is an error naming the
-    /// unit and the rule.
-    pub fn new(env: &Environment, files: &Files) -> Result<Plan> {
+    /// Groups `generated` (as `units::generate_all` made it for `env`)
+    /// into units and places them; an impossible placement is an error
+    /// naming the unit and the rule.
+    pub fn new(env: &Environment, generated: &Generated) -> Result<Plan> {
         let mut units: BTreeMap<String, Unit> = BTreeMap::new();
-        for (path, content) in files {
+        for (path, content) in &generated.files {
             let (Some(service), Some(file)) = (
                 path.parent().and_then(|p| p.to_str()),
                 path.file_name().and_then(|f| f.to_str()),
@@ -124,9 +127,13 @@ impl Plan {
                 service: service.to_string(),
                 name,
                 files: BTreeMap::new(),
+                private: BTreeSet::new(),
                 rules: Rules::default(),
             });
             unit.files.insert(file.to_string(), content.clone());
+            if generated.private.contains(path) {
+                unit.private.insert(file.to_string());
+            }
         }
         for unit in units.values_mut() {
             let text = unit

@@ -69,11 +69,12 @@ pub fn survey(conn: &Connections, machine: &str, env: &str, files: &[&str]) -> R
 const UPDATE: &str = r#"
 env=$1 service=$2 start=$3; shift 3
 d=/etc/systemd/system p=/var/lib/herd/previous m=/var/lib/herd/deployed/$env/$service
-mkdir -p "$p" "$m" || exit 2
+# previous/ keeps copies of units that may hold secrets: root's only.
+mkdir -p "$p" "$m" && chmod 700 "$p" || exit 2
 # First the versions running now become the previous ones, so a rollback
 # after any failure below puts back exactly what was there.
 i=1; for a; do
-  if [ $((i % 2)) = 1 ]; then
+  if [ $((i % 3)) = 1 ]; then
     if [ -f "$d/$a" ]; then cp "$d/$a" "$p/.$a.new" && mv -f "$p/.$a.new" "$p/$a" || exit 2
     else rm -f "$p/$a"; fi
   fi
@@ -81,12 +82,14 @@ i=1; for a; do
 done
 t=
 trap 'rm -f "$t"' EXIT
-while [ $# -ge 2 ]; do
-  f=$1 n=$2; shift 2
+while [ $# -ge 3 ]; do
+  f=$1 n=$2 mode=$3; shift 3
+  # mktemp makes the file 0600: a secret is never readable, even while
+  # it is being written.
   t=$(mktemp "$d/.herd-XXXXXXXX") || exit 2
   # GNU head -c reads no more than it is asked: the next file follows.
   head -c "$n" >"$t" && [ "$(wc -c <"$t")" -eq "$n" ] || { echo "writing $f failed" >&2; exit 2; }
-  chmod 644 "$t" && sync "$t" && mv -f "$t" "$d/$f" && : >"$m/$f" || { echo "writing $f failed" >&2; exit 2; }
+  chmod "$mode" "$t" && sync "$t" && mv -f "$t" "$d/$f" && : >"$m/$f" || { echo "writing $f failed" >&2; exit 2; }
 done
 systemctl daemon-reload || { echo "systemctl daemon-reload failed" >&2; exit 1; }
 systemctl enable --quiet "$start" 2>/dev/null || true
@@ -94,7 +97,15 @@ systemctl restart "$start" || exit 1
 systemctl is-active --quiet "$start" || { echo "$start is $(systemctl is-active "$start") after its restart" >&2; exit 1; }
 "#;
 
-/// Writes each of `files` (name, content) to `/etc/systemd/system`
+/// One file of a unit to install: its name, content and whether it
+/// carries secrets (installed 0640 rather than 0644).
+pub struct UnitFile<'a> {
+    pub name: &'a str,
+    pub content: &'a [u8],
+    pub private: bool,
+}
+
+/// Writes each of `files` to `/etc/systemd/system`
 /// atomically (a temporary file renamed over the old one, which is kept in
 /// `previous/`), then daemon-reload, enable and restart `start` (its
 /// readiness is what `systemctl restart` waits for) and checks it is
@@ -106,15 +117,16 @@ pub fn update(
     env: &str,
     service: &str,
     start: &str,
-    files: &[(&str, &[u8])],
+    files: &[UnitFile],
 ) -> Result<Result<(), String>> {
-    let lengths: Vec<String> = files.iter().map(|(_, c)| c.len().to_string()).collect();
+    let lengths: Vec<String> = files.iter().map(|f| f.content.len().to_string()).collect();
     let mut args = vec![env, service, start];
     let mut input = vec![];
-    for ((name, content), length) in files.iter().zip(&lengths) {
-        args.push(name);
+    for (file, length) in files.iter().zip(&lengths) {
+        args.push(file.name);
         args.push(length);
-        input.extend_from_slice(content);
+        args.push(if file.private { "640" } else { "644" });
+        input.extend_from_slice(file.content);
     }
     let out = conn.script(machine, UPDATE, &args, &input)?;
     Ok(match out.success() {

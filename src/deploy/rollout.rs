@@ -296,10 +296,14 @@ impl ServiceRollout<'_> {
     /// not become active.
     fn update(&self, p: &Placed) -> Result<Result<(), String>> {
         let unit = self.plan.unit(&p.unit);
-        let files: Vec<(&str, &[u8])> = unit
+        let files: Vec<remote::UnitFile> = unit
             .file_names()
             .into_iter()
-            .map(|f| (f, unit.files[f].as_slice()))
+            .map(|name| remote::UnitFile {
+                name,
+                content: unit.files[name].as_slice(),
+                private: unit.private.contains(name),
+            })
             .collect();
         remote::update(
             self.conn,

@@ -7,10 +7,13 @@
 # < 20 ms), and no-op rebuilds (target < 0.5 s).
 #
 #   bash tests/bench/tree.sh
+#   HERD=path/to/herd bash tests/bench/tree.sh   # that binary (herd-init beside it)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet --bin herd --bin herd-init
-herd=$(ls -d target/*/release/herd | head -1)
+if [ -z "${HERD:-}" ]; then
+  cargo build --release --quiet --bin herd --bin herd-init
+fi
+herd=${HERD:-$(ls -d target/*/release/herd | head -1)}
 work=$(mktemp -d /tmp/herd-bench-tree.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

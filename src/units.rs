@@ -12,7 +12,7 @@ pub mod resources;
 pub use crate::environments::Target;
 pub use changes::{attribute_changes, carries_secrets, hide_carried};
 pub use kubernetes::readiness_probe;
-pub use output::{Check, check_units, unified_diff, write_units};
+pub use output::{Check, check_units, unified_diff, wanted_mode, write_units};
 
 use crate::attributes::secrets;
 use crate::environments::{Environment, Node, Service, TemplateFile};

@@ -16,11 +16,11 @@ pub mod status;
 
 use crate::digest::Digest;
 use crate::environments::Environment;
-use crate::units::Generated;
+use crate::units::{Generated, wanted_mode};
 use anyhow::{Result, anyhow};
 use placement::{Candidate, Placed, Rules};
 use remote::Survey;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// One generated unit: its files and where it may go.
 #[derive(Debug, Clone)]
@@ -30,9 +30,9 @@ pub struct Unit {
     pub name: String,
     /// File name -> content: the `.service`, and the `.timer` if any.
     pub files: BTreeMap<String, Vec<u8>>,
-    /// The files that carry secret attributes: installed 0640, as
-    /// `herd gen` writes them, rather than world-readable.
-    pub private: BTreeSet<String>,
+    /// File name -> the mode it is installed with, the one `herd gen`
+    /// writes it with (files carrying secrets are not world-readable).
+    pub modes: BTreeMap<String, u32>,
     pub rules: Rules,
 }
 
@@ -127,13 +127,12 @@ impl Plan {
                 service: service.to_string(),
                 name,
                 files: BTreeMap::new(),
-                private: BTreeSet::new(),
+                modes: BTreeMap::new(),
                 rules: Rules::default(),
             });
             unit.files.insert(file.to_string(), content.clone());
-            if generated.private.contains(path) {
-                unit.private.insert(file.to_string());
-            }
+            unit.modes
+                .insert(file.to_string(), wanted_mode(&generated.private, path));
         }
         for unit in units.values_mut() {
             let text = unit

@@ -97,12 +97,11 @@ systemctl restart "$start" || exit 1
 systemctl is-active --quiet "$start" || { echo "$start is $(systemctl is-active "$start") after its restart" >&2; exit 1; }
 "#;
 
-/// One file of a unit to install: its name, content and whether it
-/// carries secrets (installed 0640 rather than 0644).
+/// One file of a unit to install: its name, content and mode.
 pub struct UnitFile<'a> {
     pub name: &'a str,
     pub content: &'a [u8],
-    pub private: bool,
+    pub mode: u32,
 }
 
 /// Writes each of `files` to `/etc/systemd/system`
@@ -119,13 +118,17 @@ pub fn update(
     start: &str,
     files: &[UnitFile],
 ) -> Result<Result<(), String>> {
-    let lengths: Vec<String> = files.iter().map(|f| f.content.len().to_string()).collect();
+    // Each file's length and mode (octal, for chmod) as arguments.
+    let numbers: Vec<(String, String)> = files
+        .iter()
+        .map(|f| (f.content.len().to_string(), format!("{:o}", f.mode)))
+        .collect();
     let mut args = vec![env, service, start];
     let mut input = vec![];
-    for (file, length) in files.iter().zip(&lengths) {
+    for (file, (length, mode)) in files.iter().zip(&numbers) {
         args.push(file.name);
         args.push(length);
-        args.push(if file.private { "640" } else { "644" });
+        args.push(mode);
         input.extend_from_slice(file.content);
     }
     let out = conn.script(machine, UPDATE, &args, &input)?;

@@ -302,7 +302,7 @@ impl ServiceRollout<'_> {
             .map(|name| remote::UnitFile {
                 name,
                 content: unit.files[name].as_slice(),
-                private: unit.private.contains(name),
+                mode: unit.modes[name],
             })
             .collect();
         remote::update(

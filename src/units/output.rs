@@ -203,7 +203,8 @@ fn remove_abandoned(parent: &Path, prefix: &str) {
     }
 }
 
-fn wanted_mode(private: &BTreeSet<PathBuf>, path: &Path) -> u32 {
+/// The mode a generated file is written with, on disk or on a machine.
+pub fn wanted_mode(private: &BTreeSet<PathBuf>, path: &Path) -> u32 {
     if private.contains(path) {
         PRIVATE_MODE
     } else {

@@ -274,6 +274,21 @@ fn rollout_goes_in_batches_redeploys_what_changed_reports_status_and_prunes() {
     );
     // The previous versions kept for rollback are root's only.
     assert_eq!(mode(&h2, "/var/lib/herd/previous").trim(), "700");
+    // A secret unit left world-readable (as an older herd installed it)
+    // is a change to deploy, though its content is the same.
+    env.hosts
+        .ssh_ok(&h2, "chmod 644 /etc/systemd/system/t_slow_s2.service");
+    let plan = env.plan();
+    assert!(
+        plan.contains(&format!("t_slow_s2.service -> {h2} (changed)")),
+        "{plan:?}"
+    );
+    env.deploy_ok(&["slow"]);
+    assert_eq!(
+        mode(&h2, "/etc/systemd/system/t_slow_s2.service").trim(),
+        "640"
+    );
+    assert!(env.plan().iter().all(|l| l.ends_with("(unchanged)")));
     assert_eq!(
         env.hosts.ssh_ok(
             &h1,

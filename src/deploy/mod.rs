@@ -59,14 +59,18 @@ impl Unit {
         names
     }
 
-    /// Whether `survey` shows every file of the unit with the same content.
+    /// Whether `survey` shows every file of the unit with the same content
+    /// and mode.
     pub fn change(&self, survey: &Survey) -> Change {
         let mut missing = 0;
         let mut differ = false;
         for (file, content) in &self.files {
             match survey.hashes.get(file) {
                 None => missing += 1,
-                Some(hash) => differ |= hash != Digest::of(content).hex(),
+                Some(hash) => {
+                    differ |= hash != Digest::of(content).hex()
+                        || survey.modes.get(file) != self.modes.get(file)
+                }
             }
         }
         match (missing, differ) {

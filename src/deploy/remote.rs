@@ -25,6 +25,10 @@ pub const STATE_DIR: &str = "/var/lib/herd";
 pub struct Survey {
     /// Unit file -> sha256 (hex) of the asked-for files that exist.
     pub hashes: BTreeMap<String, String>,
+    /// Unit file -> its permission bits, for the same files: a unit that
+    /// carries secrets but is world-readable (as an older herd installed
+    /// it) is a change to deploy, like different content.
+    pub modes: BTreeMap<String, u32>,
     /// service -> files herd deployed there for this environment.
     pub deployed: BTreeMap<String, Vec<String>>,
 }
@@ -32,7 +36,11 @@ pub struct Survey {
 const SURVEY: &str = r#"
 env=$1; shift
 cd /etc/systemd/system || exit 1
-for f; do if [ -f "$f" ]; then sha256sum -- "$f" || exit 1; fi; done
+for f; do
+  if [ -f "$f" ]; then
+    printf 'mode %s %s\n' "$(stat -c %a -- "$f")" "$f" && sha256sum -- "$f" || exit 1
+  fi
+done
 m=/var/lib/herd/deployed/$env
 if [ -d "$m" ]; then
   cd "$m" || exit 1
@@ -41,7 +49,8 @@ fi
 exit 0
 "#;
 
-/// The hashes of `files` on `machine` and this environment's markers.
+/// The hashes and modes of `files` on `machine` and this environment's
+/// markers.
 pub fn survey(conn: &Connections, machine: &str, env: &str, files: &[&str]) -> Result<Survey> {
     let mut args = vec![env];
     args.extend_from_slice(files);
@@ -59,6 +68,14 @@ pub fn survey(conn: &Connections, machine: &str, env: &str, files: &[&str]) -> R
                     .or_default()
                     .push(file.to_string());
             }
+        } else if let Some(rest) = line.strip_prefix("mode ") {
+            let parsed = rest
+                .split_once(' ')
+                .and_then(|(mode, file)| Some((u32::from_str_radix(mode, 8).ok()?, file)));
+            match parsed {
+                Some((mode, file)) => survey.modes.insert(file.to_string(), mode),
+                None => bail!("reading the units on {machine}: unexpected line {line:?}"),
+            };
         } else if let Some((hash, file)) = line.split_once("  ") {
             survey.hashes.insert(file.to_string(), hash.to_string());
         }

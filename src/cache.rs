@@ -65,15 +65,26 @@ pub fn key(
     Ok(digest)
 }
 
-/// Feeds every entry under `dir` into `hasher`, in sorted order.
+/// Feeds every entry under `dir` into `hasher`, in sorted order: its
+/// path, mode, symlink target, and the length and digest of its bytes.
+///
+/// The tree is walked first, then the files are hashed on every core (a
+/// big tree's bytes are most of a cold build's time before its layer is
+/// written); each file's digest goes into the key in walk order, so the
+/// key does not depend on the core count.
 fn hash_tree(dir: &Path, hasher: &mut impl Write) -> Result<()> {
-    let mut buffer = vec![0u8; 256 * 1024];
+    use rayon::prelude::*;
+    struct Walked {
+        record: Vec<u8>,
+        content: Option<PathBuf>,
+    }
+    let mut walked = Vec::new();
     for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry = entry?;
         let relative = entry.path().strip_prefix(dir).unwrap_or(entry.path());
         let metadata = entry.path().symlink_metadata()?;
-        hasher.write_all(relative.as_os_str().as_bytes())?;
-        write!(hasher, "\0{:o}\0", metadata.mode())?;
+        let mut record = relative.as_os_str().as_bytes().to_vec();
+        write!(record, "\0{:o}\0", metadata.mode())?;
         // A linked attribute file is stored as the file it names
         // (`build::store_linked_attributes`), so its content is an input.
         let linked_yaml = metadata.file_type().is_symlink()
@@ -83,23 +94,36 @@ fn hash_tree(dir: &Path, hasher: &mut impl Write) -> Result<()> {
             )
             && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file());
         if metadata.file_type().is_symlink() {
-            hasher.write_all(std::fs::read_link(entry.path())?.as_os_str().as_bytes())?;
+            record.extend_from_slice(std::fs::read_link(entry.path())?.as_os_str().as_bytes());
         }
-        if linked_yaml || metadata.is_file() {
-            let metadata = std::fs::metadata(entry.path())?;
-            let mut file = std::fs::File::open(entry.path())?;
-            write!(hasher, "{}\0", metadata.len())?;
-            loop {
-                let read = std::io::Read::read(&mut file, &mut buffer)?;
-                if read == 0 {
-                    break;
-                }
-                hasher.write_all(&buffer[..read])?;
-            }
+        let content = (linked_yaml || metadata.is_file()).then(|| entry.path().to_path_buf());
+        walked.push(Walked { record, content });
+    }
+    let digests: Vec<Option<(u64, Digest)>> = walked
+        .par_iter()
+        .map(|entry| entry.content.as_deref().map(hash_file).transpose())
+        .collect::<Result<_>>()?;
+    for (entry, content) in walked.iter().zip(digests) {
+        hasher.write_all(&entry.record)?;
+        if let Some((len, digest)) = content {
+            write!(hasher, "{len}\0{digest}")?;
         }
         hasher.write_all(b"\n")?;
     }
     Ok(())
+}
+
+/// The length and digest of the file at `path` (following a symlink).
+fn hash_file(path: &Path) -> Result<(u64, Digest)> {
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut hasher = HashingWriter::new(std::io::sink());
+    std::io::copy(
+        &mut std::io::BufReader::with_capacity(256 * 1024, file),
+        &mut hasher,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
+    let (_, digest, len) = hasher.finish();
+    Ok((len, digest))
 }
 
 fn record_path(store: &Store, key: &Digest) -> PathBuf {

@@ -1,9 +1,12 @@
-//! The attributes a container of an image directory would start with,
-//! read on the host for `herd try` and `herd attributes`: the dependency
-//! images' attribute files out of their layers in the store, in the
-//! init's `/herd/stack` order (deepest base first), then for an app of a
-//! pod the pod's `attributes/`, then the directory's own. Each file keeps
+//! The attributes and templates a container of an image directory would
+//! start with, read on the host for `herd try` and `herd attributes`: the
+//! dependency images' attribute files out of their layers in the store, in
+//! the init's `/herd/stack` order (deepest base first), then for an app of
+//! a pod the pod's `attributes/`, then the directory's own. Each file keeps
 //! its origin (`IMAGE: /herd/images/TINY/attributes/FILE`) for `--explain`.
+//! The dependencies' `/herd/templates` come from the same layers, applied
+//! in order as the container's root filesystem stacks them (whiteouts
+//! included); the directory's own `templates/` go over them at build.
 
 use crate::attributes::{AttributeFile, MergedAttributes};
 use crate::build::ImageSource;
@@ -15,9 +18,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// An attribute file in a layer larger than this is refused: the same
-/// bound as the YAML reader's own input.
+/// An attribute file or template in a layer larger than this is refused:
+/// the same bound as the YAML reader's own input.
 const MAX_FILE: u64 = 4 << 20;
+/// The most bytes of dependency templates read for one directory.
+const MAX_TEMPLATES: u64 = 64 << 20;
 
 /// What a directory's container merges, and what could not be read.
 pub struct StackAttributes {
@@ -26,6 +31,18 @@ pub struct StackAttributes {
     pub sources: Vec<String>,
     /// Dependencies whose attributes are missing (not in the store).
     pub warnings: Vec<String>,
+    /// The dependencies' files of `/herd/templates`, as the container's
+    /// root filesystem has them before the directory's own are added.
+    pub templates: Vec<StackTemplate>,
+}
+
+/// A file of a dependency's `/herd/templates`.
+pub struct StackTemplate {
+    /// Its path below `/herd/templates`.
+    pub relative: PathBuf,
+    pub content: Vec<u8>,
+    /// Where it comes from, for messages: `IMAGE: /herd/templates/FILE`.
+    pub origin: String,
 }
 
 /// The attributes of the image directory or pod app directory `dir`, with
@@ -43,8 +60,10 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
         merged: MergedAttributes::new(),
         sources: vec![],
         warnings: vec![],
+        templates: vec![],
     };
     let mut stacked: Vec<(String, Vec<AttributeFile>)> = vec![];
+    let mut templates = StackTemplates::default();
     for dependency in &dependencies {
         let name: ImageName = dependency.parse().map_err(anyhow::Error::msg)?;
         let found = match store {
@@ -58,7 +77,7 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
             continue;
         };
         let store = store.expect("found in it");
-        for (tiny, files) in image_files(store, &name, &descriptor)? {
+        for (tiny, files) in image_files(store, &name, &descriptor, &mut templates)? {
             // A base two dependencies share is merged once, where it first
             // comes, as the build stacks it.
             if !stacked.iter().any(|(t, _)| *t == tiny) {
@@ -66,6 +85,15 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
             }
         }
     }
+    result.templates = templates
+        .files
+        .into_iter()
+        .map(|(path, (content, image))| StackTemplate {
+            relative: PathBuf::from(&path[TEMPLATES_PREFIX.len()..]),
+            origin: format!("{image}: /{path}"),
+            content,
+        })
+        .collect();
     for (_, files) in &stacked {
         if let Some(first) = files.first() {
             let label = first.path.display().to_string();
@@ -109,12 +137,111 @@ fn pod_app(dir: &Path) -> Result<Option<(Vec<String>, PathBuf)>> {
         .map(|app| (app.dependencies.clone(), pod_dir.to_path_buf())))
 }
 
+/// The dependencies' templates read so far: layer path -> content and
+/// the image it came with; and the layers already applied (a base two
+/// dependencies share is stacked once).
+#[derive(Default)]
+struct StackTemplates {
+    files: BTreeMap<String, (Vec<u8>, String)>,
+    applied: std::collections::HashSet<String>,
+}
+
+const TEMPLATES_PREFIX: &str = "herd/templates/";
+
+/// The files of one layer that are wanted (attribute files and templates),
+/// and what it hides of the layers below it.
+#[derive(Default)]
+struct LayerChanges {
+    files: BTreeMap<String, Vec<u8>>,
+    /// `.wh.NAME` entries: NAME and everything below it.
+    hidden: Vec<String>,
+    /// `.wh..wh..opq` entries: everything below the directory.
+    opaque: Vec<String>,
+}
+
+impl LayerChanges {
+    /// Applies the layer over `below`, keeping only the files whose path
+    /// starts with `prefix`.
+    fn apply<T>(&self, below: &mut BTreeMap<String, T>, prefix: &str, file: impl Fn(&[u8]) -> T) {
+        let under = |path: &str, dir: &str| {
+            path.strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        below.retain(|path, _| {
+            !self.hidden.iter().any(|h| path == h || under(path, h))
+                && !self.opaque.iter().any(|d| under(path, d))
+        });
+        for (path, content) in self.files.range(prefix.to_string()..) {
+            if !path.starts_with(prefix) {
+                break;
+            }
+            below.insert(path.clone(), file(content));
+        }
+    }
+}
+
+/// Reads the wanted files of the layer at `path` of image `name`.
+fn read_layer(name: &ImageName, path: &Path, media_type: &str) -> Result<LayerChanges> {
+    let reader = crate::layers::open_decompressed(path, media_type)?;
+    let mut archive = tar::Archive::new(reader);
+    let mut changes = LayerChanges::default();
+    for entry in archive
+        .entries()
+        .with_context(|| format!("reading a layer of {name}"))?
+    {
+        let mut entry = entry.with_context(|| format!("reading a layer of {name}"))?;
+        let raw = entry.path()?.to_string_lossy().into_owned();
+        let path = raw
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        let wanted_tree =
+            path.starts_with(image_paths::IMAGES) || path.starts_with(TEMPLATES_PREFIX);
+        if !wanted_tree {
+            continue;
+        }
+        // A hostile layer's `herd/templates/../../etc/x` must not make
+        // `herd try` write outside its output directory.
+        if path
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            bail!("{name}: a layer has the entry {raw:?}: expected a plain relative path");
+        }
+        let (dir, file) = path.rsplit_once('/').unwrap_or(("", &path));
+        if file == ".wh..wh..opq" {
+            changes.opaque.push(dir.to_string());
+            continue;
+        }
+        if let Some(hidden) = file.strip_prefix(".wh.") {
+            changes.hidden.push(format!("{dir}/{hidden}"));
+            continue;
+        }
+        let is_attribute = path.starts_with(image_paths::IMAGES)
+            && (dir.ends_with("/attributes") || dir.contains("/attributes/"))
+            && (file.ends_with(".yml") || file.ends_with(".yaml"));
+        let is_template = path.starts_with(TEMPLATES_PREFIX);
+        if !(is_attribute || is_template) || !entry.header().entry_type().is_file() {
+            continue;
+        }
+        if entry.size() > MAX_FILE {
+            bail!("{name}: /{path} is larger than {MAX_FILE} bytes");
+        }
+        let mut content = vec![];
+        entry.read_to_end(&mut content)?;
+        changes.files.insert(path, content);
+    }
+    Ok(changes)
+}
+
 /// The attribute files of each image of `name`'s stack, deepest first,
-/// read from its layers (a later layer's file replaces an earlier one's).
+/// read from its layers (a later layer's file replaces an earlier one's);
+/// its templates are added to `templates`.
 fn image_files(
     store: &Store,
     name: &ImageName,
     descriptor: &oci_spec::image::Descriptor,
+    templates: &mut StackTemplates,
 ) -> Result<Vec<(String, Vec<AttributeFile>)>> {
     let manifest = store.read_manifest(descriptor)?;
     let config = store.read_config(&manifest)?;
@@ -128,40 +255,18 @@ fn image_files(
     // Layer path -> content, for files under herd/images/<tiny>/attributes/.
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for layer in manifest.layers() {
-        let path = store.blob_path(&store::from_oci_digest(layer.digest()));
-        let reader = crate::layers::open_decompressed(&path, layer.media_type().as_ref())?;
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive
-            .entries()
-            .with_context(|| format!("reading a layer of {name}"))?
-        {
-            let mut entry = entry.with_context(|| format!("reading a layer of {name}"))?;
-            let raw = entry.path()?.to_string_lossy().into_owned();
-            let path = raw
-                .trim_start_matches("./")
-                .trim_end_matches('/')
-                .to_string();
-            if !path.starts_with(image_paths::IMAGES) {
-                continue;
+        let digest = store::from_oci_digest(layer.digest());
+        let path = store.blob_path(&digest);
+        let changes = read_layer(name, &path, layer.media_type().as_ref())?;
+        changes.apply(&mut files, image_paths::IMAGES, <[u8]>::to_vec);
+        if templates.applied.insert(digest.to_string()) {
+            changes.apply(&mut templates.files, TEMPLATES_PREFIX, |content| {
+                (content.to_vec(), name.to_string())
+            });
+            let bytes: u64 = templates.files.values().map(|(c, _)| c.len() as u64).sum();
+            if bytes > MAX_TEMPLATES {
+                bail!("{name}: its layers hold more than {MAX_TEMPLATES} bytes of /herd/templates");
             }
-            let (dir, file) = path.rsplit_once('/').unwrap_or(("", &path));
-            if let Some(hidden) = file.strip_prefix(".wh.") {
-                files.remove(&format!("{dir}/{hidden}"));
-                continue;
-            }
-            let is_attribute = dir.ends_with("/attributes") || dir.contains("/attributes/");
-            if !is_attribute
-                || !entry.header().entry_type().is_file()
-                || !(file.ends_with(".yml") || file.ends_with(".yaml"))
-            {
-                continue;
-            }
-            if entry.size() > MAX_FILE {
-                bail!("{name}: /{path} is larger than {MAX_FILE} bytes");
-            }
-            let mut content = vec![];
-            entry.read_to_end(&mut content)?;
-            files.insert(path, content);
         }
     }
     let mut result = vec![];

@@ -232,6 +232,74 @@ fn herd_try_and_attributes_read_dependency_and_pod_attributes_from_the_store() {
 }
 
 #[test]
+fn herd_try_renders_the_dependencies_templates_under_the_directorys_own() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let write = |path: PathBuf, content: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    let base = work.path().join("base");
+    busybox_image(&base, "name: aci.example.com/aci-tbase:1\n");
+    write(
+        base.join("attributes/base.yml"),
+        "default:\n  greeting: hello\n",
+    );
+    write(
+        base.join("templates/etc/motd.tmpl"),
+        "{% include \"header.partial\" %}{{ greeting }}\nfrom {{ who }}\n",
+    );
+    write(base.join("templates/header.partial"), "# base header\n");
+    write(base.join("templates/etc/shared.tmpl"), "base version\n");
+    run_ok(herd().arg("build").arg(&base).arg("--store").arg(&store));
+
+    let child = work.path().join("child");
+    write(
+        child.join("aci-manifest.yml"),
+        "name: aci.example.com/aci-tchild:1\naci:\n  dependencies: [aci.example.com/aci-tbase:1]\n",
+    );
+    write(
+        child.join("templates/etc/child.tmpl"),
+        "child of {{ greeting }}\n",
+    );
+    write(child.join("templates/etc/shared.tmpl"), "child version\n");
+    // `who` is missing: the dependency's template says so, named as the
+    // image holds it.
+    let output = herd()
+        .arg("try")
+        .arg(&child)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("aci.example.com/aci-tbase:1: /herd/templates/etc/motd.tmpl:2")
+            && stderr.contains("who"),
+        "{stderr}"
+    );
+    write(
+        child.join("attributes/child.yml"),
+        "default:\n  who: child\n",
+    );
+    let out = work.path().join("out");
+    run_ok(
+        herd()
+            .arg("try")
+            .arg(&child)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store),
+    );
+    let read = |path: &str| std::fs::read_to_string(out.join(path)).unwrap();
+    assert_eq!(read("etc/motd"), "# base header\nhello\nfrom child\n");
+    assert_eq!(read("etc/child"), "child of hello\n");
+    assert_eq!(read("etc/shared"), "child version\n");
+}
+
+#[test]
 fn isolators_and_ports_become_podman_limits_and_kubernetes_resources() {
     needs(&["kubernetes-validate"]);
     let work = workdir();

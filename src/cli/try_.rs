@@ -3,7 +3,6 @@
 
 use super::StoreArg;
 use anyhow::{Context, Result, bail};
-use herd::attributes::MergedAttributes;
 use herd::image_attributes::StackAttributes;
 use herd::templates::{self, RenderedFile, TemplateDir};
 use std::path::{Path, PathBuf};
@@ -66,7 +65,7 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             .map(|a| format!("app {a}: "))
             .unwrap_or_default();
         let attributes = stack_attributes(dir, store.as_ref(), &label)?;
-        let (files, found) = render(dir, attributes.merged, args.attributes.as_deref())?;
+        let (files, found) = render(dir, attributes, args.attributes.as_deref())?;
         problems.extend(found.into_iter().map(|p| format!("{label}{p}")));
         rendered.push((app.clone(), files));
     }
@@ -152,13 +151,15 @@ pub fn stack_attributes(
     Ok(attributes)
 }
 
-/// Renders `dir`'s templates over `merged` (and the `--attributes`
-/// override): the files, or every problem found.
+/// Renders the templates a container of `dir` has (its dependencies', then
+/// its own) over its attributes (and the `--attributes` override): the
+/// files, or every problem found.
 fn render(
     dir: &Path,
-    mut merged: MergedAttributes,
+    stack: StackAttributes,
     attributes: Option<&str>,
 ) -> Result<(Vec<RenderedFile>, Vec<String>)> {
+    let mut merged = stack.merged;
     if let Some(text) = attributes {
         let value = herd::init::overrides::parse_argument(text).map_err(anyhow::Error::msg)?;
         merged.apply(&value, "--attributes");
@@ -176,12 +177,88 @@ fn render(
             problems.push(format!("{error}{source}"));
         }
     }
-    let loaded = TemplateDir::load(&dir.join("templates"))?;
+    let own = dir.join("templates");
+    let mut loaded = TemplateDir::load(&own)?;
+    // With dependency templates, all are stacked in one private directory
+    // as the image's /herd/templates holds them; messages name each file's
+    // origin rather than that directory.
+    let mut origins: Vec<(PathBuf, String)> = vec![];
+    let _stacked = if stack.templates.is_empty() {
+        None
+    } else {
+        let (stacked, o) = stack_templates(&own, &stack.templates)?;
+        loaded = TemplateDir::load(stacked.path()).map_err(|e| relabel(e, &o))?;
+        origins = o;
+        Some(stacked)
+    };
     match loaded.render_all(&value) {
         Ok(files) => Ok((files, problems)),
         Err(errors) => {
-            problems.extend(errors.iter().map(ToString::to_string));
+            problems.extend(errors.into_iter().map(|e| relabel(e, &origins).to_string()));
             Ok((vec![], problems))
         }
     }
+}
+
+/// A private directory holding the dependencies' `templates`, then the
+/// directory's own `own` over them (already loaded once, so checked);
+/// and each file's path there with its origin.
+fn stack_templates(
+    own: &Path,
+    templates: &[herd::image_attributes::StackTemplate],
+) -> Result<(tempfile::TempDir, Vec<(PathBuf, String)>)> {
+    let stacked = tempfile::Builder::new()
+        .prefix("herd-try-templates-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let mut origins = vec![];
+    let mut put = |relative: &Path, content: &[u8], origin: String| -> Result<()> {
+        let target = stacked.path().join(relative);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&target, content)
+            .with_context(|| format!("writing {}", target.display()))?;
+        // The directory's own file replaces a dependency's, as its layer does.
+        origins.retain(|(path, _)| *path != target);
+        origins.push((target, origin));
+        Ok(())
+    };
+    for template in templates {
+        put(
+            &template.relative,
+            &template.content,
+            template.origin.clone(),
+        )?;
+    }
+    if own.is_dir() {
+        for entry in walkdir::WalkDir::new(own)
+            .follow_links(true)
+            .sort_by_file_name()
+        {
+            let entry = entry.with_context(|| format!("listing {}", own.display()))?;
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let relative = entry.path().strip_prefix(own).unwrap_or(entry.path());
+            let content = std::fs::read(entry.path())
+                .with_context(|| format!("reading {}", entry.path().display()))?;
+            put(relative, &content, entry.path().display().to_string())?;
+        }
+    }
+    Ok((stacked, origins))
+}
+
+/// `error` naming the file it is about by its origin, when it is one of
+/// the stacked files.
+fn relabel(
+    mut error: herd::error::InputError,
+    origins: &[(PathBuf, String)],
+) -> herd::error::InputError {
+    if let Some((_, origin)) = origins.iter().find(|(path, _)| *path == error.file) {
+        error.file = PathBuf::from(origin);
+    }
+    error
 }

@@ -824,6 +824,56 @@ fn hostile_dependency_layers_are_refused_and_nothing_lands_outside() {
     assert_fsck(&store);
 }
 
+#[test]
+fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
+    let work = workdir();
+    let store = work.path().join("store");
+    empty_store(&store);
+    let base = "aci.example.com/hostile-templates:1";
+    put_image(
+        &store,
+        base,
+        &raw_tar(&[
+            (b"herd/templates/etc/fine.tmpl", b'0', b"", b"fine\n"),
+            (
+                b"herd/templates/../../../../../../escape-try.tmpl",
+                b'0',
+                b"",
+                b"x",
+            ),
+        ]),
+    );
+    let dir = work.path().join("on-hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        format!("name: aci.example.com/on-hostile:1\naci:\n  dependencies: [{base}]\n"),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let output = run_fails(
+        herd()
+            .arg("try")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store),
+    );
+    let error = text(&output.stderr);
+    assert!(
+        error.contains(base) && error.contains("expected a plain relative path"),
+        "{error}"
+    );
+    assert!(!out.exists(), "herd try wrote {}", out.display());
+    assert!(!Path::new("/escape-try.tmpl").exists() && !Path::new("/escape-try").exists());
+    let escaped: Vec<String> = names_below(work.path())
+        .into_iter()
+        .filter(|n| n.starts_with("escape-"))
+        .collect();
+    assert!(escaped.is_empty(), "{escaped:?} appeared");
+}
+
 // ---------------------------------------------------------------------------
 // 3. Crash safety: kill -9 at random moments
 

@@ -64,6 +64,56 @@ fn relative_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Every image the example environments run is one `aci/` builds: the
+/// names in their generated units against the nodes of `herd graph`.
+#[test]
+fn the_example_environments_run_images_that_aci_builds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let graph = run_ok(
+        herd()
+            .arg("graph")
+            .arg(root.join("aci"))
+            .arg(root.join("aci/debian")),
+    );
+    let built: Vec<&str> = graph
+        .lines()
+        .filter(|l| l.contains(" [shape="))
+        .filter_map(|l| l.trim().split('"').nth(1))
+        .collect();
+    assert!(
+        built.contains(&"aci.example.com/pod-mysql:10.11-1"),
+        "{graph}"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for env in ["prod-dc1", "preprod"] {
+        let out = work.path().join(env);
+        gen_into(&examples().join(env), &out, &[]);
+        for (path, content) in snapshot(&out) {
+            if path.extension().is_none_or(|e| e != "service") {
+                continue;
+            }
+            let content = String::from_utf8(content).unwrap();
+            // The image is the last word of ExecStart's podman run.
+            used.extend(
+                content
+                    .split(|c: char| c.is_whitespace() || c == '\'')
+                    .filter(|w| w.starts_with("aci.example.com/"))
+                    .map(str::to_string),
+            );
+        }
+    }
+    assert!(used.len() >= 4, "{used:?}");
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|u| !built.contains(&u.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "env/ runs {missing:?}, which aci/ does not build:\n{graph}"
+    );
+}
+
 #[test]
 fn example_units_pass_systemd_analyze_verify() {
     let work = tempfile::tempdir().unwrap();
@@ -137,7 +187,7 @@ fn one_unit_per_node_placed_by_its_fleet_lines() {
             "{unit}"
         );
         assert!(
-            unit.contains(" aci.example.com/pod-mysql:10.1-29'"),
+            unit.contains(" aci.example.com/pod-mysql:10.11-1'"),
             "{unit}"
         );
     }
@@ -279,7 +329,7 @@ fn kubernetes_pods_validate_and_are_pinned_to_their_hosts() {
         json!([{"matchExpressions": [{"key": "name", "operator": "In", "values": ["r102-srv1"]}]}])
     );
     let container = &pod["spec"]["containers"][0];
-    assert_eq!(container["image"], "aci.example.com/pod-mysql:10.1-29");
+    assert_eq!(container["image"], "aci.example.com/pod-mysql:10.11-1");
     assert_eq!(container["env"][0]["name"], "HERD_ATTRIBUTES");
     let value = container["env"][0]["value"]
         .as_str()
@@ -579,7 +629,7 @@ fn a_store_pins_images_by_digest() {
         .unwrap();
     store
         .set_tag(
-            &"aci.example.com/pod-mysql:10.1-29".parse().unwrap(),
+            &"aci.example.com/pod-mysql:10.11-1".parse().unwrap(),
             &descriptor,
         )
         .unwrap();
@@ -603,7 +653,7 @@ fn a_store_pins_images_by_digest() {
     // Not in the store: kept by tag.
     let tripsearch = read(&out.join("tripsearch/prod-dc1_tripsearch_front1.service"));
     assert!(
-        tripsearch.contains(" aci.example.com/aci-tripsearch:2.14.0-3'"),
+        tripsearch.contains(" aci.example.com/aci-tripsearch:2.15.0-1'"),
         "{tripsearch}"
     );
     verify_units(&out);

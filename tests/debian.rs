@@ -70,4 +70,37 @@ fn debian_examples_build_mariadb_which_runs_becomes_ready_and_drains() {
         logs.contains("herd-init: ready after") && logs.contains("herd-init: stop: drained after"),
         "{logs}"
     );
+
+    // pod-mysql, which env/*/services/mysql-main runs: its app is the
+    // aci-mariadb just built (named without a version), configured from
+    // the environment's attribute through the pod's templated one.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("aci.example.com/pod-mysql:10.11-1 ")),
+        "{out}"
+    );
+    let app = oci_ref(&store, "aci.example.com/pod-mysql_mariadb:10.11-1");
+    let config = |attributes: &[&str]| {
+        run_ok(
+            podman()
+                .args(["run", "--rm"])
+                .args(attributes)
+                .arg(&app)
+                .args(["cat", "/etc/mysql/mariadb.conf.d/90-herd.cnf"]),
+        )
+    };
+    let alone = config(&[]);
+    assert!(
+        alone.contains("innodb_buffer_pool_size = 128M")
+            && alone.contains("bind-address = 0.0.0.0"),
+        "{alone}"
+    );
+    let from_env = config(&[
+        "--env",
+        r#"HERD_ATTRIBUTES={"mysql": {"innodbBufferPoolSize": "4G"}}"#,
+    ]);
+    assert!(
+        from_env.contains("innodb_buffer_pool_size = 4G"),
+        "{from_env}"
+    );
 }

@@ -74,6 +74,39 @@ fn the_greeter_example_passes_and_a_failing_assertion_fails_the_run() {
     assert_eq!(tap.matches("\nok ").count(), 4, "{tap}");
 }
 
+/// The images env/ runs that `herd build aci/` builds pass their own tests
+/// and do their job in a container.
+#[test]
+fn the_tripsearch_and_mysql_backup_examples_work() {
+    let work = workdir();
+    let store = work.path().join("store");
+    build_examples(&store, &["aci-busybox", "aci-mysql-backup"]);
+    let tap = run_ok(&mut herd_test(&example("aci-tripsearch"), &store));
+    assert!(
+        tap.starts_with("1..2\n") && !tap.contains("not ok"),
+        "{tap}"
+    );
+
+    let backups = work.path().join("backups");
+    std::fs::create_dir_all(&backups).unwrap();
+    let out = run_ok(
+        podman()
+            .args(["run", "--rm", "--volume"])
+            .arg(format!("{}:/backups", backups.display()))
+            .args([
+                "--env",
+                r#"HERD_ATTRIBUTES={"backup": {"source": {"host": "192.168.1.4"}}}"#,
+            ])
+            .arg(oci_ref(&store, "aci.example.com/aci-mysql-backup:1.0-1")),
+    );
+    assert!(
+        out.contains("backed up backup@192.168.1.4:3306 to /backups/mysql-"),
+        "{out}"
+    );
+    let dumps: Vec<String> = snapshot(&backups).into_values().map(|c| text(&c)).collect();
+    assert_eq!(dumps, ["dump of backup@192.168.1.4:3306\n"]);
+}
+
 #[test]
 fn a_wait_that_never_succeeds_fails_after_the_timeout() {
     let work = workdir();

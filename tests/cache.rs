@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Registry, podman, run_ok, text};
+use common::{Registry, herd, herd_binary, podman, run_ok, text, workdir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -345,4 +345,44 @@ fn a_push_of_built_directories_publishes_their_keys_when_the_config_says_so() {
     let (summary, ran, _) = other.build(&tree.join("app3"), &[]);
     assert_eq!(ran, ["app3"]);
     assert_eq!(count(&summary, "built"), 1, "{summary}");
+}
+
+/// A fresh CI runner builds the same herd-init anew: same bytes, a new
+/// mtime. The cache keys must not change with it; new bytes must.
+#[test]
+fn the_key_follows_the_inits_bytes_not_its_mtime() {
+    let work = workdir();
+    let store = work.path().join("store");
+    let dir = work.path().join("image");
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        "name: aci.example.com/init-key:1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("files/hello"), "hello\n").unwrap();
+    let init = work.path().join("herd-init");
+    std::fs::copy(herd_binary().with_file_name("herd-init"), &init).unwrap();
+    let build = || -> Value {
+        let out = run_ok(
+            herd()
+                .env("HERD_INIT", &init)
+                .args(["build", "--json", "--store"])
+                .arg(&store)
+                .arg(&dir),
+        );
+        serde_json::from_str(&out).unwrap()
+    };
+    assert_eq!(count(&build(), "built"), 1);
+    // The same bytes, written again later.
+    let bytes = std::fs::read(&init).unwrap();
+    std::fs::remove_file(&init).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&init, &bytes).unwrap();
+    assert_eq!(count(&build(), "cached"), 1);
+    // Other bytes: every image carries the init, so it is rebuilt.
+    let mut other = bytes;
+    other.push(0);
+    std::fs::write(&init, &other).unwrap();
+    assert_eq!(count(&build(), "built"), 1);
 }

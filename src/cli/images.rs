@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 /// List the images in the store, sorted by name: name, digest, size and
 /// creation time.
+///
+/// With -q, as `podman images -q`: only the digests, once each, for
+/// scripts.
 #[derive(clap::Args)]
 pub struct ImagesArgs {
     #[command(flatten)]

@@ -131,13 +131,19 @@ impl Store {
     /// read or tidy a store never create one (a mistyped `--store` would
     /// otherwise print an empty list and leave a new store behind).
     pub fn open_existing(root: &Path) -> Result<Store> {
-        if !root.join("oci-layout").is_file() || !root.join("index.json").is_file() {
+        if !Store::is_store(root) {
             bail!(
                 "no herd store at {} (herd build and herd pull create one)",
                 root.display()
             );
         }
         Store::open(root)
+    }
+
+    /// Whether `root` holds an image layout (its `oci-layout` and
+    /// `index.json`).
+    pub fn is_store(root: &Path) -> bool {
+        root.join("oci-layout").is_file() && root.join("index.json").is_file()
     }
 
     /// Opens the layout at `root`, creating an empty one if there is none.

@@ -68,7 +68,7 @@ pub fn run(args: AttributesArgs) -> Result<ExitCode> {
                     args.dir.display()
                 );
             }
-            let store = args.store.open_existing()?;
+            let store = args.store.open_if_present()?;
             super::try_::stack_attributes(&args.dir, store.as_ref(), "")?.merged
         }
     };

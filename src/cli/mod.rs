@@ -143,13 +143,14 @@ impl StoreArg {
     }
 
     /// The store if there is one: commands that only read it (`herd try`)
-    /// do not create an empty one.
-    pub fn open_existing(&self) -> anyhow::Result<Option<herd::store::Store>> {
+    /// do not create an empty one. What is a store is `Store::is_store`'s
+    /// rule, the one `open` checks.
+    pub fn open_if_present(&self) -> anyhow::Result<Option<herd::store::Store>> {
         let path = self.path()?;
-        if !path.join("index.json").is_file() {
+        if !herd::store::Store::is_store(&path) {
             return Ok(None);
         }
-        herd::store::Store::open(&path).map(Some)
+        herd::store::Store::open_existing(&path).map(Some)
     }
 }
 

@@ -41,7 +41,7 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             args.dir.display()
         );
     }
-    let store = args.store.open_existing()?;
+    let store = args.store.open_if_present()?;
     // A pod: each app, in its own directory of the output.
     let targets: Vec<(PathBuf, Option<String>)> =
         if args.dir.join(herd::manifest::POD_MANIFEST).is_file() {

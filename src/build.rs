@@ -65,6 +65,10 @@ pub mod labels {
     /// `name:version@digest` (an unversioned dependency with the version
     /// it resolved to).
     pub const DEPENDENCIES: &str = "io.herd.dependencies";
+    /// The `.partial` files of the image's `/herd/templates` (its
+    /// dependencies' and its own), space-separated: its dependents'
+    /// templates may include them.
+    pub const PARTIALS: &str = "io.herd.template-partials";
 }
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -90,9 +94,15 @@ pub fn build_source(
     // provisional manifest stands in for them (for dependencies and the
     // variables scripts see); the final one is rendered after the scripts.
     let provisional = source.provisional_manifest()?;
-    crate::templates::check_dir(&dir.join("templates"))?;
 
     let base = Base::resolve(store, &provisional.aci.dependencies, options.pull)?;
+    // The image's /herd/templates is its dependencies' and its own: the
+    // label tells its dependents which partials they may include.
+    let mut partials = base.partials.clone();
+    partials.extend(crate::templates::check_dir(
+        &dir.join("templates"),
+        &base.partials,
+    )?);
     let init = init_layer(store, options)?;
     let (manifest, own) = if needs_build_root(dir, &base) {
         build_with_scripts(store, &source, &provisional, &base, epoch, options)?
@@ -120,7 +130,9 @@ pub fn build_source(
         .filter(|level| level.starts_with("inherit-"))
         .any(|level| has_scripts(&dir.join("runlevels").join(level)));
     let stack = stack(&source, &manifest, name.tiny_name(), &base)?;
-    let config = image_config(&manifest, &stack, &base, &layers, epoch, inherits)?;
+    let config = image_config(
+        &manifest, &stack, &base, &layers, epoch, inherits, &partials,
+    )?;
     let config_descriptor = store.write_json(MediaType::ImageConfig, &config)?;
     let oci_manifest = image_manifest(&manifest, config_descriptor, &layers)?;
     let manifest_descriptor = store.write_json(MediaType::ImageManifest, &oci_manifest)?;
@@ -763,6 +775,8 @@ struct Base {
     inherits: bool,
     /// Each dependency as resolved: `name:version@digest`.
     resolved: Vec<String>,
+    /// The partials of the dependencies' `/herd/templates`.
+    partials: std::collections::BTreeSet<String>,
 }
 
 impl Base {
@@ -826,6 +840,14 @@ impl Base {
                 }
             }
             base.inherits |= labels.contains_key(labels::INHERITS);
+            base.partials.extend(
+                labels
+                    .get(labels::PARTIALS)
+                    .map(String::as_str)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_string),
+            );
             base.config = config.config().clone();
         }
         Ok(base)
@@ -1100,6 +1122,7 @@ fn image_config(
     layers: &[(LayerBlob, String)],
     epoch: u64,
     inherits: bool,
+    partials: &std::collections::BTreeSet<String>,
 ) -> Result<ImageConfiguration> {
     let app = &manifest.aci.app;
     let inherited = base.config.clone().unwrap_or_default();
@@ -1132,6 +1155,12 @@ fn image_config(
         labels.insert(labels::INHERITS.into(), "true".into());
     } else {
         labels.remove(labels::INHERITS);
+    }
+    if partials.is_empty() {
+        labels.remove(labels::PARTIALS);
+    } else {
+        let names: Vec<&str> = partials.iter().map(String::as_str).collect();
+        labels.insert(labels::PARTIALS.into(), names.join(" "));
     }
     let spec = app_spec(manifest, base);
     let mut set_or_keep = |key: &str, value: Option<String>| {

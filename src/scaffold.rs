@@ -203,7 +203,7 @@ mod tests {
         let source = crate::build::ImageSource::read(&dir).unwrap();
         let manifest = source.provisional_manifest().unwrap();
         assert_eq!(manifest.name, "registry.example.com/team/app:2.0-1");
-        crate::templates::check_dir(&dir.join("templates")).unwrap();
+        crate::templates::check_dir(&dir.join("templates"), &Default::default()).unwrap();
     }
 
     #[test]

@@ -258,9 +258,10 @@ fn herd_try_renders_the_dependencies_templates_under_the_directorys_own() {
         child.join("aci-manifest.yml"),
         "name: aci.example.com/aci-tchild:1\naci:\n  dependencies: [aci.example.com/aci-tbase:1]\n",
     );
+    // The base's partial, as the container's /herd/templates has it.
     write(
         child.join("templates/etc/child.tmpl"),
-        "child of {{ greeting }}\n",
+        "{% include \"header.partial\" %}child of {{ greeting }}\n",
     );
     write(child.join("templates/etc/shared.tmpl"), "child version\n");
     // `who` is missing: the dependency's template says so, named as the
@@ -295,8 +296,35 @@ fn herd_try_renders_the_dependencies_templates_under_the_directorys_own() {
     );
     let read = |path: &str| std::fs::read_to_string(out.join(path)).unwrap();
     assert_eq!(read("etc/motd"), "# base header\nhello\nfrom child\n");
-    assert_eq!(read("etc/child"), "child of hello\n");
+    assert_eq!(read("etc/child"), "# base header\nchild of hello\n");
     assert_eq!(read("etc/shared"), "child version\n");
+
+    // The build accepts the include of the base's partial, and the
+    // container renders what herd try did.
+    run_ok(herd().arg("build").arg(&child).arg("--store").arg(&store));
+    let image = oci_ref(&store, "aci.example.com/aci-tchild:1");
+    let rendered = run_ok(podman().args(["run", "--rm"]).arg(&image).args([
+        "cat",
+        "/etc/motd",
+        "/etc/child",
+        "/etc/shared",
+    ]));
+    assert_eq!(
+        rendered,
+        "# base header\nhello\nfrom child\n# base header\nchild of hello\nchild version\n"
+    );
+    // A partial neither the directory nor a dependency has is still an
+    // error at build, naming the file and line.
+    write(
+        child.join("templates/etc/child.tmpl"),
+        "child\n{% include \"nowhere.partial\" %}\n",
+    );
+    let output = run_fails(herd().arg("build").arg(&child).arg("--store").arg(&store));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("templates/etc/child.tmpl:2: includes `nowhere.partial`"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -178,18 +178,26 @@ fn render(
         }
     }
     let own = dir.join("templates");
-    let mut loaded = TemplateDir::load(&own)?;
     // With dependency templates, all are stacked in one private directory
     // as the image's /herd/templates holds them; messages name each file's
-    // origin rather than that directory.
+    // origin rather than that directory. The directory's own are checked
+    // first as the build checks them (their links included).
     let mut origins: Vec<(PathBuf, String)> = vec![];
-    let _stacked = if stack.templates.is_empty() {
-        None
+    let inherited = stack
+        .templates
+        .iter()
+        .filter(|t| matches!(templates::kind(&t.relative), templates::Kind::Partial))
+        .map(|t| t.relative.to_string_lossy().into_owned())
+        .collect();
+    templates::check_dir(&own, &inherited)?;
+    let stacked_dir;
+    let loaded = if stack.templates.is_empty() {
+        TemplateDir::load(&own)?
     } else {
         let (stacked, o) = stack_templates(&own, &stack.templates)?;
-        loaded = TemplateDir::load(stacked.path()).map_err(|e| relabel(e, &o))?;
         origins = o;
-        Some(stacked)
+        stacked_dir = stacked;
+        TemplateDir::load(stacked_dir.path()).map_err(|e| relabel(e, &origins))?
     };
     match loaded.render_all(&value) {
         Ok(files) => Ok((files, problems)),

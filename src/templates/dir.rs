@@ -168,13 +168,29 @@ pub struct RenderedFile {
 /// Checks a template directory the way the container start will read it,
 /// so syntax errors, missing partials and invalid `.cfg` files fail
 /// `herd build` with the file and line. A missing directory is fine.
-pub fn check_dir(templates_dir: &Path) -> Result<(), InputError> {
-    TemplateDir::load(templates_dir).map(|_| ())
+/// `inherited` names the partials the dependency images' templates bring
+/// (the container renders them all from one `/herd/templates`), which the
+/// directory's templates may include. Gives the directory's own partials.
+pub fn check_dir(
+    templates_dir: &Path,
+    inherited: &BTreeSet<String>,
+) -> Result<Vec<String>, InputError> {
+    let loaded = TemplateDir::load_over(templates_dir, inherited)?;
+    Ok(loaded
+        .partials
+        .iter()
+        .map(|(relative, _)| template_name(relative))
+        .collect())
 }
 
 impl TemplateDir {
     /// Reads and parses every file under `dir` (none if it does not exist).
     pub fn load(dir: &Path) -> Result<TemplateDir, InputError> {
+        TemplateDir::load_over(dir, &BTreeSet::new())
+    }
+
+    /// As `load`, with `inherited` partials known to exist beside `dir`'s.
+    fn load_over(dir: &Path, inherited: &BTreeSet<String>) -> Result<TemplateDir, InputError> {
         let mut entries = vec![];
         let mut partials = vec![];
         let mut configs = vec![];
@@ -256,7 +272,7 @@ impl TemplateDir {
             entries,
             partials,
         };
-        loaded.check_includes()?;
+        loaded.check_includes(inherited)?;
         Ok(loaded)
     }
 
@@ -342,8 +358,12 @@ impl TemplateDir {
 
     /// An `include` of a partial that does not exist would only fail when
     /// that branch renders; catch it when the directory is loaded.
-    fn check_includes(&self) -> Result<(), InputError> {
-        let known: BTreeSet<&str> = self.tera.get_template_names().collect();
+    fn check_includes(&self, inherited: &BTreeSet<String>) -> Result<(), InputError> {
+        let known: BTreeSet<&str> = self
+            .tera
+            .get_template_names()
+            .chain(inherited.iter().map(String::as_str))
+            .collect();
         let texts = self
             .entries
             .iter()
@@ -882,7 +902,7 @@ mod tests {
                 ("etc/bad.tmpl", "line\n{% if a %}\nno end\n"),
             ],
         );
-        let err = check_dir(dir.path()).unwrap_err();
+        let err = check_dir(dir.path(), &BTreeSet::new()).unwrap_err();
         assert_eq!(err.file, dir.path().join("etc/bad.tmpl"));
         assert!(err.line.is_some(), "{err}");
 
@@ -894,7 +914,7 @@ mod tests {
                 ("ok.tmpl.cfg", "uid: 0\nmodes: 1\n"),
             ],
         );
-        let err = check_dir(dir.path()).unwrap_err();
+        let err = check_dir(dir.path(), &BTreeSet::new()).unwrap_err();
         assert_eq!(
             (err.file.clone(), err.line),
             (dir.path().join("ok.tmpl.cfg"), Some(2)),
@@ -906,7 +926,7 @@ mod tests {
             dir.path(),
             &[("ok.yml.cfg", "uid: 0\n"), ("ok.tmpl.yml", "")],
         );
-        let err = check_dir(dir.path()).unwrap_err();
+        let err = check_dir(dir.path(), &BTreeSet::new()).unwrap_err();
         assert!(err.message.contains("no template `ok.yml`"), "{err}");
 
         let dir = tempfile::tempdir().unwrap();
@@ -917,11 +937,11 @@ mod tests {
                 "a\n{% if x %}{% include \"nope.partial\" %}{% endif %}\n",
             )],
         );
-        let err = check_dir(dir.path()).unwrap_err();
+        let err = check_dir(dir.path(), &BTreeSet::new()).unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
         assert!(err.message.contains("`nope.partial`"), "{err}");
 
-        assert!(check_dir(&dir.path().join("absent")).is_ok());
+        assert!(check_dir(&dir.path().join("absent"), &BTreeSet::new()).is_ok());
     }
 
     #[test]

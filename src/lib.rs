@@ -21,6 +21,7 @@ pub mod interrupt;
 pub mod layers;
 pub mod lifecycle;
 pub mod manifest;
+pub mod memory;
 pub mod names;
 pub mod netns;
 pub mod plan;

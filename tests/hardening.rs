@@ -874,6 +874,66 @@ fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
     assert!(escaped.is_empty(), "{escaped:?} appeared");
 }
 
+/// A template that doubles a variable in a loop (2^40 bytes) would take
+/// the machine's memory: herd stops it at its render budget with a
+/// message, in well under a gigabyte, whether herd try or a unit
+/// template of herd gen renders it.
+#[test]
+fn a_template_whose_variables_grow_without_bound_is_stopped_with_a_message() {
+    let work = workdir();
+    let doubling = "{% set_global s = \"xxxxxxxx\" %}{% for i in range(end=40) %}{% set_global s = s ~ s %}{% endfor %}{{ s | length }}\n";
+    let image = work.path().join("image");
+    std::fs::create_dir_all(image.join("templates")).unwrap();
+    std::fs::write(
+        image.join("aci-manifest.yml"),
+        "name: aci.example.com/doubling:1\n",
+    )
+    .unwrap();
+    std::fs::write(image.join("templates/grow.tmpl"), doubling).unwrap();
+    let env = work.path().join("env/grow");
+    std::fs::create_dir_all(env.join("services/web")).unwrap();
+    std::fs::write(env.join("config.yml"), "envName: grow\n").unwrap();
+    std::fs::write(
+        env.join("services/web/service-manifest.yml"),
+        "containers: [aci.example.com/doubling:1]\nnodes: [{hostname: host1}]\n",
+    )
+    .unwrap();
+    std::fs::write(env.join("services/web/unit.tmpl"), doubling).unwrap();
+    let out = work.path().join("out");
+    for (args, template) in [
+        (vec!["try".into(), image.display().to_string()], "grow.tmpl"),
+        (
+            vec![
+                "gen".into(),
+                env.display().to_string(),
+                "--out".into(),
+                out.display().to_string(),
+            ],
+            "services/web/unit.tmpl",
+        ),
+    ] {
+        let output = Command::new(tool("time"))
+            .args(["-f", "peak %M KiB"])
+            .arg(herd_binary())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("herd: rendering the template {template}"))
+                && stderr.contains("needed more than 512 MiB of memory"),
+            "{args:?}: {stderr}"
+        );
+        let peak: u64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("peak ")?.strip_suffix(" KiB")?.parse().ok())
+            .unwrap_or_else(|| panic!("no peak in {stderr}"));
+        assert!(peak < 1 << 20, "{args:?}: peak {peak} KiB");
+    }
+    assert!(!out.exists(), "herd gen wrote {}", out.display());
+}
+
 // ---------------------------------------------------------------------------
 // 3. Crash safety: kill -9 at random moments
 

@@ -19,6 +19,11 @@ pub const MAX_VALUE_BYTES: usize = 1 << 20;
 /// Largest sum of the resolved templated values of one attribute tree.
 pub const MAX_VALUES_BYTES: usize = 16 << 20;
 
+/// The most memory rendering one template may hold beyond what it
+/// started with: its variables are not bounded by the output's limit
+/// (`{% set_global s = s ~ s %}` in a loop), see `crate::memory`.
+pub const MAX_RENDER_MEMORY: usize = 512 << 20;
+
 /// Renders template `name`, stopping as soon as its output passes `limit`
 /// bytes (Tera streams loops and text into the writer, so the memory
 /// spent stays near the limit).
@@ -33,7 +38,11 @@ pub fn render(
         limit,
         exceeded: false,
     };
-    match tera.render_to(name, context, &mut out) {
+    let what = format!("rendering the template {name}");
+    let rendered = crate::memory::bounded(MAX_RENDER_MEMORY, &what, || {
+        tera.render_to(name, context, &mut out)
+    });
+    match rendered {
         Ok(()) => String::from_utf8(out.bytes)
             .map_err(|_| tera::Error::msg("the template rendered text that is not UTF-8")),
         Err(_) if out.exceeded => Err(tera::Error::msg(too_large(limit))),

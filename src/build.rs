@@ -1183,7 +1183,13 @@ fn image_config(
     if partials.is_empty() {
         labels.remove(labels::PARTIALS);
     } else {
-        let names: Vec<&str> = partials.iter().map(String::as_str).collect();
+        // Space-separated: a name with whitespace could not be read back
+        // (and no include of it can be checked against the label).
+        let names: Vec<&str> = partials
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !name.contains(char::is_whitespace))
+            .collect();
         labels.insert(labels::PARTIALS.into(), names.join(" "));
     }
     let spec = app_spec(manifest, base);

@@ -98,18 +98,21 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
         if let Some(first) = files.first() {
             let label = first.path.display().to_string();
             let image = label.split(": ").next().unwrap_or(&label);
-            result
-                .sources
-                .push(format!("{image} ({} files)", files.len()));
+            result.sources.push(format!(
+                "{image} ({})",
+                crate::terminal::count(files.len(), "file")
+            ));
         }
         result.merged.apply_files(files);
     }
     for local in shared.into_iter().chain([dir.join("attributes")]) {
         let files = crate::attributes::read_dir(&local)?;
         if !files.is_empty() {
-            result
-                .sources
-                .push(format!("{} ({} files)", local.display(), files.len()));
+            result.sources.push(format!(
+                "{} ({})",
+                local.display(),
+                crate::terminal::count(files.len(), "file")
+            ));
         }
         result.merged.apply_files(&files);
     }

@@ -184,9 +184,9 @@ fn herd_try_and_attributes_read_dependency_and_pod_attributes_from_the_store() {
         "greeting: set by the web app\nowner: set by the pod\nservice: web on port 18080\ntimezone: UTC\n"
     );
     assert!(
-        stderr.contains("app web: attributes from: aci.example.com/aci-busybox:1.36-1 (1 files), ")
-            && stderr.contains("pod-web/attributes (1 files), ")
-            && stderr.contains("pod-web/web/attributes (1 files)"),
+        stderr.contains("app web: attributes from: aci.example.com/aci-busybox:1.36-1 (1 file), ")
+            && stderr.contains("pod-web/attributes (1 file), ")
+            && stderr.contains("pod-web/web/attributes (1 file)"),
         "{stderr}"
     );
     // The app directory alone is the same app.
@@ -277,7 +277,8 @@ fn herd_try_renders_the_dependencies_templates_under_the_directorys_own() {
     assert!(!output.status.success(), "{stderr}");
     assert!(
         stderr.contains("aci.example.com/aci-tbase:1: /herd/templates/etc/motd.tmpl:2")
-            && stderr.contains("who"),
+            && stderr.contains("who")
+            && stderr.contains("templates from: aci.example.com/aci-tbase:1 (3 files), "),
         "{stderr}"
     );
     write(

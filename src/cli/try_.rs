@@ -65,6 +65,7 @@ pub fn run(args: TryArgs) -> Result<ExitCode> {
             .map(|a| format!("app {a}: "))
             .unwrap_or_default();
         let attributes = stack_attributes(dir, store.as_ref(), &label)?;
+        say_template_sources(dir, &attributes.templates, &label);
         let (files, found) = render(dir, attributes, args.attributes.as_deref())?;
         problems.extend(found.into_iter().map(|p| format!("{label}{p}")));
         rendered.push((app.clone(), files));
@@ -149,6 +150,35 @@ pub fn stack_attributes(
         eprintln!("{label}attributes from: {}", attributes.sources.join(", "));
     }
     Ok(attributes)
+}
+
+/// Says whose templates are rendered, when dependencies bring some.
+fn say_template_sources(
+    dir: &Path,
+    templates: &[herd::image_attributes::StackTemplate],
+    label: &str,
+) {
+    if templates.is_empty() {
+        return;
+    }
+    let mut counts: Vec<(&str, usize)> = vec![];
+    for template in templates {
+        let image = template
+            .origin
+            .split(": ")
+            .next()
+            .unwrap_or(&template.origin);
+        match counts.iter_mut().find(|(i, _)| *i == image) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((image, 1)),
+        }
+    }
+    let mut sources: Vec<String> = counts
+        .iter()
+        .map(|(image, count)| format!("{image} ({})", herd::terminal::count(*count, "file")))
+        .collect();
+    sources.push(format!("{}", dir.join("templates").display()));
+    eprintln!("{label}templates from: {}", sources.join(", "));
 }
 
 /// Renders the templates a container of `dir` has (its dependencies', then

@@ -363,40 +363,30 @@ fn build_with_scripts(
     env.push(format!("ACI_HOME={BUILD_MOUNTS}/home"));
     env.push(format!("HERD_BUILD_ATTRIBUTES={BUILD_MOUNTS}/attributes"));
     let ctx = ScriptContext { env: &env, ..ctx };
-    let run_level = |level: &str| -> Result<()> {
-        for script in crate::fsutil::files_in(&source.dir.join("runlevels").join(level))? {
-            let name = script
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            ctx.run(
-                level,
-                &script,
-                &format!("{BUILD_MOUNTS}/home/runlevels/{level}/{name}"),
-                &root,
-                &mounts,
-            )?;
+    // Each script of `host_dir`, in order, run from `inside` (where the
+    // container sees that directory).
+    let run_scripts = |label: &str, host_dir: &Path, inside: &str| -> Result<()> {
+        for script in crate::fsutil::files_in(host_dir)? {
+            let name = script.file_name().unwrap_or_default().to_string_lossy();
+            ctx.run(label, &script, &format!("{inside}/{name}"), &root, &mounts)?;
         }
         Ok(())
+    };
+    let run_level = |level: &str| -> Result<()> {
+        run_scripts(
+            level,
+            &source.dir.join("runlevels").join(level),
+            &format!("{BUILD_MOUNTS}/home/runlevels/{level}"),
+        )
     };
     let run_inherited = |level: &str| -> Result<()> {
         for dependency in &base.stack {
             let inside = image_paths::image_dir(dependency, level);
-            for script in crate::fsutil::files_in(&overlay.merged.join(&inside))? {
-                let name = script
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                ctx.run(
-                    &format!("{level} of {dependency}"),
-                    &script,
-                    &format!("/{inside}/{name}"),
-                    &root,
-                    &mounts,
-                )?;
-            }
+            run_scripts(
+                &format!("{level} of {dependency}"),
+                &overlay.merged.join(&inside),
+                &format!("/{inside}"),
+            )?;
         }
         Ok(())
     };

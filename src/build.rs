@@ -318,22 +318,46 @@ pub fn init_binary(options: &BuildOptions) -> Result<PathBuf> {
     )
 }
 
+/// The digest of the init at `path`, hashed once per process while its
+/// size and mtime stay the same (every image of a tree asks for it: its
+/// cache key and its init layer).
+pub fn init_digest(path: &Path) -> Result<crate::digest::Digest> {
+    use std::os::unix::fs::MetadataExt;
+    type Stamp = (u64, i64, i64);
+    type Known = std::collections::HashMap<PathBuf, (Stamp, crate::digest::Digest)>;
+    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Known>> = std::sync::OnceLock::new();
+    let metadata =
+        std::fs::metadata(path).with_context(|| format!("reading the init {}", path.display()))?;
+    let stamp = (metadata.len(), metadata.mtime(), metadata.mtime_nsec());
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some((seen, digest)) = known.lock().expect("not poisoned").get(path)
+        && *seen == stamp
+    {
+        return Ok(digest.clone());
+    }
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("reading the init {}", path.display()))?;
+    let (digest, _) = crate::digest::digest_reader(std::io::BufReader::new(file))
+        .with_context(|| format!("reading the init {}", path.display()))?;
+    known
+        .lock()
+        .expect("not poisoned")
+        .insert(path.to_path_buf(), (stamp, digest.clone()));
+    Ok(digest)
+}
+
 /// The init's own layer. Its bytes depend only on the init binary (fixed
 /// owner, mode and mtime, no other file), so every image built by the same
 /// herd shares it by digest; it is compressed once per process and store
 /// (a tree of 500 images otherwise compresses the 4 MB init 500 times).
 fn init_layer(store: &Store, options: &BuildOptions) -> Result<LayerBlob> {
-    type Key = (PathBuf, PathBuf, (u64, i64, i64), Compression);
-    use std::os::unix::fs::MetadataExt;
+    type Key = (PathBuf, crate::digest::Digest, Compression);
     static MADE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<Key, LayerBlob>>> =
         std::sync::OnceLock::new();
     let path = init_binary(options)?;
-    let metadata =
-        std::fs::metadata(&path).with_context(|| format!("reading the init {}", path.display()))?;
     let key: Key = (
         store.root().to_path_buf(),
-        path.clone(),
-        (metadata.len(), metadata.mtime(), metadata.mtime_nsec()),
+        init_digest(&path)?,
         options.compression,
     );
     let made = MADE.get_or_init(Default::default);
@@ -345,11 +369,11 @@ fn init_layer(store: &Store, options: &BuildOptions) -> Result<LayerBlob> {
             return Ok(blob);
         }
     }
+    let size = std::fs::metadata(&path)
+        .with_context(|| format!("reading the init {}", path.display()))?
+        .len();
     let mut entries = vec![Entry {
-        kind: layers::EntryKind::File {
-            source: path,
-            size: metadata.len(),
-        },
+        kind: layers::EntryKind::File { source: path, size },
         ..Entry::bytes(image_paths::INIT, vec![], 0o755, 0)
     }];
     layers::complete_and_sort(&mut entries, 0);

@@ -43,7 +43,9 @@ pub fn key(
     // The init is part of every image: a new one must rebuild. Its bytes,
     // not its mtime: a fresh CI runner builds the same init anew, and its
     // keys must still find the shared cache's entries.
-    if let Ok(digest) = crate::build::init_binary(options).and_then(|init| init_digest(&init)) {
+    if let Ok(digest) =
+        crate::build::init_binary(options).and_then(|init| crate::build::init_digest(&init))
+    {
         writeln!(hasher, "init {digest}")?;
     }
     writeln!(
@@ -107,37 +109,12 @@ fn hash_tree(dir: &Path, hasher: &mut impl Write) -> Result<()> {
     Ok(())
 }
 
-/// The digest of the init at `path`, hashed once per process while its
-/// size and mtime stay the same (a tree's every image asks for it).
-fn init_digest(path: &Path) -> Result<Digest> {
-    type Known = std::collections::HashMap<PathBuf, ((u64, i64, i64), Digest)>;
-    static KNOWN: std::sync::OnceLock<std::sync::Mutex<Known>> = std::sync::OnceLock::new();
-    let metadata = std::fs::metadata(path)?;
-    let stamp = (metadata.len(), metadata.mtime(), metadata.mtime_nsec());
-    let known = KNOWN.get_or_init(Default::default);
-    if let Some((seen, digest)) = known.lock().expect("not poisoned").get(path)
-        && *seen == stamp
-    {
-        return Ok(digest.clone());
-    }
-    let (_, digest) = hash_file(path)?;
-    known
-        .lock()
-        .expect("not poisoned")
-        .insert(path.to_path_buf(), (stamp, digest.clone()));
-    Ok(digest)
-}
-
 /// The length and digest of the file at `path` (following a symlink).
 fn hash_file(path: &Path) -> Result<(u64, Digest)> {
     let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut hasher = HashingWriter::new(std::io::sink());
-    std::io::copy(
-        &mut std::io::BufReader::with_capacity(256 * 1024, file),
-        &mut hasher,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
-    let (_, digest, len) = hasher.finish();
+    let (digest, len) =
+        crate::digest::digest_reader(std::io::BufReader::with_capacity(256 * 1024, file))
+            .with_context(|| format!("reading {}", path.display()))?;
     Ok((len, digest))
 }
 

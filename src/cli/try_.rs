@@ -219,10 +219,10 @@ fn render(
         .filter(|t| matches!(templates::kind(&t.relative), templates::Kind::Partial))
         .map(|t| t.relative.to_string_lossy().into_owned())
         .collect();
-    templates::check_dir(&own, &inherited)?;
+    let own_loaded = TemplateDir::load_over(&own, &inherited)?;
     let stacked_dir;
     let loaded = if stack.templates.is_empty() {
-        TemplateDir::load(&own)?
+        own_loaded
     } else {
         let (stacked, o) = stack_templates(&own, &stack.templates)?;
         origins = o;

@@ -189,8 +189,9 @@ impl TemplateDir {
         TemplateDir::load_over(dir, &BTreeSet::new())
     }
 
-    /// As `load`, with `inherited` partials known to exist beside `dir`'s.
-    fn load_over(dir: &Path, inherited: &BTreeSet<String>) -> Result<TemplateDir, InputError> {
+    /// As `load`, with `inherited` partials known to exist beside `dir`'s
+    /// (a dependency image's, which its templates may include).
+    pub fn load_over(dir: &Path, inherited: &BTreeSet<String>) -> Result<TemplateDir, InputError> {
         let mut entries = vec![];
         let mut partials = vec![];
         let mut configs = vec![];

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 /// An attribute file or template in a layer larger than this is refused:
 /// the same bound as the YAML reader's own input.
 const MAX_FILE: u64 = 4 << 20;
-/// The most bytes of dependency templates read for one directory.
+/// The most bytes of dependency templates read for one directory, and of
+/// attribute files and templates read from one layer.
 const MAX_TEMPLATES: u64 = 64 << 20;
 
 /// What a directory's container merges, and what could not be read.
@@ -188,6 +189,7 @@ fn read_layer(name: &ImageName, path: &Path, media_type: &str) -> Result<LayerCh
     let reader = crate::layers::open_decompressed(path, media_type)?;
     let mut archive = tar::Archive::new(reader);
     let mut changes = LayerChanges::default();
+    let mut read = 0u64;
     for entry in archive
         .entries()
         .with_context(|| format!("reading a layer of {name}"))?
@@ -229,6 +231,14 @@ fn read_layer(name: &ImageName, path: &Path, media_type: &str) -> Result<LayerCh
         }
         if entry.size() > MAX_FILE {
             bail!("{name}: /{path} is larger than {MAX_FILE} bytes");
+        }
+        // Checked as it is read: a layer of many files just under the
+        // per-file bound must not fill the memory before the total is.
+        read += entry.size();
+        if read > MAX_TEMPLATES {
+            bail!(
+                "{name}: a layer holds more than {MAX_TEMPLATES} bytes of attribute files and /herd/templates"
+            );
         }
         let mut content = vec![];
         entry.read_to_end(&mut content)?;

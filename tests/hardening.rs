@@ -874,6 +874,49 @@ fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
     assert!(escaped.is_empty(), "{escaped:?} appeared");
 }
 
+/// Many dependency templates each under the per-file bound are stopped at
+/// the layer's total (64 MiB), not read into memory whole.
+#[test]
+fn herd_try_refuses_a_dependency_layer_with_too_many_template_bytes() {
+    let work = workdir();
+    let store = work.path().join("store");
+    empty_store(&store);
+    let base = "aci.example.com/hostile-many-templates:1";
+    let content = vec![b'x'; 4 << 20];
+    let names: Vec<String> = (0..17).map(|i| format!("herd/templates/t{i:02}")).collect();
+    let entries: Vec<TarEntry> = names
+        .iter()
+        .map(|n| (n.as_bytes(), b'0', &b""[..], content.as_slice()))
+        .collect();
+    put_image(&store, base, &raw_tar(&entries));
+    let dir = work.path().join("on-many");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("aci-manifest.yml"),
+        format!("name: aci.example.com/on-many:1\naci:\n  dependencies: [{base}]\n"),
+    )
+    .unwrap();
+    let out = work.path().join("out");
+    let output = run_fails(
+        herd()
+            .arg("try")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&out)
+            .arg("--store")
+            .arg(&store),
+    );
+    let error = text(&output.stderr);
+    assert!(
+        error.contains(&format!(
+            "{base}: a layer holds more than {} bytes",
+            64 << 20
+        )),
+        "{error}"
+    );
+    assert!(!out.exists(), "herd try wrote {}", out.display());
+}
+
 /// A template that doubles a variable in a loop (2^40 bytes) would take
 /// the machine's memory: herd stops it at its render budget with a
 /// message, in well under a gigabyte, whether herd try or a unit

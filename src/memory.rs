@@ -25,17 +25,23 @@ thread_local! {
     /// Bytes this thread allocated minus those it freed (frees of memory
     /// another thread allocated make it drift low, never high).
     static HELD: Cell<isize> = const { Cell::new(0) };
-    /// The budget of the `bounded` scope this thread is in: the most
-    /// `HELD` may reach, and what the work is called (copied here, so the
+    /// The most `HELD` may reach in the `bounded` scope this thread is in
+    /// (no limit outside one): the one value every allocation reads.
+    static CEILING: Cell<isize> = const { Cell::new(isize::MAX) };
+    /// What that scope is, for the message only (copied here, so the
     /// message needs no allocation).
-    static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+    static BUDGET: Cell<Budget> = const {
+        Cell::new(Budget {
+            allowed: 0,
+            what: [0; 160],
+            what_length: 0,
+        })
+    };
 }
 
 #[derive(Clone, Copy)]
 struct Budget {
-    /// The most `HELD` may reach.
-    ceiling: isize,
-    /// What the scope allows above where it started, for the message.
+    /// What the scope allows above where it started.
     allowed: usize,
     what: [u8; 160],
     what_length: usize,
@@ -45,7 +51,7 @@ struct Budget {
 static ALLOCATOR: Counting = Counting;
 
 impl Counting {
-    fn account(grow: isize) -> bool {
+    fn account(grow: isize) {
         // During thread teardown the thread-locals may be gone: count
         // nothing then rather than fail the allocation.
         let held = HELD
@@ -55,18 +61,18 @@ impl Counting {
                 now
             })
             .unwrap_or(0);
-        if grow <= 0 {
-            return true;
-        }
-        match BUDGET.try_with(Cell::get) {
-            Ok(Some(budget)) if held > budget.ceiling => over_budget(&budget),
-            _ => true,
+        if grow > 0
+            && CEILING
+                .try_with(Cell::get)
+                .is_ok_and(|ceiling| held > ceiling)
+        {
+            over_budget(&BUDGET.with(Cell::get));
         }
     }
 }
 
 /// Says why the process ends, without allocating, and ends it.
-fn over_budget(budget: &Budget) -> bool {
+fn over_budget(budget: &Budget) -> ! {
     let mut message = [0u8; 384];
     let mut length = 0;
     for part in [
@@ -138,18 +144,23 @@ unsafe impl GlobalAlloc for Counting {
 /// budget applies inside.
 pub fn bounded<T>(limit: usize, what: &str, work: impl FnOnce() -> T) -> T {
     let mut budget = Budget {
-        ceiling: HELD.with(Cell::get).saturating_add(limit as isize),
         allowed: limit,
         what: [0; 160],
         what_length: what.len().min(160),
     };
     budget.what[..budget.what_length].copy_from_slice(&what.as_bytes()[..budget.what_length]);
-    let outer = BUDGET.with(|current| current.replace(Some(budget)));
+    let ceiling = HELD.with(Cell::get).saturating_add(limit as isize);
+    let outer = (
+        CEILING.with(|current| current.replace(ceiling)),
+        BUDGET.with(|current| current.replace(budget)),
+    );
     // Restored however `work` ends.
-    struct Restore(Option<Budget>);
+    struct Restore((isize, Budget));
     impl Drop for Restore {
         fn drop(&mut self) {
-            let _ = BUDGET.try_with(|current| current.set(self.0));
+            let (ceiling, budget) = self.0;
+            let _ = CEILING.try_with(|current| current.set(ceiling));
+            let _ = BUDGET.try_with(|current| current.set(budget));
         }
     }
     let _restore = Restore(outer);

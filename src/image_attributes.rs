@@ -42,8 +42,19 @@ pub struct StackTemplate {
     /// Its path below `/herd/templates`.
     pub relative: PathBuf,
     pub content: Vec<u8>,
+    /// The dependency whose layers brought it.
+    pub image: String,
+}
+
+impl StackTemplate {
     /// Where it comes from, for messages: `IMAGE: /herd/templates/FILE`.
-    pub origin: String,
+    pub fn origin(&self) -> String {
+        format!(
+            "{}: /{TEMPLATES_PREFIX}{}",
+            self.image,
+            self.relative.display()
+        )
+    }
 }
 
 /// The attributes of the image directory or pod app directory `dir`, with
@@ -91,7 +102,7 @@ pub fn for_dir(dir: &Path, store: Option<&Store>) -> Result<StackAttributes> {
         .into_iter()
         .map(|(path, (content, image))| StackTemplate {
             relative: PathBuf::from(&path[TEMPLATES_PREFIX.len()..]),
-            origin: format!("{image}: /{path}"),
+            image,
             content,
         })
         .collect();

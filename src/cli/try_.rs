@@ -163,11 +163,7 @@ fn say_template_sources(
     }
     let mut counts: Vec<(&str, usize)> = vec![];
     for template in templates {
-        let image = template
-            .origin
-            .split(": ")
-            .next()
-            .unwrap_or(&template.origin);
+        let image = template.image.as_str();
         match counts.iter_mut().find(|(i, _)| *i == image) {
             Some((_, count)) => *count += 1,
             None => counts.push((image, 1)),
@@ -265,11 +261,7 @@ fn stack_templates(
         Ok(())
     };
     for template in templates {
-        put(
-            &template.relative,
-            &template.content,
-            template.origin.clone(),
-        )?;
+        put(&template.relative, &template.content, template.origin())?;
     }
     if own.is_dir() {
         for entry in walkdir::WalkDir::new(own)

@@ -824,25 +824,14 @@ fn hostile_dependency_layers_are_refused_and_nothing_lands_outside() {
     assert_fsck(&store);
 }
 
-#[test]
-fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
+/// `herd try` of a directory on the image `base` (one hostile `layer`,
+/// put into a new store): it must fail; its stderr, once checked that it
+/// wrote no output.
+fn try_on_hostile_base(base: &str, layer: &[u8]) -> (Workdir, String) {
     let work = workdir();
     let store = work.path().join("store");
     empty_store(&store);
-    let base = "aci.example.com/hostile-templates:1";
-    put_image(
-        &store,
-        base,
-        &raw_tar(&[
-            (b"herd/templates/etc/fine.tmpl", b'0', b"", b"fine\n"),
-            (
-                b"herd/templates/../../../../../../escape-try.tmpl",
-                b'0',
-                b"",
-                b"x",
-            ),
-        ]),
-    );
+    put_image(&store, base, layer);
     let dir = work.path().join("on-hostile");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -860,12 +849,29 @@ fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
             .arg("--store")
             .arg(&store),
     );
-    let error = text(&output.stderr);
+    assert!(!out.exists(), "herd try wrote {}", out.display());
+    (work, text(&output.stderr))
+}
+
+#[test]
+fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
+    let base = "aci.example.com/hostile-templates:1";
+    let (work, error) = try_on_hostile_base(
+        base,
+        &raw_tar(&[
+            (b"herd/templates/etc/fine.tmpl", b'0', b"", b"fine\n"),
+            (
+                b"herd/templates/../../../../../../escape-try.tmpl",
+                b'0',
+                b"",
+                b"x",
+            ),
+        ]),
+    );
     assert!(
         error.contains(base) && error.contains("expected a plain relative path"),
         "{error}"
     );
-    assert!(!out.exists(), "herd try wrote {}", out.display());
     assert!(!Path::new("/escape-try.tmpl").exists() && !Path::new("/escape-try").exists());
     let escaped: Vec<String> = names_below(work.path())
         .into_iter()
@@ -878,9 +884,6 @@ fn herd_try_refuses_a_dependency_template_path_that_climbs_out() {
 /// the layer's total (64 MiB), not read into memory whole.
 #[test]
 fn herd_try_refuses_a_dependency_layer_with_too_many_template_bytes() {
-    let work = workdir();
-    let store = work.path().join("store");
-    empty_store(&store);
     let base = "aci.example.com/hostile-many-templates:1";
     let content = vec![b'x'; 4 << 20];
     let names: Vec<String> = (0..17).map(|i| format!("herd/templates/t{i:02}")).collect();
@@ -888,25 +891,7 @@ fn herd_try_refuses_a_dependency_layer_with_too_many_template_bytes() {
         .iter()
         .map(|n| (n.as_bytes(), b'0', &b""[..], content.as_slice()))
         .collect();
-    put_image(&store, base, &raw_tar(&entries));
-    let dir = work.path().join("on-many");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("aci-manifest.yml"),
-        format!("name: aci.example.com/on-many:1\naci:\n  dependencies: [{base}]\n"),
-    )
-    .unwrap();
-    let out = work.path().join("out");
-    let output = run_fails(
-        herd()
-            .arg("try")
-            .arg(&dir)
-            .arg("--out")
-            .arg(&out)
-            .arg("--store")
-            .arg(&store),
-    );
-    let error = text(&output.stderr);
+    let (_work, error) = try_on_hostile_base(base, &raw_tar(&entries));
     assert!(
         error.contains(&format!(
             "{base}: a layer holds more than {} bytes",
@@ -914,7 +899,6 @@ fn herd_try_refuses_a_dependency_layer_with_too_many_template_bytes() {
         )),
         "{error}"
     );
-    assert!(!out.exists(), "herd try wrote {}", out.display());
 }
 
 /// A template that doubles a variable in a loop (2^40 bytes) would take
